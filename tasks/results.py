@@ -1,0 +1,26 @@
+"""Where task results are persisted: Redis through prefect-redis, or local files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect.filesystems import WritableFileSystem
+from prefect_redis import RedisDatabase
+
+from tidal.settings import Settings
+
+BLOCK_NAME = "tidal-results"
+
+
+def result_storage(settings: Settings) -> WritableFileSystem | Path:
+    """A saved ``RedisDatabase`` block when ``TIDAL_REDIS_URL`` is set, else a local folder.
+
+    Prefect refuses an unsaved block as result storage, and one assigned after the task is
+    built fails to save yet still reports Completed; so the block is saved server-side here,
+    before any task is configured with it.
+    """
+    if settings.redis_url is None:
+        return (settings.data_dir / "results").resolve()
+    block = RedisDatabase(connection_url=settings.redis_url)
+    block.save(BLOCK_NAME, overwrite=True)
+    return block

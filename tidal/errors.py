@@ -1,0 +1,79 @@
+"""Tidal's exceptions, split by what the orchestrator should do with them.
+
+    TidalError
+    ├── TransientError        retried with backoff (timeouts, 429, 5xx, dropped connections)
+    └── PermanentError        fails its file at once, never retried
+        ├── ParseError        the file itself is bad (binary, invalid JSON, no text)
+        ├── SourceError       the source refuses the path (escapes the root, missing)
+        └── ConfigError       a setting is wrong; raised at start-up, before any work
+
+Every error that concerns one file carries its ``path`` so a failure report can name it, and
+the task sets ``attempts`` before giving up so the report can say how hard it tried.
+"""
+
+from __future__ import annotations
+
+
+class TidalError(Exception):
+    """Base of every error Tidal raises on purpose."""
+
+    kind = "error"
+
+    def __init__(self, message: str, *, path: str | None = None, attempts: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.attempts = attempts
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+    def __reduce__(self):  # keep ``path`` when Prefect pickles the exception into a state
+        return (_rebuild, (type(self), self.message, self.path, self.attempts))
+
+
+def _rebuild(
+    cls: type[TidalError], message: str, path: str | None, attempts: int | None
+) -> TidalError:
+    return cls(message, path=path, attempts=attempts)
+
+
+class TransientError(TidalError):
+    """Worth another attempt: the same call may succeed later."""
+
+    kind = "transient"
+
+
+class PermanentError(TidalError):
+    """Retrying cannot help; the file (or the configuration) must change first."""
+
+    kind = "permanent"
+
+
+class ParseError(PermanentError):
+    """The file's bytes cannot be turned into text."""
+
+
+class SourceError(PermanentError):
+    """The source cannot or will not hand out this path."""
+
+
+class ConfigError(PermanentError):
+    """A setting is invalid; the message names the variable and the fix."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a retry might help.
+
+    Tidal's own errors say so explicitly; of the rest, only the standard library's network
+    failures count as transient, so a bug (KeyError, TypeError...) is never retried into a
+    three-fold slower failure.
+    """
+    if isinstance(exc, TidalError):
+        return isinstance(exc, TransientError)
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+def error_kind(exc: BaseException) -> str:
+    """``transient`` or ``permanent``, as recorded next to a failed file."""
+    return "transient" if is_transient(exc) else "permanent"

@@ -1,0 +1,91 @@
+"""Bytes → text. Design JSON keeps each value's key path, so a chunk says where it came from.
+
+Decoding is strict: a file that is not clean UTF-8 is rejected, never guessed at, because a
+mis-decoded document would be embedded as garbage and found by no search.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Iterator
+from typing import Any
+
+from tidal.errors import ParseError
+from tidal.records import Document, file_kind
+
+PARSER_VERSION = "1"
+
+TEXT_EXTENSIONS = {".md", ".markdown", ".txt"}
+JSON_EXTENSIONS = {".json"}
+
+
+def parse(path: str, data: bytes) -> Document:
+    """Turn one file's bytes into a Document, or raise ParseError saying why not."""
+    ext = posixpath.splitext(path)[1].lower()
+    if ext not in TEXT_EXTENSIONS | JSON_EXTENSIONS:
+        raise ParseError(
+            f"unsupported file type {ext or '(none)'!r}; expected .json, .md or .txt", path=path
+        )
+    text = decode(path, data)
+    if ext in JSON_EXTENSIONS:
+        text = json_to_text(path, text)
+    elif not text.strip():
+        raise ParseError("file has no text (only whitespace)", path=path)
+    return Document(path=path, kind=file_kind(path), text=text, title=_title(path, text))
+
+
+def decode(path: str, data: bytes) -> str:
+    """Strict UTF-8 (a leading BOM is dropped); binary or mis-encoded data is refused."""
+    if not data:
+        raise ParseError("file is empty", path=path)
+    if b"\x00" in data[:8192]:
+        raise ParseError("file is binary (contains NUL bytes), not text", path=path)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ParseError(
+            f"file is not valid UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 1]!r})",
+            path=path,
+        ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def json_to_text(path: str, text: str) -> str:
+    """One line per scalar: ``screens[2].components[0].label: Save``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParseError(
+            f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", path=path
+        ) from None
+    lines = [f"{key}: {leaf}" if key else str(leaf) for key, leaf in _leaves(value, "")]
+    if not any(isinstance(leaf, str) and leaf.strip() for _, leaf in _leaves(value, "")):
+        raise ParseError("JSON holds no text (no non-empty string values)", path=path)
+    return "\n".join(lines)
+
+
+def _leaves(value: Any, key: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict):
+        for name, child in value.items():
+            yield from _leaves(child, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            yield from _leaves(child, f"{key}[{i}]")
+    elif value is None or (isinstance(value, str) and not value.strip()):
+        return
+    elif isinstance(value, bool):
+        yield key, "true" if value else "false"
+    else:
+        yield key, value
+
+
+def _title(path: str, text: str) -> str:
+    """A human title: the first markdown heading, a JSON ``title``, or the file name."""
+    for line in text.splitlines()[:50]:
+        stripped = line.strip()
+        if stripped.startswith("# "):
+            return stripped[2:].strip()
+        if stripped.startswith("title: "):
+            return stripped[len("title: ") :].strip()
+    return posixpath.splitext(posixpath.basename(path))[0]

@@ -1,0 +1,148 @@
+"""One file through every stage: read → parse → chunk → embed → store.
+
+This is the whole of Tidal's work for a file, with no orchestration in it: Prefect's task
+wraps ``Pipeline.ingest`` and adds retries, caching and logging around it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+from tidal.chunking import CHUNKER_VERSION, ENCODING, ChunkingOptions, chunk_text
+from tidal.embedders import Embedder, open_embedder
+from tidal.parsing import PARSER_VERSION, parse
+from tidal.records import Chunk, Document, EmbeddedChunk, FileResult, SourceFile
+from tidal.settings import Settings
+from tidal.sources import Source, open_source
+from tidal.store import Store
+from tidal.store.embedded import embedded_database_url
+from tidal.store.postgres import PostgresStore
+
+log = logging.getLogger("tidal.pipeline")
+
+
+def fingerprint(chunking: ChunkingOptions, embedder: Embedder) -> str:
+    """Everything besides a file's bytes that decides its chunks and vectors.
+
+    A change here re-ingests every file: a stored vector is only reused when it came out of
+    exactly the same parser, chunker and model.
+    """
+    recipe = {
+        "parser": PARSER_VERSION,
+        "chunker": CHUNKER_VERSION,
+        "encoding": ENCODING,
+        "max_tokens": chunking.max_tokens,
+        "overlap": chunking.overlap,
+        "embedder": embedder.name,
+        "dimension": embedder.dimension,
+        "max_input_tokens": embedder.max_input_tokens,
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Pipeline:
+    """A source, an embedder and a store, with the chunking options that join them."""
+
+    def __init__(
+        self,
+        *,
+        source: Source,
+        embedder: Embedder,
+        store: Store,
+        chunking: ChunkingOptions,
+        batch_size: int = 64,
+    ) -> None:
+        self.source = source
+        self.embedder = embedder
+        self.store = store
+        self.chunking = chunking
+        self.batch_size = batch_size
+        self.fingerprint = fingerprint(chunking, embedder)
+
+    def ingest(self, file: SourceFile, *, attempt: int = 1) -> FileResult:
+        """Bring the store up to date with ``file``; skip it when it already is."""
+        started = time.perf_counter()
+        if self.store.is_current(file, self.fingerprint):
+            return FileResult(file.path, "skipped", seconds=time.perf_counter() - started)
+        document = parse(file.path, self.source.read(file))
+        chunks = self.chunk(document)
+        vectors = self.embed([c.text for c in chunks])
+        self.store.replace_file(
+            file,
+            document,
+            [EmbeddedChunk(c, v) for c, v in zip(chunks, vectors, strict=True)],
+            fingerprint=self.fingerprint,
+            attempts=attempt,
+        )
+        return FileResult(
+            file.path,
+            "ingested",
+            chunks=len(chunks),
+            tokens=sum(c.token_count for c in chunks),
+            seconds=time.perf_counter() - started,
+            attempts=attempt,
+        )
+
+    def chunk(self, document: Document) -> list[Chunk]:
+        """Token windows that each fit the embedder's input limit, re-split where needed."""
+        chunks = _fit(chunk_text(document.text, self.chunking), self.embedder)
+        return [replace(c, index=i) for i, c in enumerate(chunks)]
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            vectors.extend(self.embedder.embed(texts[start : start + self.batch_size]))
+        return vectors
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _fit(chunks: list[Chunk], embedder: Embedder) -> list[Chunk]:
+    """Split any chunk the embedder would truncate, so no text is silently dropped.
+
+    The chunker counts cl100k tokens; the model counts its own, and dense text (JSON key
+    paths, code) can need more of them. Rather than trust a ratio, measure and re-split.
+    """
+    if not chunks:
+        return chunks
+    limit = embedder.max_input_tokens
+    fitted: list[Chunk] = []
+    for chunk, used in zip(chunks, embedder.count_tokens([c.text for c in chunks]), strict=True):
+        if used <= limit or chunk.token_count <= 16:
+            fitted.append(chunk)
+            continue
+        smaller = max(16, chunk.token_count * limit * 9 // (used * 10))
+        log.debug("re-splitting a %d-token chunk for the embedder (%d > %d)", chunk.token_count, used, limit)
+        fitted.extend(_fit(chunk_text(chunk.text, ChunkingOptions(smaller, 0)), embedder))
+    return fitted
+
+
+def build_pipeline(settings: Settings) -> Pipeline:
+    """Open every backend the settings name. Slow (loads the model): do it once per run."""
+    source = open_source(settings.source)
+    embedder = open_embedder(settings.embedder, settings.effective_model)
+    url = (
+        settings.database_url.get_secret_value()
+        if settings.database_url
+        else embedded_database_url(settings.data_dir)
+    )
+    store = PostgresStore(url, dimension=embedder.dimension, pool_size=settings.concurrency + 1)
+    return Pipeline(
+        source=source,
+        embedder=embedder,
+        store=store,
+        chunking=ChunkingOptions(settings.effective_chunk_tokens, settings.effective_chunk_overlap),
+        batch_size=settings.embed_batch_size,
+    )

@@ -1,0 +1,119 @@
+"""The records that flow between stages: scan → parse → chunk → embed → store.
+
+All frozen: a stage never edits what an earlier stage produced, which keeps retries
+and cached results honest.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
+
+FileKind = Literal["design", "prd", "other"]
+FileStatus = Literal["ingested", "skipped", "failed"]
+
+
+def file_kind(path: str) -> FileKind:
+    """Design or PRD, from the prefix and extension, as the seed's job data did."""
+    ext = posixpath.splitext(path)[1].lower()
+    top = path.split("/", 1)[0]
+    if ext == ".json" and top != "prds":
+        return "design"
+    if ext in {".md", ".markdown", ".txt"}:
+        return "prd"
+    return "other"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One object in the source; ``content_hash`` is its change key (sha256 or eTag)."""
+
+    path: str
+    size: int
+    content_hash: str
+
+    @property
+    def kind(self) -> FileKind:
+        return file_kind(self.path)
+
+
+@dataclass(frozen=True)
+class Document:
+    """A file turned into plain text, ready to chunk."""
+
+    path: str
+    kind: FileKind
+    text: str
+    title: str
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A window of a document's text; ``hash`` is stable across runs for the same text."""
+
+    index: int
+    text: str
+    token_count: int
+    hash: str
+
+
+@dataclass(frozen=True)
+class EmbeddedChunk:
+    chunk: Chunk
+    embedding: list[float]
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What happened to one file; the task's return value and the summary's row."""
+
+    path: str
+    status: FileStatus
+    chunks: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    attempts: int = 1
+    error: str | None = None
+    error_kind: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Every file's result plus the wall-clock time of the run."""
+
+    results: tuple[FileResult, ...]
+    seconds: float
+    source: str = ""
+    counts: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        counted = Counter(r.status for r in self.results)
+        object.__setattr__(
+            self, "counts", {s: counted.get(s, 0) for s in ("ingested", "skipped", "failed")}
+        )
+
+    @property
+    def failed(self) -> tuple[FileResult, ...]:
+        return tuple(r for r in self.results if r.status == "failed")
+
+    @property
+    def chunks(self) -> int:
+        return sum(r.chunks for r in self.results if r.status == "ingested")
+
+    @property
+    def tokens(self) -> int:
+        return sum(r.tokens for r in self.results if r.status == "ingested")
+
+    def render(self) -> str:
+        """The closing lines a person reads after a run."""
+        c = self.counts
+        lines = [
+            f"Tidal: {len(self.results)} files from {self.source}",
+            f"  ingested {c['ingested']}, skipped {c['skipped']} (unchanged), failed {c['failed']}",
+            f"  chunks {self.chunks}, tokens {self.tokens}, {self.seconds:.1f} s",
+        ]
+        for r in self.failed:
+            lines.append(f"  FAILED {r.path} ({r.error_kind}, {r.attempts} attempt(s)): {r.error}")
+        return "\n".join(lines)

@@ -1,0 +1,56 @@
+"""Where chunks and their vectors live. A new backend is one new module implementing ``Store``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from tidal.records import Document, EmbeddedChunk, SourceFile
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    source_path: str
+    chunk_index: int
+    content: str
+    score: float
+    metadata: dict[str, Any]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A vector index plus a table of which file versions it holds (the source of truth)."""
+
+    def current_files(self, fingerprint: str) -> dict[str, str]:
+        """Path → change key of every file ingested under ``fingerprint``."""
+        ...
+
+    def is_current(self, file: SourceFile, fingerprint: str) -> bool: ...
+
+    def replace_file(
+        self,
+        file: SourceFile,
+        document: Document,
+        chunks: Sequence[EmbeddedChunk],
+        *,
+        fingerprint: str,
+        attempts: int = 1,
+    ) -> None:
+        """Swap the file's chunks for ``chunks`` atomically and mark it ingested."""
+        ...
+
+    def record_failure(
+        self, path: str, content_hash: str, *, fingerprint: str, error: str, kind: str, attempts: int
+    ) -> None:
+        """Mark a file failed; its previously stored chunks (if any) stay searchable."""
+        ...
+
+    def search(
+        self, embedding: Sequence[float], *, limit: int = 5, filter: dict[str, Any] | None = None
+    ) -> list[SearchHit]: ...
+
+    def close(self) -> None: ...
+
+
+__all__ = ["SearchHit", "Store"]

@@ -1,0 +1,208 @@
+"""Postgres with pgvector, through psycopg 3: the embedded default, Supabase, or any other.
+
+Each file's chunks are replaced in one transaction, under a per-path advisory lock, so a
+reader sees the old chunk set or the new one, never none, part or a mix; and the file table
+row is written in that same transaction, so "ingested" is recorded only with its chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from tidal.errors import ConfigError, TransientError
+from tidal.records import Document, EmbeddedChunk, SourceFile
+from tidal.store import SearchHit
+
+_ID_NAMESPACE = uuid.UUID("5b0c1f55-7a1d-4c3e-9a4e-746964616c00")
+_SCHEMA_LOCK = 0x7469_6461_6C  # "tidal": serialises concurrent schema set-up
+
+
+def chunk_id(path: str, index: int, hash_: str) -> uuid.UUID:
+    """Deterministic row id: the same chunk of the same file always gets the same id."""
+    return uuid.uuid5(_ID_NAMESPACE, f"{path}\x00{index}\x00{hash_}")
+
+
+def schema_sql(dimension: int) -> str:
+    text = resources.files("tidal.store").joinpath("schema.sql").read_text("utf-8")
+    return text.replace("__DIMENSION__", str(int(dimension)))
+
+
+class PostgresStore:
+    """The Store on a Postgres URL; creates its schema for ``dimension``-wide vectors."""
+
+    def __init__(self, url: str, *, dimension: int, pool_size: int = 4) -> None:
+        self.dimension = dimension
+        with _connection_errors("connect to Postgres"):
+            with psycopg.connect(url, autocommit=True) as conn:
+                ensure_schema(conn, dimension)
+            self._pool = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=max(pool_size, 1),
+                configure=register_vector,
+                open=True,
+                timeout=15,
+                name="tidal",
+            )
+
+    @contextmanager
+    def _conn(self, what: str) -> Iterator[psycopg.Connection[Any]]:
+        with _connection_errors(what), self._pool.connection() as conn:
+            yield conn
+
+    def current_files(self, fingerprint: str) -> dict[str, str]:
+        with self._conn("read the file table") as conn:
+            rows = conn.execute(
+                "select path, content_hash from ingested_files"
+                " where status = 'ingested' and fingerprint = %s",
+                (fingerprint,),
+            ).fetchall()
+        return {path: content_hash for path, content_hash in rows}
+
+    def is_current(self, file: SourceFile, fingerprint: str) -> bool:
+        with self._conn("read the file table") as conn:
+            row = conn.execute(
+                "select 1 from ingested_files where path = %s and content_hash = %s"
+                " and fingerprint = %s and status = 'ingested'",
+                (file.path, file.content_hash, fingerprint),
+            ).fetchone()
+        return row is not None
+
+    def replace_file(
+        self,
+        file: SourceFile,
+        document: Document,
+        chunks: Sequence[EmbeddedChunk],
+        *,
+        fingerprint: str,
+        attempts: int = 1,
+    ) -> None:
+        rows = [
+            (
+                chunk_id(file.path, e.chunk.index, e.chunk.hash),
+                e.chunk.text,
+                json.dumps(
+                    {
+                        "source_path": file.path,
+                        "type": document.kind,
+                        "title": document.title,
+                        "chunk_index": e.chunk.index,
+                        "tokens": e.chunk.token_count,
+                    }
+                ),
+                np.asarray(e.embedding, dtype=np.float32),
+                file.path,
+                e.chunk.index,
+                e.chunk.hash,
+            )
+            for e in chunks
+        ]
+        tokens = sum(e.chunk.token_count for e in chunks)
+        with self._conn("write chunks") as conn, conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (file.path,))
+            conn.execute("delete from documents where source_path = %s", (file.path,))
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "insert into documents (id, content, metadata, embedding,"
+                    " source_path, chunk_index, chunk_hash)"
+                    " values (%s, %s, %s::jsonb, %s, %s, %s, %s)",
+                    rows,
+                )
+            conn.execute(
+                """
+                insert into ingested_files as f (path, content_hash, fingerprint, chunk_count,
+                    token_count, status, error, error_kind, attempts)
+                values (%s, %s, %s, %s, %s, 'ingested', null, null, %s)
+                on conflict (path) do update set
+                    content_hash = excluded.content_hash, fingerprint = excluded.fingerprint,
+                    chunk_count = excluded.chunk_count, token_count = excluded.token_count,
+                    status = 'ingested', error = null, error_kind = null,
+                    attempts = excluded.attempts, updated_at = now()
+                """,
+                (file.path, file.content_hash, fingerprint, len(rows), tokens, attempts),
+            )
+
+    def record_failure(
+        self, path: str, content_hash: str, *, fingerprint: str, error: str, kind: str, attempts: int
+    ) -> None:
+        with self._conn("record a failure") as conn, conn.transaction():
+            conn.execute(
+                """
+                insert into ingested_files as f (path, content_hash, fingerprint, status,
+                    error, error_kind, attempts)
+                values (%s, %s, %s, 'failed', %s, %s, %s)
+                on conflict (path) do update set
+                    content_hash = excluded.content_hash, fingerprint = excluded.fingerprint,
+                    status = 'failed', error = excluded.error, error_kind = excluded.error_kind,
+                    attempts = excluded.attempts, updated_at = now()
+                """,
+                (path, content_hash, fingerprint, error, kind, attempts),
+            )
+
+    def search(
+        self, embedding: Sequence[float], *, limit: int = 5, filter: dict[str, Any] | None = None
+    ) -> list[SearchHit]:
+        with self._conn("search") as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "select id, content, metadata, similarity"
+                " from match_documents(%s, %s, %s::jsonb)",
+                (np.asarray(embedding, dtype=np.float32), limit, json.dumps(filter or {})),
+            )
+            rows = cur.fetchall()
+        return [
+            SearchHit(
+                source_path=row["metadata"].get("source_path", ""),
+                chunk_index=int(row["metadata"].get("chunk_index", 0)),
+                content=row["content"],
+                score=float(row["similarity"]),
+                metadata=row["metadata"],
+            )
+            for row in rows
+        ]
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def ensure_schema(conn: psycopg.Connection[Any], dimension: int) -> None:
+    """Create what is missing; refuse a ``documents`` table built for another dimension."""
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        existing = conn.execute(
+            "select a.atttypmod from pg_attribute a"
+            " where a.attrelid = to_regclass('documents') and a.attname = 'embedding'"
+        ).fetchone()
+        if existing is not None and existing[0] != dimension:
+            raise ConfigError(
+                f"the documents table holds {existing[0]}-dimension vectors but the embedder "
+                f"makes {dimension}; point TIDAL_DATABASE_URL at another database, or drop "
+                "the documents and ingested_files tables to re-index with this model"
+            )
+        conn.execute(schema_sql(dimension))
+
+
+@contextmanager
+def _connection_errors(what: str) -> Iterator[None]:
+    """Connection trouble is transient; anything else Postgres says is a bug or bad config."""
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        raise TransientError(f"could not {what}: {_first_line(exc)}") from exc
+    except (psycopg.errors.FeatureNotSupported, psycopg.errors.UndefinedFile) as exc:
+        # e.g. the server has no pgvector
+        raise ConfigError(f"could not {what}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

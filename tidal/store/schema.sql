@@ -1,0 +1,48 @@
+-- Tidal's schema. Applied idempotently at start-up; __DIMENSION__ is the embedder's vector size.
+-- `documents` and `match_documents` follow LangChain's SupabaseVectorStore, so its readers work
+-- unchanged; `source_path`, `chunk_index` and `chunk_hash` tie each row to its file.
+
+create extension if not exists vector;
+
+create table if not exists documents (
+    id          uuid primary key,
+    content     text not null,
+    metadata    jsonb not null default '{}'::jsonb,
+    embedding   vector(__DIMENSION__) not null,
+    source_path text not null,
+    chunk_index integer not null,
+    chunk_hash  text not null,
+    unique (source_path, chunk_index)
+);
+
+create index if not exists documents_embedding_idx
+    on documents using hnsw (embedding vector_cosine_ops);
+create index if not exists documents_chunk_hash_idx on documents (chunk_hash);
+
+create table if not exists ingested_files (
+    path         text primary key,
+    content_hash text not null,
+    fingerprint  text not null,
+    chunk_count  integer not null default 0,
+    token_count  integer not null default 0,
+    status       text not null check (status in ('ingested', 'failed')),
+    error        text,
+    error_kind   text,
+    attempts     integer not null default 1,
+    created_at   timestamptz not null default now(),
+    updated_at   timestamptz not null default now()
+);
+
+create or replace function match_documents(
+    query_embedding vector(__DIMENSION__),
+    match_count integer default null,
+    filter jsonb default '{}'
+) returns table (id uuid, content text, metadata jsonb, similarity float)
+language sql stable
+as $$
+    select d.id, d.content, d.metadata, 1 - (d.embedding <=> query_embedding) as similarity
+    from documents d
+    where d.metadata @> filter
+    order by d.embedding <=> query_embedding
+    limit match_count;
+$$;
