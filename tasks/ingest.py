@@ -9,8 +9,9 @@ from typing import Any
 from prefect import Task, task
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.context import TaskRunContext
-from prefect.runtime import task_run as current_task_run
 from prefect.filesystems import WritableFileSystem
+from prefect.runtime import task_run as current_task_run
+
 from tidal.errors import TidalError, is_transient
 from tidal.pipeline import Pipeline
 from tidal.records import FileResult, SourceFile

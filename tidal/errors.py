@@ -19,7 +19,9 @@ class TidalError(Exception):
 
     kind = "error"
 
-    def __init__(self, message: str, *, path: str | None = None, attempts: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, path: str | None = None, attempts: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.path = path

@@ -39,13 +39,13 @@ def decode(path: str, data: bytes) -> str:
     """Strict UTF-8 (a leading BOM is dropped); binary or mis-encoded data is refused."""
     if not data:
         raise ParseError("file is empty", path=path)
-    if b"\x00" in data[:8192]:
+    if b"\x00" in data:
         raise ParseError("file is binary (contains NUL bytes), not text", path=path)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ParseError(
-            f"file is not valid UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 1]!r})",
+            f"file is not valid UTF-8 (byte {exc.start}: {data[exc.start : exc.start + 1]!r})",
             path=path,
         ) from None
     return text.replace("\r\n", "\n").replace("\r", "\n")
@@ -59,10 +59,17 @@ def json_to_text(path: str, text: str) -> str:
         raise ParseError(
             f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", path=path
         ) from None
-    lines = [f"{key}: {leaf}" if key else str(leaf) for key, leaf in _leaves(value, "")]
-    if not any(isinstance(leaf, str) and leaf.strip() for _, leaf in _leaves(value, "")):
+    leaves = list(_leaves(value, ""))
+    if not any(isinstance(leaf, str) for _, leaf in leaves):
         raise ParseError("JSON holds no text (no non-empty string values)", path=path)
-    return "\n".join(lines)
+    return "\n".join(f"{key}: {_text(leaf)}" if key else _text(leaf) for key, leaf in leaves)
+
+
+def _text(leaf: Any) -> str:
+    """A scalar on one line, so every line of the output starts with its key path."""
+    if isinstance(leaf, bool):
+        return "true" if leaf else "false"
+    return " ".join(str(leaf).split()) if isinstance(leaf, str) else str(leaf)
 
 
 def _leaves(value: Any, key: str) -> Iterator[tuple[str, Any]]:
@@ -74,8 +81,6 @@ def _leaves(value: Any, key: str) -> Iterator[tuple[str, Any]]:
             yield from _leaves(child, f"{key}[{i}]")
     elif value is None or (isinstance(value, str) and not value.strip()):
         return
-    elif isinstance(value, bool):
-        yield key, "true" if value else "false"
     else:
         yield key, value
 

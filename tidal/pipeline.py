@@ -124,7 +124,12 @@ def _fit(chunks: list[Chunk], embedder: Embedder) -> list[Chunk]:
             fitted.append(chunk)
             continue
         smaller = max(16, chunk.token_count * limit * 9 // (used * 10))
-        log.debug("re-splitting a %d-token chunk for the embedder (%d > %d)", chunk.token_count, used, limit)
+        log.debug(
+            "re-splitting a %d-token chunk for the embedder (%d > %d)",
+            chunk.token_count,
+            used,
+            limit,
+        )
         fitted.extend(_fit(chunk_text(chunk.text, ChunkingOptions(smaller, 0)), embedder))
     return fitted
 

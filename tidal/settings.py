@@ -58,7 +58,9 @@ class Settings(BaseSettings):
         default=None, ge=0, description="tokens shared by neighbouring chunks (under half a chunk)"
     )
     embed_batch_size: int = Field(default=64, ge=1, le=2048, description="chunks per embed call")
-    retries: int = Field(default=3, ge=0, le=10, description="retries of a transient failure (0-10)")
+    retries: int = Field(
+        default=3, ge=0, le=10, description="retries of a transient failure (0-10)"
+    )
     retry_delay_seconds: float = Field(
         default=2.0, ge=0, description="first retry delay; doubles on each retry"
     )
@@ -116,7 +118,9 @@ class Settings(BaseSettings):
     def effective_chunk_overlap(self) -> int:
         if self.chunk_overlap is not None:
             return self.chunk_overlap
-        return min(EMBEDDER_DEFAULTS[self.embedder]["chunk_overlap"], self.effective_chunk_tokens // 4)
+        return min(
+            EMBEDDER_DEFAULTS[self.embedder]["chunk_overlap"], self.effective_chunk_tokens // 4
+        )
 
     def describe(self) -> dict[str, str]:
         """Settings fit to print or log: secrets masked."""
@@ -136,10 +140,8 @@ def redact_url(url: SecretStr | str) -> str:
     parts = urlsplit(raw)
     if parts.password is None:
         return raw
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 

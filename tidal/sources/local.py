@@ -46,6 +46,8 @@ class LocalSource:
             return full.read_bytes()
         except FileNotFoundError:
             raise SourceError("file vanished from the source folder", path=file.path) from None
+        except IsADirectoryError:
+            raise SourceError("path is a folder, not a file", path=file.path) from None
         except OSError as exc:
             raise TransientError(f"could not read file: {exc}", path=file.path) from exc
 

@@ -41,7 +41,14 @@ class Store(Protocol):
         ...
 
     def record_failure(
-        self, path: str, content_hash: str, *, fingerprint: str, error: str, kind: str, attempts: int
+        self,
+        path: str,
+        content_hash: str,
+        *,
+        fingerprint: str,
+        error: str,
+        kind: str,
+        attempts: int,
     ) -> None:
         """Mark a file failed; its previously stored chunks (if any) stay searchable."""
         ...

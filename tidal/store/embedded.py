@@ -26,7 +26,8 @@ def embedded_database_url(data_dir: Path) -> str:
         pgdata.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(
-            f"TIDAL_DATA_DIR={str(data_dir)!r} cannot be created ({exc}); set it to a writable folder"
+            f"TIDAL_DATA_DIR={str(data_dir)!r} cannot be created ({exc});"
+            " set it to a writable folder"
         ) from None
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     log.info("embedded Postgres at %s", pgdata)

@@ -134,7 +134,14 @@ class PostgresStore:
             )
 
     def record_failure(
-        self, path: str, content_hash: str, *, fingerprint: str, error: str, kind: str, attempts: int
+        self,
+        path: str,
+        content_hash: str,
+        *,
+        fingerprint: str,
+        error: str,
+        kind: str,
+        attempts: int,
     ) -> None:
         with self._conn("record a failure") as conn, conn.transaction():
             conn.execute(
@@ -155,8 +162,7 @@ class PostgresStore:
     ) -> list[SearchHit]:
         with self._conn("search") as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
-                "select id, content, metadata, similarity"
-                " from match_documents(%s, %s, %s::jsonb)",
+                "select id, content, metadata, similarity from match_documents(%s, %s, %s::jsonb)",
                 (np.asarray(embedding, dtype=np.float32), limit, json.dumps(filter or {})),
             )
             rows = cur.fetchall()

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install what the tests need and run them: the README's test command, and what CI runs.
+#   bash scripts/test.sh [pytest args...]
+# Needs python3 (3.11+). Creates .venv, makes sure Redis answers on 127.0.0.1:6379 (starting
+# it, or installing it with apt when run as root, if not), lints, then runs the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+
+redis_up() { .venv/bin/python -c "import redis; redis.Redis(host='127.0.0.1', port=6379, socket_timeout=2).ping()" 2>/dev/null; }
+if ! redis_up; then
+    if ! command -v redis-server >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+    fi
+    mkdir -p /tmp/tidal-redis
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+        --dir /tmp/tidal-redis --logfile /tmp/tidal-redis/redis.log
+    for _ in $(seq 50); do redis_up && break; sleep 0.2; done
+    redis_up || { echo "Redis did not start on 127.0.0.1:6379" >&2; exit 1; }
+fi
+
+.venv/bin/python -m ruff check .
+.venv/bin/python -m pytest "$@"

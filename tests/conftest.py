@@ -1,0 +1,114 @@
+"""Shared fixtures: a real embedded Postgres with pgvector, a real Redis, real Prefect.
+
+Nothing here is mocked: the store tests talk to pgserver's Postgres 16 + pgvector, flow tests
+run under Prefect's test harness (a temporary API server) against the Redis on 127.0.0.1:6379,
+which `.ci/run` starts when it is not already running.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import shutil  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+from urllib.parse import urlsplit, urlunsplit  # noqa: E402
+
+import psycopg  # noqa: E402
+import pytest  # noqa: E402
+
+from tidal.settings import SAMPLE_CORPUS  # noqa: E402
+
+REDIS_URL = os.environ.get("TIDAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(autouse=True)
+def _no_tidal_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each test starts from no TIDAL_* configuration, in its own working folder."""
+    for key in list(os.environ):
+        if key.startswith("TIDAL_") and key != "TIDAL_TEST_REDIS_URL":
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def pg_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private Postgres 16 with pgvector for the whole session (pgserver)."""
+    from tidal.store.embedded import embedded_database_url
+
+    data_dir = tmp_path_factory.mktemp("pg")
+    yield embedded_database_url(data_dir)
+
+
+@pytest.fixture
+def database_url(pg_base_url: str) -> Iterator[str]:
+    """A fresh, empty database on the session's server; dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_base_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    parts = urlsplit(pg_base_url)
+    yield urlunsplit(parts._replace(path=f"/{name}"))
+    with psycopg.connect(pg_base_url, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture(scope="session")
+def redis_client():
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:  # a missing service is a failure, never a skip
+        pytest.fail(f"Redis is not reachable at {REDIS_URL} ({exc}); start it (see .ci/run)")
+    return client
+
+
+@pytest.fixture
+def redis_url(redis_client) -> str:
+    redis_client.flushdb()
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """A temporary Prefect API server and database for every flow test in the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The real all-MiniLM-L6-v2, loaded once."""
+    from tidal.embedders.local import LocalEmbedder
+
+    return LocalEmbedder()
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    """A small copy of the sample corpus (designs, .md and .txt PRDs), safe to edit.
+
+    Small files on purpose: the real model embeds about ten chunks a second on two cores.
+    """
+    root = tmp_path / "corpus"
+    picks = [
+        "designs/Aurora_team/icon-set.json",
+        "designs/Borealis_team/route-optimizer.json",
+        "prds/calendar-export.md",
+        "prds/referral-program.md",
+        "prds/analytics-event-taxonomy.txt",
+    ]
+    for rel in picks:
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SAMPLE_CORPUS / rel, target)
+    return root

@@ -1,0 +1,257 @@
+"""The ``tidal`` flow end to end: real Prefect (test harness), real Postgres + pgvector, real
+Redis, the real model. Faults are injected by wrapping the real source's ``read``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tidal.embedders.local import LocalEmbedder
+from tidal.errors import TransientError
+from tidal.records import RunSummary
+from tidal.sources.local import LocalSource
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> str:
+    monkeypatch.setenv("TIDAL_DATABASE_URL", database_url)
+    monkeypatch.setenv("TIDAL_RETRY_DELAY_SECONDS", "0.05")
+    return database_url
+
+
+@pytest.fixture
+def embedded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every text the real model is asked to embed, in order."""
+    texts: list[str] = []
+    original = LocalEmbedder.embed
+
+    def counting(self: LocalEmbedder, batch):  # type: ignore[no-untyped-def]
+        texts.extend(batch)
+        return original(self, batch)
+
+    monkeypatch.setattr(LocalEmbedder, "embed", counting)
+    return texts
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every path the real source reads, in order."""
+    paths: list[str] = []
+    original = LocalSource.read
+
+    def counting(self: LocalSource, file):  # type: ignore[no-untyped-def]
+        paths.append(file.path)
+        return original(self, file)
+
+    monkeypatch.setattr(LocalSource, "read", counting)
+    return paths
+
+
+def run(corpus: Path, **params):  # type: ignore[no-untyped-def]
+    from flows.ingest import tidal
+
+    state = tidal(source=str(corpus), return_state=True, **params)
+    return state, state.result(raise_on_failure=False)
+
+
+def chunks_by_path(url: str) -> dict[str, int]:
+    with psycopg.connect(url) as conn:
+        return dict(
+            conn.execute("select source_path, count(*) from documents group by 1").fetchall()
+        )
+
+
+def file_rows(url: str) -> dict[str, tuple]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "select path, status, chunk_count, attempts, error, error_kind from ingested_files"
+        ).fetchall()
+    return {r[0]: r[1:] for r in rows}
+
+
+def test_full_run_stores_every_chunk_and_a_rerun_embeds_nothing(
+    corpus: Path, env: str, embedded: list[str]
+) -> None:
+    state, summary = run(corpus)
+    assert state.is_completed()
+    assert isinstance(summary, RunSummary)
+    assert summary.counts == {"ingested": 5, "skipped": 0, "failed": 0}
+    stored = chunks_by_path(env)
+    assert stored == {r.path: r.chunks for r in summary.results}
+    assert all(n > 0 for n in stored.values())
+    assert len(embedded) == sum(stored.values())
+    assert {p: row[0] for p, row in file_rows(env).items()} == dict.fromkeys(stored, "ingested")
+    with psycopg.connect(env) as conn:
+        (dupes,) = conn.execute(
+            "select count(*) from (select 1 from documents"
+            " group by source_path, chunk_index having count(*) > 1) d"
+        ).fetchone()
+    assert dupes == 0
+
+    embedded.clear()
+    state, again = run(corpus)
+    assert state.is_completed()
+    assert again.counts == {"ingested": 0, "skipped": 5, "failed": 0}
+    assert embedded == []
+    assert chunks_by_path(env) == stored
+
+
+def test_a_changed_file_is_reingested_and_its_old_chunks_are_gone(
+    corpus: Path, env: str, embedded: list[str]
+) -> None:
+    run(corpus)
+    target = corpus / "prds" / "analytics-event-taxonomy.txt"
+    target.write_text(
+        "QUIET HOURS V2\n\nNotifications are held between 22:00 and 07:00 local time.\n"
+    )
+    embedded.clear()
+
+    state, summary = run(corpus)
+
+    assert state.is_completed()
+    assert summary.counts == {"ingested": 1, "skipped": 4, "failed": 0}
+    assert chunks_by_path(env)["prds/analytics-event-taxonomy.txt"] == 1
+    with psycopg.connect(env) as conn:
+        contents = [
+            r[0]
+            for r in conn.execute(
+                "select content from documents where source_path = %s",
+                ("prds/analytics-event-taxonomy.txt",),
+            )
+        ]
+    assert len(contents) == 1 and contents[0].startswith("QUIET HOURS V2")
+    assert all("QUIET HOURS V2" in t for t in embedded) and embedded
+
+
+def test_a_transient_error_is_retried_with_backoff_until_it_succeeds(
+    corpus: Path, env: str, monkeypatch: pytest.MonkeyPatch, reads: list[str]
+) -> None:
+    flaky = "prds/calendar-export.md"
+    original = LocalSource.read  # the counting wrapper from ``reads``
+
+    def fail_twice(self: LocalSource, file):  # type: ignore[no-untyped-def]
+        data = original(self, file)
+        if file.path == flaky and reads.count(flaky) <= 2:
+            raise TransientError("storage answered 503", path=file.path)
+        return data
+
+    monkeypatch.setattr(LocalSource, "read", fail_twice)
+    state, summary = run(corpus)
+
+    assert state.is_completed()
+    result = {r.path: r for r in summary.results}[flaky]
+    assert (result.status, result.attempts) == ("ingested", 3)
+    assert reads.count(flaky) == 3
+    assert file_rows(env)[flaky][:3] == ("ingested", result.chunks, 3)
+
+
+def test_transient_errors_past_the_retry_budget_fail_the_file(
+    corpus: Path, env: str, monkeypatch: pytest.MonkeyPatch, reads: list[str]
+) -> None:
+    original = LocalSource.read
+
+    def always_down(self: LocalSource, file):  # type: ignore[no-untyped-def]
+        data = original(self, file)
+        if file.path == "prds/referral-program.md":
+            raise TransientError("storage timed out", path=file.path)
+        return data
+
+    monkeypatch.setattr(LocalSource, "read", always_down)
+    monkeypatch.setenv("TIDAL_RETRIES", "2")
+    state, outcome = run(corpus)
+
+    assert state.is_failed()
+    [failed] = outcome.summary.failed
+    assert (failed.path, failed.error_kind, failed.attempts) == (
+        "prds/referral-program.md",
+        "transient",
+        3,
+    )
+    assert reads.count("prds/referral-program.md") == 3
+    assert file_rows(env)["prds/referral-program.md"][0] == "failed"
+
+
+def test_a_malformed_file_fails_alone_at_once_with_its_reason(
+    corpus: Path, env: str, reads: list[str]
+) -> None:
+    from flows.ingest import IngestFailed
+
+    bad = corpus / "designs" / "Delta_team" / "broken.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"title": "Broken", "screens": [')
+
+    state, outcome = run(corpus)
+
+    assert state.is_failed()
+    assert "designs/Delta_team/broken.json" in state.message
+    assert isinstance(outcome, IngestFailed)
+    summary = outcome.summary
+    assert summary.counts == {"ingested": 5, "skipped": 0, "failed": 1}
+    [failed] = summary.failed
+    assert failed.path == "designs/Delta_team/broken.json"
+    assert failed.error_kind == "permanent" and failed.attempts == 1
+    assert "invalid JSON" in failed.error
+    assert reads.count("designs/Delta_team/broken.json") == 1  # permanent: never retried
+    rows = file_rows(env)
+    assert rows["designs/Delta_team/broken.json"][0] == "failed"
+    assert "invalid JSON at line 1" in rows["designs/Delta_team/broken.json"][3]
+    assert "designs/Delta_team/broken.json" not in chunks_by_path(env)
+    assert len(chunks_by_path(env)) == 5
+
+
+def test_results_land_in_redis_and_a_rerun_is_served_from_them(
+    corpus: Path,
+    env: str,
+    redis_url: str,
+    redis_client,
+    monkeypatch: pytest.MonkeyPatch,
+    embedded: list[str],
+) -> None:
+    monkeypatch.setenv("TIDAL_REDIS_URL", redis_url)
+    state, summary = run(corpus)
+    assert state.is_completed()
+
+    keys = sorted(k.decode() for k in redis_client.keys("*"))
+    assert len(keys) == 5
+    assert all(k.startswith("tidal:") for k in keys)
+    record = json.loads(redis_client.get(keys[0]))
+    assert record["metadata"]["storage_key"] == keys[0]
+    assert record["result"]  # the serialized FileResult
+
+    embedded.clear()
+    state, again = run(corpus)
+    assert again.counts == {"ingested": 0, "skipped": 5, "failed": 0}
+    assert embedded == []
+
+
+def test_an_emptied_database_is_never_mistaken_for_done(
+    corpus: Path, env: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIDAL_REDIS_URL", redis_url)
+    run(corpus)
+    before = chunks_by_path(env)
+    with psycopg.connect(env) as conn:
+        conn.execute("truncate documents, ingested_files")
+
+    state, summary = run(corpus)  # Redis still holds every cached result
+
+    assert summary.counts == {"ingested": 5, "skipped": 0, "failed": 0}
+    assert chunks_by_path(env) == before
+
+
+def test_parameters_override_the_environment(
+    corpus: Path, env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIDAL_CHUNK_TOKENS", "400")
+    _, default = run(corpus, chunk_tokens=64, chunk_overlap=8)
+    with psycopg.connect(env) as conn:
+        (longest,) = conn.execute(
+            "select max((metadata->>'tokens')::int) from documents"
+        ).fetchone()
+    assert longest <= 64
+    assert default.chunks > 30

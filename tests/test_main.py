@@ -1,0 +1,154 @@
+"""The README's main job, as a user runs it: ``python flows/ingest.py`` with no configuration,
+then ``tidal search``. One full ingest of the bundled corpus, shared by the search tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tidal.settings import REPO_ROOT, SAMPLE_CORPUS
+
+INGEST = [sys.executable, str(REPO_ROOT / "flows" / "ingest.py")]
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder where the main job ran once with no configuration at all."""
+    cwd = tmp_path_factory.mktemp("main-job")
+    home = cwd / "prefect-home"
+    done = subprocess.run(
+        INGEST,
+        cwd=cwd,
+        env=_clean_env(PREFECT_HOME=str(home)),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    (cwd / "first-run.log").write_text(done.stdout + done.stderr)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return cwd
+
+
+def test_the_main_job_ingests_the_sample_corpus_with_no_configuration(workdir: Path) -> None:
+    log = (workdir / "first-run.log").read_text()
+    files = sorted(p for p in SAMPLE_CORPUS.rglob("*") if p.is_file())
+    assert len(files) >= 40
+    assert f"ingested {len(files)}, skipped 0 (unchanged), failed 0" in log
+    assert re.search(rf"\[{len(files)}/{len(files)}\] \S+: \d+ chunks", log)  # per-file lines
+    assert (workdir / ".tidal" / "pgdata" / "PG_VERSION").is_file()  # the embedded default
+
+
+def test_search_finds_the_document_written_for_the_question(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tidal.cli import main
+
+    monkeypatch.chdir(workdir)
+    assert main(["search", "how do we handle offline sync?"]) == 0
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]
+    assert re.match(r"1\. 0\.\d{3}  prds/offline-sync\.md  \(chunk \d+, prd\)", first), out
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("dark mode color tokens and contrast", "designs/Aurora_team/dark-mode.json"),
+        (
+            "split a restaurant bill between travelers in different currencies",
+            "prds/expense-splitting.md",
+        ),
+        ("packing checklist screen", "designs/Cascade_team/packing-list.json"),
+        ("quiet hours for notifications", "prds/push-notifications.txt"),
+    ],
+)
+def test_search_ranks_the_matching_document_first(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, query: str, expected: str
+) -> None:
+    from tidal.cli import search
+    from tidal.settings import load_settings
+
+    monkeypatch.chdir(workdir)
+    hits = search(load_settings(), query, limit=3)
+    assert hits[0].source_path == expected, [(h.source_path, round(h.score, 3)) for h in hits]
+
+
+def test_every_file_is_recorded_with_its_chunks(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tidal.store.embedded import embedded_database_url
+
+    url = embedded_database_url(workdir / ".tidal")
+    with psycopg.connect(url) as conn:
+        recorded = dict(
+            conn.execute(
+                "select path, chunk_count from ingested_files where status = 'ingested'"
+            ).fetchall()
+        )
+        stored = dict(
+            conn.execute("select source_path, count(*) from documents group by 1").fetchall()
+        )
+        (gaps,) = conn.execute(
+            "select count(*) from (select source_path from documents group by 1"
+            " having max(chunk_index) + 1 <> count(*)) g"
+        ).fetchone()
+    expected = {
+        p.relative_to(SAMPLE_CORPUS).as_posix() for p in SAMPLE_CORPUS.rglob("*") if p.is_file()
+    }
+    assert set(recorded) == expected
+    assert recorded == stored
+    assert gaps == 0
+
+
+def test_a_second_run_re_embeds_nothing(workdir: Path) -> None:
+    done = subprocess.run(
+        INGEST,
+        cwd=workdir,
+        env=_clean_env(PREFECT_HOME=str(workdir / "prefect-home")),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    n = sum(1 for p in SAMPLE_CORPUS.rglob("*") if p.is_file())
+    assert f"ingested 0, skipped {n} (unchanged), failed 0" in done.stdout
+
+
+def test_a_bad_setting_fails_at_once_naming_the_variable(tmp_path: Path) -> None:
+    done = subprocess.run(
+        INGEST,
+        cwd=tmp_path,
+        env=_clean_env(TIDAL_CONCURRENCY="0"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "TIDAL_CONCURRENCY = '0': Input should be greater than or equal to 1" in done.stderr
+    assert (
+        "Starting temporary server" not in done.stdout + done.stderr
+    )  # refused before Prefect starts
+
+
+def test_the_domain_package_does_not_import_prefect() -> None:
+    code = (
+        "import sys, tidal.pipeline, tidal.cli, tidal.store.postgres, tidal.sources.local;"
+        "import tidal.embedders.local;"
+        "print(sorted(m for m in sys.modules if m == 'prefect' or m.startswith('prefect.')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert done.stdout.strip() == "[]"

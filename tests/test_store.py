@@ -1,0 +1,173 @@
+"""The pgvector store on a real Postgres 16 + pgvector (pgserver)."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+
+from tidal.chunking import chunk_hash
+from tidal.errors import ConfigError
+from tidal.records import Chunk, Document, EmbeddedChunk, SourceFile
+from tidal.store.postgres import PostgresStore
+
+DIM = 8
+FP = "fingerprint-a"
+
+
+def _file(path: str = "prds/a.md", version: str = "v1") -> SourceFile:
+    return SourceFile(path=path, size=10, content_hash=version)
+
+
+def _doc(path: str = "prds/a.md") -> Document:
+    return Document(path=path, kind="prd", text="x", title="A")
+
+
+def _chunks(n: int, tag: str = "") -> list[EmbeddedChunk]:
+    out = []
+    for i in range(n):
+        text = f"chunk {i} {tag}"
+        vector = [0.0] * DIM
+        vector[i % DIM] = 1.0
+        out.append(EmbeddedChunk(Chunk(i, text, 3, chunk_hash(text)), vector))
+    return out
+
+
+@pytest.fixture
+def store(database_url: str):
+    s = PostgresStore(database_url, dimension=DIM)
+    yield s
+    s.close()
+
+
+def _rows(url: str, path: str) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "select chunk_index, content, metadata->>'type' from documents"
+            " where source_path = %s order by chunk_index",
+            (path,),
+        ).fetchall()
+
+
+def test_schema_is_idempotent_and_public_names_exist(database_url: str) -> None:
+    PostgresStore(database_url, dimension=DIM).close()
+    PostgresStore(
+        database_url, dimension=DIM
+    ).close()  # second set-up changes nothing, raises nothing
+    with psycopg.connect(database_url) as conn:
+        tables = {
+            r[0] for r in conn.execute("select tablename from pg_tables where schemaname='public'")
+        }
+        columns = {
+            r[0]
+            for r in conn.execute(
+                "select column_name from information_schema.columns where table_name = 'documents'"
+            )
+        }
+        functions = {
+            r[0]
+            for r in conn.execute("select proname from pg_proc where proname = 'match_documents'")
+        }
+    assert {"documents", "ingested_files"} <= tables
+    assert {
+        "id",
+        "content",
+        "metadata",
+        "embedding",
+        "source_path",
+        "chunk_index",
+        "chunk_hash",
+    } <= columns
+    assert functions == {"match_documents"}
+
+
+def test_replace_file_swaps_chunks_and_records_the_version(
+    store: PostgresStore, database_url: str
+) -> None:
+    store.replace_file(_file(version="v1"), _doc(), _chunks(5, "old"), fingerprint=FP)
+    store.replace_file(_file(version="v2"), _doc(), _chunks(3, "new"), fingerprint=FP)
+
+    rows = _rows(database_url, "prds/a.md")
+    assert [r[0] for r in rows] == [0, 1, 2]
+    assert all(r[1].endswith("new") for r in rows)
+    assert rows[0][2] == "prd"
+    assert store.current_files(FP) == {"prds/a.md": "v2"}
+    assert store.is_current(_file(version="v2"), FP)
+    assert not store.is_current(_file(version="v1"), FP)
+    assert not store.is_current(_file(version="v2"), "another-fingerprint")
+
+
+def test_failure_keeps_the_last_good_chunks_but_is_never_current(
+    store: PostgresStore, database_url: str
+) -> None:
+    store.replace_file(_file(version="v1"), _doc(), _chunks(4), fingerprint=FP)
+    store.record_failure(
+        "prds/a.md", "v2", fingerprint=FP, error="invalid JSON", kind="permanent", attempts=1
+    )
+
+    assert len(_rows(database_url, "prds/a.md")) == 4
+    assert store.current_files(FP) == {}
+    with psycopg.connect(database_url) as conn:
+        status, error, kind = conn.execute(
+            "select status, error, error_kind from ingested_files where path = 'prds/a.md'"
+        ).fetchone()
+    assert (status, error, kind) == ("failed", "invalid JSON", "permanent")
+
+
+def test_readers_never_see_a_partial_chunk_set(store: PostgresStore, database_url: str) -> None:
+    """While one thread keeps swapping 10 ↔ 25 chunks, readers only ever count 10 or 25."""
+    store.replace_file(_file(), _doc(), _chunks(10, "a"), fingerprint=FP)
+    seen: set[int] = set()
+    stop = threading.Event()
+
+    def read() -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            while not stop.is_set():
+                (n,) = conn.execute(
+                    "select count(*) from documents where source_path = 'prds/a.md'"
+                ).fetchone()
+                seen.add(n)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(30):
+            n = 25 if i % 2 == 0 else 10
+            store.replace_file(_file(version=f"v{i}"), _doc(), _chunks(n, str(i)), fingerprint=FP)
+    finally:
+        stop.set()
+        reader.join()
+    assert seen <= {10, 25}
+    assert seen  # the reader did read
+
+
+def test_search_orders_by_similarity_and_filters_on_metadata(store: PostgresStore) -> None:
+    store.replace_file(_file("prds/a.md"), _doc("prds/a.md"), _chunks(3, "prd"), fingerprint=FP)
+    design = Document(path="designs/T/b.json", kind="design", text="x", title="B")
+    store.replace_file(_file("designs/T/b.json"), design, _chunks(3, "design"), fingerprint=FP)
+
+    query = [0.0] * DIM
+    query[1] = 1.0
+    hits = store.search(query, limit=2)
+    assert [h.chunk_index for h in hits] == [1, 1]
+    assert hits[0].score == pytest.approx(1.0)
+    only_designs = store.search(query, limit=10, filter={"type": "design"})
+    assert {h.source_path for h in only_designs} == {"designs/T/b.json"}
+    assert len(only_designs) == 3
+
+
+def test_a_table_built_for_another_dimension_is_a_clear_error(database_url: str) -> None:
+    PostgresStore(database_url, dimension=DIM).close()
+    with pytest.raises(ConfigError, match="8-dimension vectors but the embedder makes 16"):
+        PostgresStore(database_url, dimension=16)
+
+
+def test_chunk_ids_are_deterministic(store: PostgresStore, database_url: str) -> None:
+    store.replace_file(_file(), _doc(), _chunks(3), fingerprint=FP)
+    with psycopg.connect(database_url) as conn:
+        first = [r[0] for r in conn.execute("select id from documents order by chunk_index")]
+    store.replace_file(_file(version="again"), _doc(), _chunks(3), fingerprint=FP)
+    with psycopg.connect(database_url) as conn:
+        second = [r[0] for r in conn.execute("select id from documents order by chunk_index")]
+    assert first == second
