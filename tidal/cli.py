@@ -18,16 +18,10 @@ def search(
 ) -> list[SearchHit]:
     """The ``limit`` chunks nearest to ``query``, optionally only from designs or PRDs."""
     from tidal.embedders import open_embedder
-    from tidal.store.embedded import embedded_database_url
-    from tidal.store.postgres import PostgresStore
+    from tidal.store import open_store
 
-    embedder = open_embedder(settings.embedder, settings.effective_model)
-    url = (
-        settings.database_url.get_secret_value()
-        if settings.database_url
-        else embedded_database_url(settings.data_dir)
-    )
-    store = PostgresStore(url, dimension=embedder.dimension, pool_size=1)
+    embedder = open_embedder(settings)
+    store = open_store(settings, dimension=embedder.dimension, pool_size=1)
     try:
         [vector] = embedder.embed([query])
         return store.search(vector, limit=limit, filter={"type": kind} if kind else None)
@@ -46,6 +40,26 @@ def _print_hits(hits: Sequence[SearchHit]) -> None:
         print(textwrap.indent(textwrap.shorten(snippet, width=300, placeholder=" …"), "     "))
 
 
+def _db(settings: Settings, action: str, dimension: int | None) -> int:
+    """``tidal db sql`` prints the schema; ``tidal db init`` applies it (idempotent)."""
+    from tidal.store import open_store
+    from tidal.store.postgres import schema_sql
+
+    if dimension is None:
+        from tidal.embedders import open_embedder
+
+        dimension = open_embedder(settings).dimension
+    if action == "sql":
+        print(schema_sql(dimension), end="")
+        return 0
+    open_store(settings, dimension=dimension, pool_size=1).close()
+    where = settings.describe()["database"]
+    print(
+        f"schema ready in {where}: documents (vector({dimension})), ingested_files, match_documents"
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tidal", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     find.add_argument("-k", "--limit", type=int, default=5, help="how many chunks (default 5)")
     find.add_argument("--type", choices=["design", "prd"], help="only designs or only PRDs")
     commands.add_parser("ingest", help="run the tidal flow once (same as python flows/ingest.py)")
+    db = commands.add_parser("db", help="create or print the database schema")
+    db.add_argument("action", choices=["init", "sql"], help="init: apply it; sql: print it")
+    db.add_argument(
+        "--dimension", type=int, help="vector size (default: the configured embedder's)"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -61,7 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from flows.ingest import main as ingest_main  # Prefect loads only for this command
 
             return ingest_main()
-        _print_hits(search(load_settings(), args.query, limit=args.limit, kind=args.type))
+        settings = load_settings()
+        if args.command == "db":
+            return _db(settings, args.action, args.dimension)
+        _print_hits(search(settings, args.query, limit=args.limit, kind=args.type))
     except TidalError as exc:
         print(f"tidal: {exc}", file=sys.stderr)
         return 2

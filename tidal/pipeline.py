@@ -19,9 +19,7 @@ from tidal.parsing import PARSER_VERSION, parse
 from tidal.records import Chunk, Document, EmbeddedChunk, FileResult, SourceFile
 from tidal.settings import Settings
 from tidal.sources import Source, open_source
-from tidal.store import Store
-from tidal.store.embedded import embedded_database_url
-from tidal.store.postgres import PostgresStore
+from tidal.store import Store, open_store
 
 log = logging.getLogger("tidal.pipeline")
 
@@ -136,14 +134,9 @@ def _fit(chunks: list[Chunk], embedder: Embedder) -> list[Chunk]:
 
 def build_pipeline(settings: Settings) -> Pipeline:
     """Open every backend the settings name. Slow (loads the model): do it once per run."""
-    source = open_source(settings.source)
-    embedder = open_embedder(settings.embedder, settings.effective_model)
-    url = (
-        settings.database_url.get_secret_value()
-        if settings.database_url
-        else embedded_database_url(settings.data_dir)
-    )
-    store = PostgresStore(url, dimension=embedder.dimension, pool_size=settings.concurrency + 1)
+    source = open_source(settings)
+    embedder = open_embedder(settings)
+    store = open_store(settings, dimension=embedder.dimension, pool_size=settings.concurrency + 1)
     return Pipeline(
         source=source,
         embedder=embedder,

@@ -5,11 +5,19 @@ Nothing below this module reads the environment: stages get plain values from he
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tidal.errors import ConfigError
@@ -17,26 +25,62 @@ from tidal.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CORPUS = REPO_ROOT / "examples" / "corpus"
 
-EmbedderName = Literal["local"]
+EmbedderName = Literal["local", "openai"]
 
 # Chunk sizes that fit each embedder's input limit, in cl100k_base tokens.
 # all-MiniLM-L6-v2 truncates at 256 word pieces; design JSON turns into key paths that cost
 # up to ~1.6 word pieces per cl100k token, so 160 tokens stays under the limit with room.
 EMBEDDER_DEFAULTS: dict[str, dict[str, Any]] = {
     "local": {"model": "all-MiniLM-L6-v2", "chunk_tokens": 160, "chunk_overlap": 24},
+    "openai": {"model": "text-embedding-3-small", "chunk_tokens": 512, "chunk_overlap": 64},
 }
+
+
+@dataclass(frozen=True)
+class SupabaseLocation:
+    """``supabase://<bucket>[/<prefix>[,<prefix>...]]``, split into its parts."""
+
+    bucket: str
+    prefixes: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, uri: str) -> SupabaseLocation:
+        rest = uri.removeprefix("supabase://")
+        bucket, _, tail = rest.partition("/")
+        if not bucket:
+            raise ValueError(f"{uri!r} names no bucket; use supabase://<bucket>[/<prefix>]")
+        prefixes = tuple(dict.fromkeys(p.strip("/") + "/" for p in tail.split(",") if p.strip("/")))
+        return cls(bucket, prefixes or ("",))
+
+
+def _env(*names: str) -> AliasChoices:
+    """Accept a provider's own variable name as well as its TIDAL_-prefixed twin."""
+    return AliasChoices(*names, *(f"TIDAL_{n}" for n in names))
 
 
 class Settings(BaseSettings):
     """Tidal's configuration. Every field is ``TIDAL_<NAME>`` in the environment."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TIDAL_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="TIDAL_", env_file=".env", extra="ignore", frozen=True, populate_by_name=True
     )
 
     source: str = Field(
         default=str(SAMPLE_CORPUS),
-        description="a local folder to ingest",
+        description="a local folder, or supabase://<bucket>[/<prefix>[,<prefix>...]]",
+    )
+    source_timeout: float = Field(
+        default=30.0, gt=0, description="seconds before a listing or download times out"
+    )
+    supabase_url: str | None = Field(
+        default=None,
+        validation_alias=_env("SUPABASE_URL"),
+        description="your project's URL, https://<project>.supabase.co",
+    )
+    supabase_service_role_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("SUPABASE_SERVICE_ROLE_KEY"),
+        description="the project's service-role key (Settings → API)",
     )
     database_url: SecretStr | None = Field(
         default=None,
@@ -46,9 +90,26 @@ class Settings(BaseSettings):
         default=None,
         description="a redis:// URL for task results; unset keeps them under TIDAL_DATA_DIR",
     )
-    embedder: EmbedderName = Field(default="local", description="which embedder: local")
+    embedder: EmbedderName = Field(default="local", description="which embedder: local or openai")
     embedding_model: str | None = Field(
         default=None, description="model name or path; unset uses the embedder's default"
+    )
+    embedding_dimensions: int | None = Field(
+        default=None, ge=1, le=16000, description="output dimensions, for models that accept it"
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=_env("OPENAI_API_KEY"), description="an OpenAI API key"
+    )
+    openai_base_url: str | None = Field(
+        default=None,
+        validation_alias=_env("OPENAI_BASE_URL"),
+        description="an OpenAI-compatible endpoint, e.g. http://vllm:8000/v1",
+    )
+    openai_rpm: int = Field(
+        default=3000, ge=1, description="embedding requests per minute, shared by every worker"
+    )
+    openai_tpm: int = Field(
+        default=1_000_000, ge=1, description="embedding tokens per minute, shared by every worker"
     )
     concurrency: int = Field(default=2, ge=1, le=64, description="files processed at once (1-64)")
     chunk_tokens: int | None = Field(
@@ -71,8 +132,13 @@ class Settings(BaseSettings):
     @field_validator("source")
     @classmethod
     def _source_exists(cls, value: str) -> str:
+        if value.startswith("supabase://"):
+            SupabaseLocation.parse(value)
+            return value
         if "://" in value:
-            raise ValueError(f"unsupported source scheme in {value!r}; give a local folder")
+            raise ValueError(
+                f"unsupported source scheme in {value!r}; give a local folder or supabase://<bucket>"
+            )
         if not Path(value).is_dir():
             raise ValueError(f"{value!r} is not a folder; give the folder of files to ingest")
         return value
@@ -96,6 +162,37 @@ class Settings(BaseSettings):
         ):
             raise ValueError("must start with redis:// or rediss://")
         return value
+
+    @field_validator("supabase_url", "openai_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials_for_the_chosen_backends(self) -> Settings:
+        if self.source.startswith("supabase://"):
+            missing = [
+                name
+                for name, value in (
+                    ("SUPABASE_URL", self.supabase_url),
+                    ("SUPABASE_SERVICE_ROLE_KEY", self.supabase_service_role_key),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(
+                    f"TIDAL_SOURCE is a Supabase bucket but {' and '.join(missing)} "
+                    f"{'is' if len(missing) == 1 else 'are'} not set; set them from the project's "
+                    "Settings → API page"
+                )
+        if self.embedder == "openai" and self.openai_api_key is None:
+            raise ValueError(
+                "TIDAL_EMBEDDER=openai needs OPENAI_API_KEY (any non-empty value for a local "
+                "OpenAI-compatible server set in OPENAI_BASE_URL)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _overlap_below_half_a_chunk(self) -> Settings:
@@ -122,13 +219,20 @@ class Settings(BaseSettings):
             EMBEDDER_DEFAULTS[self.embedder]["chunk_overlap"], self.effective_chunk_tokens // 4
         )
 
+    @property
+    def supabase_location(self) -> SupabaseLocation | None:
+        if not self.source.startswith("supabase://"):
+            return None
+        return SupabaseLocation.parse(self.source)
+
     def describe(self) -> dict[str, str]:
         """Settings fit to print or log: secrets masked."""
         return {
             "source": self.source,
             "database": redact_url(self.database_url) if self.database_url else "embedded",
             "results": redact_url(self.redis_url) if self.redis_url else "local files",
-            "embedder": f"{self.embedder}:{self.effective_model}",
+            "embedder": f"{self.embedder}:{self.effective_model}"
+            + (f" via {redact_url(self.openai_base_url)}" if self.openai_base_url else ""),
             "chunking": f"{self.effective_chunk_tokens}/{self.effective_chunk_overlap} tokens",
             "concurrency": str(self.concurrency),
         }
@@ -161,11 +265,29 @@ def _explain(exc: ValidationError) -> str:
     lines = ["invalid configuration:"]
     for err in exc.errors():
         name = str(err["loc"][0]) if err["loc"] else ""
-        variable = f"TIDAL_{name.upper()}" if name else "settings"
+        name = _FIELD_BY_ALIAS.get(name, name)
+        variable = env_name(name) if name else "settings"
         field = Settings.model_fields.get(name)
         hint = f" (expected {field.description})" if field and field.description else ""
         given = err.get("input")
-        shown = "" if name.endswith("_url") or isinstance(given, dict) else f" = {given!r}"
+        secret = name.endswith(("_url", "_key"))
+        shown = "" if secret or isinstance(given, dict) else f" = {given!r}"
         message = err["msg"].removeprefix("Value error, ")
         lines.append(f"  {variable}{shown}: {message}{hint}")
     return "\n".join(lines)
+
+
+def env_name(field: str) -> str:
+    """The environment variable a settings field is read from."""
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"TIDAL_{field.upper()}"
+
+
+_FIELD_BY_ALIAS = {
+    str(choice): name
+    for name, info in Settings.model_fields.items()
+    if isinstance(info.validation_alias, AliasChoices)
+    for choice in info.validation_alias.choices
+}

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from tidal.errors import ConfigError
+if TYPE_CHECKING:
+    from tidal.settings import Settings
 
 
 @runtime_checkable
@@ -27,13 +28,24 @@ class Embedder(Protocol):
         ...
 
 
-def open_embedder(name: str, model: str) -> Embedder:
-    """The Embedder for ``TIDAL_EMBEDDER`` / ``TIDAL_EMBEDDING_MODEL``."""
-    if name == "local":
-        from tidal.embedders.local import LocalEmbedder
+def open_embedder(settings: Settings) -> Embedder:
+    """The Embedder that ``TIDAL_EMBEDDER`` and ``TIDAL_EMBEDDING_MODEL`` name."""
+    if settings.embedder == "openai":
+        from tidal.embedders.openai import OpenAIEmbedder
+        from tidal.embedders.ratelimit import RateBudget
 
-        return LocalEmbedder(model)
-    raise ConfigError(f"TIDAL_EMBEDDER={name!r} is not a known embedder; use 'local'")
+        assert settings.openai_api_key is not None  # checked by Settings
+        redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+        return OpenAIEmbedder(
+            settings.effective_model,
+            api_key=settings.openai_api_key.get_secret_value(),
+            base_url=settings.openai_base_url,
+            dimensions=settings.embedding_dimensions,
+            budget=RateBudget(redis_url, settings.openai_rpm, settings.openai_tpm),
+        )
+    from tidal.embedders.local import LocalEmbedder
+
+    return LocalEmbedder(settings.effective_model)
 
 
 __all__ = ["Embedder", "open_embedder"]

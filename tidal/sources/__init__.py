@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from tidal.records import SourceFile
+
+if TYPE_CHECKING:
+    from tidal.settings import Settings
 
 
 @runtime_checkable
@@ -21,11 +24,23 @@ class Source(Protocol):
     def read(self, file: SourceFile) -> bytes: ...
 
 
-def open_source(uri: str) -> Source:
-    """The Source for a ``TIDAL_SOURCE`` value."""
+def open_source(settings: Settings) -> Source:
+    """The Source that ``TIDAL_SOURCE`` names: a Supabase bucket, or a local folder."""
+    location = settings.supabase_location
+    if location is not None:
+        from tidal.sources.supabase import SupabaseSource
+
+        assert settings.supabase_url and settings.supabase_service_role_key  # checked by Settings
+        return SupabaseSource(
+            settings.supabase_url,
+            settings.supabase_service_role_key.get_secret_value(),
+            location.bucket,
+            location.prefixes,
+            timeout=settings.source_timeout,
+        )
     from tidal.sources.local import LocalSource
 
-    return LocalSource(uri)
+    return LocalSource(settings.source)
 
 
 __all__ = ["Source", "open_source"]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from tidal.records import Document, EmbeddedChunk, SourceFile
+
+if TYPE_CHECKING:
+    from tidal.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -60,4 +63,20 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["SearchHit", "Store"]
+def database_url(settings: Settings) -> str:
+    """``TIDAL_DATABASE_URL``, or the embedded server's (started on first use)."""
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value()
+    from tidal.store.embedded import embedded_database_url
+
+    return embedded_database_url(settings.data_dir)
+
+
+def open_store(settings: Settings, *, dimension: int, pool_size: int = 2) -> Store:
+    """The Store on the configured Postgres, its schema ready for ``dimension``-wide vectors."""
+    from tidal.store.postgres import PostgresStore
+
+    return PostgresStore(database_url(settings), dimension=dimension, pool_size=pool_size)
+
+
+__all__ = ["SearchHit", "Store", "database_url", "open_store"]

@@ -1,4 +1,5 @@
--- Tidal's schema. Applied idempotently at start-up; __DIMENSION__ is the embedder's vector size.
+-- Tidal's schema, applied idempotently at start-up and by `tidal db init`. The vector size comes
+-- from the embedder; `tidal db sql --dimension N` prints this file ready to run.
 -- `documents` and `match_documents` follow LangChain's SupabaseVectorStore, so its readers work
 -- unchanged; `source_path`, `chunk_index` and `chunk_hash` tie each row to its file.
 
@@ -46,3 +47,9 @@ as $$
     order by d.embedding <=> query_embedding
     limit match_count;
 $$;
+
+-- Row level security with no policies: through Supabase's Data API the anon and authenticated
+-- roles read and write nothing. Tidal connects as the table owner (or service role), which
+-- bypasses RLS. Harmless on a plain Postgres.
+alter table documents enable row level security;
+alter table ingested_files enable row level security;
