@@ -98,7 +98,10 @@ class Pipeline:
         return vectors
 
     def close(self) -> None:
-        self.store.close()
+        try:
+            self.source.close()
+        finally:
+            self.store.close()
 
     def __enter__(self) -> Pipeline:
         return self

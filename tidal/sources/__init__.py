@@ -23,6 +23,10 @@ class Source(Protocol):
 
     def read(self, file: SourceFile) -> bytes: ...
 
+    def close(self) -> None:
+        """Release connections; the source is not used afterwards."""
+        ...
+
 
 def open_source(settings: Settings) -> Source:
     """The Source that ``TIDAL_SOURCE`` names: a Supabase bucket, or a local folder."""

@@ -51,6 +51,9 @@ class LocalSource:
         except OSError as exc:
             raise TransientError(f"could not read file: {exc}", path=file.path) from exc
 
+    def close(self) -> None:
+        """Nothing to release: files are opened per read."""
+
     def resolve(self, path: str) -> Path:
         """The on-disk path for ``path``; refuses ``..``, absolute paths and escaping links."""
         rel = PurePosixPath(path)

@@ -1,0 +1,248 @@
+"""A Supabase Storage bucket: the production source, read through the official ``supabase`` client.
+
+Listing walks the cursor-paged ``list-v2`` route, flat, because the older offset ``list`` is
+per-folder, capped, matches prefixes case-insensitively and answers a missing bucket with an
+empty list; Storage's eTag is the change key, so an unchanged corpus costs no downloads.
+
+Storage reports most failures as HTTP 400 with the real status in the body's ``statusCode``
+(``"404"`` for a missing object or bucket, ``"403"`` for a refused key); storage3 raises those as
+``StorageApiError`` carrying that body status, and lets httpx's network errors through as they
+are. Both are mapped here onto Tidal's transient/permanent split. The key never appears in the
+uri, the repr, an error or a log line.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import httpx
+import supabase
+from pydantic import ValidationError
+from storage3.exceptions import StorageApiError
+from storage3.utils import StorageException
+
+from tidal.errors import ConfigError, SourceError, TidalError, TransientError
+from tidal.records import SourceFile
+
+log = logging.getLogger("tidal.sources")
+
+KEY_VARIABLE = "SUPABASE_SERVICE_ROLE_KEY"
+# What the client raises on purpose; anything else is a bug and propagates untouched.
+_CLIENT_ERRORS = (StorageException, httpx.HTTPError, ValidationError)
+
+
+class SupabaseSource:
+    """Lists and downloads the objects under ``prefixes`` (folders) of one bucket."""
+
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        bucket: str,
+        prefixes: Sequence[str] = ("",),
+        *,
+        timeout: float = 30.0,
+        page_size: int = 1000,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError("SUPABASE_URL must be the project's http(s) URL")
+        if not bucket or "/" in bucket:
+            raise ConfigError(f"bucket name {bucket!r} is empty or contains '/'")
+        if timeout <= 0 or page_size < 1:
+            raise ConfigError("timeout must be positive and page_size at least 1")
+        _require_service_role(key)
+        self.bucket = bucket
+        self.prefixes = _folders([prefixes] if isinstance(prefixes, str) else list(prefixes))
+        self.timeout = timeout
+        self.page_size = page_size
+        shown = ",".join(p.rstrip("/") for p in self.prefixes)
+        self.uri = f"supabase://{bucket}/{shown}" if shown else f"supabase://{bucket}"
+        self._key = key
+        # storage3 truncates ``storage_client_timeout`` to whole seconds (0.5 becomes 0, which
+        # fails every request at once) and deprecates it; a client of our own keeps the timeout
+        # exact. It is this source's, closed by ``close``; the supabase client shares it.
+        # HTTP/1.1, unlike storage3's own client: over HTTP/2, hpack logs header values at DEBUG
+        # and only marks ``authorization`` sensitive, so the ``apikey`` header would be logged.
+        self._http = httpx.Client(timeout=timeout, follow_redirects=True)
+        options = supabase.ClientOptions(httpx_client=self._http)
+        self._storage = supabase.create_client(url, key, options=options).storage
+
+    def __repr__(self) -> str:
+        return f"SupabaseSource({self.uri!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> SupabaseSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def list(self) -> Iterator[SourceFile]:
+        """Every object under the prefixes, sorted and de-duplicated; no object is downloaded.
+
+        The bucket is checked first because list-v2 answers a missing bucket with an empty page,
+        which would otherwise read as an empty corpus.
+        """
+        self._check_bucket()
+        found: dict[str, SourceFile] = {}
+        for prefix in self.prefixes:
+            for entry in self._walk(prefix):
+                file = _to_source_file(entry)
+                if file is not None:
+                    found[file.path] = file
+        if not found:
+            log.warning("no files under %s", self.uri)
+        yield from (found[path] for path in sorted(found))
+
+    def read(self, file: SourceFile) -> bytes:
+        # storage3 percent-decodes the path before quoting it, so a literal '%' is pre-escaped.
+        try:
+            return self._storage.from_(self.bucket).download(file.path.replace("%", "%25"))
+        except _CLIENT_ERRORS as exc:
+            raise self._error(exc, "downloading the object", path=file.path) from exc
+        except ValueError as exc:  # storage3 refuses '.' and '..' segments before any request
+            raise SourceError(f"object name is not downloadable: {exc}", path=file.path) from None
+
+    def _check_bucket(self) -> None:
+        try:
+            self._storage.get_bucket(self.bucket)
+        except _CLIENT_ERRORS as exc:
+            error = self._error(exc, "looking up the bucket")
+            if _status(exc) == 404:
+                error = SourceError(
+                    f"bucket {self.bucket!r} not found (or not visible to this key); "
+                    f"check the bucket name and that {KEY_VARIABLE} is the service-role key"
+                )
+            raise error from exc
+
+    def _walk(self, prefix: str) -> Iterator[Any]:
+        """Every object whose name starts with ``prefix``, one list-v2 page at a time."""
+        bucket = self._storage.from_(self.bucket)
+        cursor: str | None = None
+        while True:
+            options: dict[str, Any] = {
+                "prefix": prefix,
+                "limit": self.page_size,
+                "with_delimiter": False,
+            }
+            if cursor is not None:
+                options["cursor"] = cursor
+            try:
+                page = bucket.list_v2(options)  # type: ignore[arg-type]
+            except _CLIENT_ERRORS as exc:
+                raise self._error(exc, f"listing {prefix or 'the bucket'!r}") from exc
+            yield from page.objects
+            if not page.hasNext:
+                return
+            if not page.nextCursor or page.nextCursor == cursor:
+                raise SourceError(
+                    f"list-v2 said more objects follow {prefix!r} but gave no new cursor; "
+                    "refusing to return a partial listing"
+                )
+            cursor = page.nextCursor
+
+    def _error(self, exc: BaseException, doing: str, path: str | None = None) -> TidalError:
+        """Tidal's error for a failure of the client: transient only if a retry may succeed."""
+        status = _status(exc)
+        if isinstance(exc, httpx.TimeoutException):
+            return TransientError(f"timed out after {self.timeout:g} s {doing}", path=path)
+        if isinstance(exc, (httpx.TransportError, httpx.DecodingError)):
+            reason = self._scrub(f"{type(exc).__name__}: {exc}")
+            return TransientError(f"network error {doing} ({reason})", path=path)
+        if isinstance(exc, ValidationError):
+            return SourceError(f"unexpected answer from Storage {doing}", path=path)
+        if not isinstance(exc, StorageException):  # e.g. too many redirects
+            return SourceError(self._scrub(f"{type(exc).__name__} {doing}: {exc}"), path=path)
+        message = self._scrub(getattr(exc, "message", str(exc)))
+        if status in (401, 403):
+            return SourceError(
+                f"Supabase Storage refused the key {doing} ({message}); "
+                f"set {KEY_VARIABLE} to the project's service-role key",
+                path=path,
+            )
+        if status == 404:
+            return SourceError(f"not found in bucket {self.bucket!r}: {message}", path=path)
+        if status is not None and (status in (408, 425, 429) or status >= 500):
+            return TransientError(f"Storage answered {status} {doing}: {message}", path=path)
+        return SourceError(f"Storage answered {status} {doing}: {message}", path=path)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "[key]") if self._key else text
+
+
+def _status(exc: BaseException) -> int | None:
+    """The status that decides retrying: the HTTP one if it is a server error, else the body's.
+
+    Storage puts the meaningful status in the body (``"404"`` inside an HTTP 400); a gateway's
+    5xx page has no such body, and storage3 then reports the HTTP status itself.
+    """
+    http: int | None = None
+    seen: BaseException | None = exc
+    for _ in range(5):  # storage3 chains the HTTPStatusError one or two links down
+        if seen is None or isinstance(seen, httpx.HTTPStatusError):
+            break
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(seen, httpx.HTTPStatusError):
+        http = seen.response.status_code
+    if http is not None and http >= 500:
+        return http
+    body = exc.status if isinstance(exc, StorageApiError) else None
+    try:
+        return int(str(body)) if body is not None else http
+    except ValueError:
+        return http
+
+
+def _to_source_file(entry: Any) -> SourceFile | None:
+    """The listed object as a ``SourceFile``, or None for placeholders, markers and hidden names."""
+    name: str = entry.name
+    if name.endswith("/") or any(part.startswith(".") for part in name.split("/")):
+        return None  # folder markers, .emptyFolderPlaceholder and hidden files
+    meta = entry.metadata
+    if not meta:
+        log.warning("skipping %s: Storage lists it without metadata (upload unfinished?)", name)
+        return None
+    size = int(meta.get("size", meta.get("contentLength")) or 0)
+    etag = str(meta.get("eTag") or "").removeprefix("W/").strip('"')
+    return SourceFile(
+        path=name, size=size, content_hash=etag or f"{size}:{meta.get('lastModified')}"
+    )
+
+
+def _folders(prefixes: list[str]) -> list[str]:
+    """Prefixes as folder names ending in '/', nested ones dropped; ``""`` is the whole bucket."""
+    folders = sorted({p.strip("/") + "/" if p.strip("/") else "" for p in prefixes})
+    if not folders:
+        raise ConfigError("give at least one prefix ('' for the whole bucket)")
+    return [f for f in folders if not any(f != o and f.startswith(o) for o in folders)]
+
+
+def _require_service_role(key: str) -> None:
+    """Refuse keys that Storage would answer with empty listings instead of an error.
+
+    A legacy key is a JWT whose ``role`` claim says what it is; the newer opaque keys say it in
+    their prefix. An anon or publishable key lists every bucket as empty, so it must not pass.
+    """
+    if not key:
+        raise ConfigError(f"{KEY_VARIABLE} is empty")
+    if key.startswith("sb_publishable_"):
+        raise ConfigError(f"{KEY_VARIABLE} holds a publishable key; give the secret key")
+    parts = key.split(".")
+    if len(parts) != 3:
+        return
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return
+    role = claims.get("role") if isinstance(claims, dict) else None
+    if role is not None and role != "service_role":
+        raise ConfigError(
+            f"{KEY_VARIABLE} holds a {role!r} key; Storage lists nothing for it. "
+            "Give the project's service_role key"
+        )
