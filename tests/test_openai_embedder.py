@@ -1,0 +1,595 @@
+"""The OpenAI embedder: the real ``openai`` client against a faithful local fake of the API.
+
+Covers the pure batching and rate-budget arithmetic, decoding and dimensions, splitting of
+over-long inputs, the error mapping (429 waited out inside ``embed``; 5xx, timeouts and refused
+connections left to Tidal's task retries; 401/403/404 as ConfigError; 400 as PermanentError),
+and that requests from many threads - and from two "workers" sharing Redis - never exceed the
+budget in any rolling window, judged from the fake server's own request log.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import threading
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import numpy as np
+import openai
+import pytest
+import redis
+
+from tests.fakes.openai_server import FakeOpenAI
+from tidal.chunking import encoding
+from tidal.embedders import Embedder
+from tidal.embedders.batching import batch_by_tokens, fit_input
+from tidal.embedders.openai import (
+    RATE_LIMIT_RETRIES,
+    OpenAIEmbedder,
+    _decode,
+    parse_duration,
+    retry_delay,
+)
+from tidal.embedders.ratelimit import MAX_TOKEN_UNITS, RateBudget, charge_units, token_unit
+from tidal.errors import ConfigError, PermanentError, TransientError
+
+REDIS_URL = "redis://127.0.0.1:6379/14"
+KEY = "sk-test-0123456789abcdef"
+WINDOW = 2  # seconds: the rate tests shrink OpenAI's minute to keep the suite quick
+
+
+def _tokens(text: str) -> int:
+    return len(encoding().encode_ordinary(text))
+
+
+@pytest.fixture
+def api() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(api_key=KEY) as fake:
+        yield fake
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+def _embedder(api: FakeOpenAI, model: str = "text-embedding-3-small", **kwargs) -> OpenAIEmbedder:
+    return OpenAIEmbedder(model, api_key=KEY, base_url=api.base_url, **kwargs)
+
+
+# -- batching (pure) -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("counts", "max_inputs", "max_tokens", "expected"),
+    [
+        ([], 2048, 300_000, []),
+        ([5], 2048, 300_000, [(0, 1)]),
+        ([1] * 5, 2, 100, [(0, 2), (2, 4), (4, 5)]),
+        ([3, 3, 3], 10, 6, [(0, 2), (2, 3)]),
+        ([2, 2, 2], 10, 6, [(0, 3)]),  # exactly at the token cap
+        ([6, 1, 6], 10, 6, [(0, 1), (1, 2), (2, 3)]),
+        ([0, 0, 4, 0], 10, 4, [(0, 4)]),
+        ([1] * 4097, 2048, 300_000, [(0, 2048), (2048, 4096), (4096, 4097)]),
+        ([8191] * 40, 2048, 300_000, [(0, 36), (36, 40)]),  # 36 * 8191 = 294,876
+    ],
+)
+def test_batch_by_tokens(counts, max_inputs, max_tokens, expected) -> None:
+    batches = batch_by_tokens(counts, max_inputs=max_inputs, max_tokens=max_tokens)
+    assert [(b.start, b.stop) for b in batches] == expected
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_batch_by_tokens_covers_in_order_within_caps(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, 50, size=300).tolist()
+    batches = batch_by_tokens(counts, max_inputs=7, max_tokens=120)
+    assert [i for b in batches for i in b] == list(range(300))
+    for b in batches:
+        assert 1 <= len(b) <= 7
+        assert sum(counts[i] for i in b) <= 120
+    for first, second in zip(batches, batches[1:], strict=False):  # greedy: each batch is full
+        assert len(first) == 7 or sum(counts[i] for i in first) + counts[second.start] > 120
+
+
+@pytest.mark.parametrize(
+    ("counts", "kwargs"),
+    [([1, 7, 1], {"max_tokens": 6}), ([1, -1], {}), ([1], {"max_inputs": 0})],
+)
+def test_batch_by_tokens_refuses_what_can_never_be_sent(counts, kwargs) -> None:
+    with pytest.raises(ValueError):
+        batch_by_tokens(counts, **kwargs)
+
+
+def test_fit_input_keeps_a_short_text_whole() -> None:
+    assert fit_input("a short design note", 8191) == ["a short design note"]
+
+
+@pytest.mark.parametrize(
+    ("text", "limit"),
+    [
+        ("the checkout flow splits expenses. " * 3000, 8191),  # ~21k tokens: three pieces
+        ("word " * 50, 16),
+        ("旅行の費用を分割する。🙂🚀 " * 200, 16),  # multi-token characters: never cut inside one
+        ("x" * 5000, 10),  # one unbroken run
+    ],
+)
+def test_fit_input_splits_into_pieces_that_fit_and_cover_the_text(text: str, limit: int) -> None:
+    pieces = fit_input(text, limit)
+    assert len(pieces) > 1
+    assert "".join(pieces) == text
+    assert all(1 <= _tokens(p) <= limit for p in pieces)
+
+
+def test_fit_input_refuses_a_limit_too_small_to_cut() -> None:
+    with pytest.raises(ValueError):
+        fit_input("anything", 4)
+
+
+# -- rate budget (pure parts and sharing) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tpm", "unit"),
+    [(1, 1), (10_000, 1), (10_001, 2), (1_000_000, 100), (10_000_000, 1000)],
+)
+def test_token_unit_keeps_the_window_under_max_entries(tpm: int, unit: int) -> None:
+    assert token_unit(tpm) == unit
+    assert tpm // unit <= MAX_TOKEN_UNITS
+
+
+@pytest.mark.parametrize(
+    ("tokens", "unit", "limit_units", "units"),
+    [(0, 100, 10_000, 0), (1, 100, 10_000, 1), (100, 100, 10_000, 1), (101, 100, 10_000, 2)],
+)
+def test_charge_units_rounds_up(tokens: int, unit: int, limit_units: int, units: int) -> None:
+    assert charge_units(tokens, unit, limit_units) == units
+
+
+def test_charge_units_never_exceeds_the_whole_window() -> None:
+    tpm = 1_000_099  # unit 101, window 9901 units; a 1,000,099-token request rounds to 9902
+    unit = token_unit(tpm)
+    assert charge_units(tpm, unit, tpm // unit) == tpm // unit
+
+
+def test_a_request_larger_than_the_tpm_is_a_config_error() -> None:
+    budget = RateBudget(None, rpm=10, tpm=1000, namespace="t:huge")
+    with pytest.raises(ConfigError, match="TIDAL_OPENAI_TPM"):
+        budget.acquire(1001)
+
+
+@pytest.mark.parametrize(("rpm", "tpm"), [(0, None), (None, 0), (-5, 100)])
+def test_a_non_positive_limit_is_a_config_error(rpm, tpm) -> None:
+    with pytest.raises(ConfigError):
+        RateBudget(None, rpm=rpm, tpm=tpm)
+
+
+def test_an_unlimited_budget_never_waits() -> None:
+    budget = RateBudget(None, rpm=None, tpm=None, namespace="t:unlimited")
+    assert all(budget.acquire(10**9) == 0 for _ in range(100))
+
+
+@pytest.mark.parametrize("where", ["memory", "redis"])
+def test_two_budgets_on_one_namespace_share_it(where: str, request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue("redis_url") if where == "redis" else None
+    worker_a = RateBudget(url, rpm=3, tpm=100, namespace=f"t:shared-{where}")
+    worker_b = RateBudget(url, rpm=3, tpm=100, namespace=f"t:shared-{where}", max_wait=0.05)
+    elsewhere = RateBudget(url, rpm=3, tpm=100, namespace=f"t:other-{where}", max_wait=0.05)
+    worker_a.acquire(60)
+    with pytest.raises(TransientError, match="budget"):
+        worker_b.acquire(50)  # 60 + 50 > 100 tokens, whichever worker asks
+    worker_b.acquire(40)
+    worker_a.acquire(0)
+    with pytest.raises(TransientError):
+        worker_b.acquire(0)  # three requests spent between them
+    elsewhere.acquire(100)  # another namespace is another budget
+    worker_a.clear()
+
+
+def test_an_unreachable_redis_is_transient() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    budget = RateBudget(f"redis://127.0.0.1:{port}/0", rpm=5, tpm=100)
+    with pytest.raises(TransientError, match="Redis"):
+        budget.acquire(1)
+
+
+# -- retry hints (pure) --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("20ms", 0.02),
+        ("1s", 1.0),
+        ("1.5s", 1.5),
+        ("6m0s", 360.0),
+        ("1h2m3.5s", 3723.5),
+        ("2", 2.0),
+        ("", None),
+        (None, None),
+        ("soon", None),
+    ],
+)
+def test_parse_duration(value, seconds) -> None:
+    assert parse_duration(value) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after-ms": "250", "retry-after": "3"}, 0.25),
+        ({"Retry-After": "2"}, 2.0),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # a date in the past
+        (
+            {
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": "120ms",
+                "x-ratelimit-remaining-tokens": "900",
+                "x-ratelimit-reset-tokens": "6m0s",
+            },
+            0.12,
+        ),
+        ({"x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "3s"}, 3.0),
+        ({}, None),
+    ],
+)
+def test_retry_delay(headers, seconds) -> None:
+    assert retry_delay(headers) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+# -- embedding -----------------------------------------------------------------------------
+
+
+def test_vectors_decode_to_the_servers_float32_values(api: FakeOpenAI) -> None:
+    embedder = _embedder(api)
+    texts = ["onboarding flow", "split expenses", "offline maps"]
+    vectors = embedder.embed(texts)
+    assert isinstance(embedder, Embedder)
+    assert (embedder.name, embedder.dimension, embedder.max_input_tokens) == (
+        "openai:text-embedding-3-small",
+        1536,
+        8191,
+    )
+    assert vectors == [FakeOpenAI.vector(t) for t in texts]
+    assert all(math.isclose(np.linalg.norm(v), 1.0, rel_tol=1e-5) for v in vectors)
+    [call] = api.requests
+    assert call["encoding_format"] == "base64"  # what the SDK sends by default, too
+    assert call["dimensions"] is None  # not sent unless asked for
+    assert (call["inputs"], call["tokens"]) == (3, sum(map(_tokens, texts)))
+
+
+def test_an_empty_list_makes_no_request(api: FakeOpenAI) -> None:
+    assert _embedder(api).embed([]) == []
+    assert api.requests == []
+
+
+def test_dimensions_are_passed_through_and_named(api: FakeOpenAI) -> None:
+    embedder = _embedder(api, dimensions=256)
+    [vector] = embedder.embed(["pricing page"])
+    assert (embedder.name, embedder.dimension) == ("openai:text-embedding-3-small@256", 256)
+    assert api.requests[0]["dimensions"] == 256
+    assert vector == FakeOpenAI.vector("pricing page", 1536, 256)
+
+
+def test_a_known_model_needs_no_probe() -> None:
+    with FakeOpenAI(api_key=KEY, dimension=3072) as api:
+        embedder = _embedder(api, "text-embedding-3-large")
+        assert embedder.dimension == 3072
+        assert api.requests == []
+        assert len(embedder.embed(["x"])[0]) == 3072
+
+
+def test_an_unknown_model_is_probed_once_for_its_dimension() -> None:
+    with FakeOpenAI(api_key=KEY, dimension=384) as api:
+        embedder = _embedder(api, "bge-small-en")
+        assert (embedder.name, embedder.dimension) == ("openai:bge-small-en", 384)
+        assert len(api.requests) == 1
+        assert embedder.embed(["y"]) == [FakeOpenAI.vector("y", 384)]
+
+
+def test_a_server_answering_another_width_is_a_config_error() -> None:
+    with (
+        FakeOpenAI(api_key=KEY, dimension=768) as api,
+        pytest.raises(ConfigError, match="TIDAL_EMBEDDING_DIMENSIONS"),
+    ):
+        _embedder(api).embed(["z"])  # claims text-embedding-3-small, answers 768 wide
+
+
+def test_decode_accepts_floats_from_a_server_that_ignores_the_format() -> None:
+    data = [
+        SimpleNamespace(index=1, embedding=[0.5, 0.5]),
+        SimpleNamespace(index=0, embedding=[1, 0]),
+    ]
+    assert _decode(data, 2) == [[1.0, 0.0], [0.5, 0.5]]
+    with pytest.raises(TransientError):
+        _decode(data, 3)
+
+
+def test_batches_respect_the_input_cap() -> None:
+    with FakeOpenAI(api_key=KEY, dimension=8) as api:
+        embedder = _embedder(api, "tiny")  # probed: 8 wide keeps 4097 vectors cheap
+        texts = [f"note {i}" for i in range(4097)]
+        vectors = embedder.embed(texts)
+        assert [r["inputs"] for r in api.requests[1:]] == [2048, 2048, 1]
+        assert vectors[4096] == FakeOpenAI.vector("note 4096", 8)
+        assert api.inputs_embedded[1:] == texts
+
+
+def test_batches_respect_small_caps(api: FakeOpenAI) -> None:
+    texts = [f"requirement number {i} of the travel app" for i in range(10)]
+    per_text = max(map(_tokens, texts))
+    embedder = _embedder(api, max_batch_inputs=4, max_batch_tokens=3 * per_text)
+    assert embedder.embed(texts) == [FakeOpenAI.vector(t) for t in texts]
+    assert [r["inputs"] for r in api.requests] == [3, 3, 3, 1]
+    assert all(r["tokens"] <= 3 * per_text for r in api.requests)
+
+
+def test_an_over_long_text_is_split_and_folded_into_one_vector(
+    api: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    long_text = "The itinerary planner syncs offline maps for every traveller. " * 800
+    assert _tokens(long_text) > 8191
+    embedder = _embedder(api)
+    vectors = embedder.embed(["before", long_text, "after"])
+    assert len(vectors) == 3
+    pieces = api.inputs_embedded[1:-1]
+    assert len(pieces) >= 2 and "".join(pieces) == long_text
+    assert all(_tokens(p) <= 8191 for p in pieces)
+    weights = [_tokens(p) for p in pieces]
+    mean = np.average([FakeOpenAI.vector(p) for p in pieces], axis=0, weights=weights)
+    np.testing.assert_allclose(vectors[1], mean / np.linalg.norm(mean), rtol=1e-6, atol=1e-7)
+    assert vectors[0] == FakeOpenAI.vector("before") and vectors[2] == FakeOpenAI.vector("after")
+    assert embedder.split_inputs == 1
+    assert "embedding it as" in caplog.text
+
+
+def test_batches_are_split_to_fit_a_small_token_budget(api: FakeOpenAI) -> None:
+    texts = ["alpha beta gamma delta", "epsilon zeta eta theta"]  # 4 and 5 tokens
+    budget = RateBudget(
+        None, rpm=None, tpm=7, namespace="t:split", window_seconds=1, margin_seconds=0
+    )
+    embedder = _embedder(api, budget=budget)
+    assert embedder.embed(texts) == [FakeOpenAI.vector(t) for t in texts]
+    assert [r["inputs"] for r in api.requests] == [1, 1]  # one 9-token batch could never fit
+    with pytest.raises(ConfigError, match="TIDAL_OPENAI_TPM"):
+        embedder.embed(["word " * 20])
+    assert len(api.requests) == 2
+
+
+def test_an_empty_text_is_permanent_and_sends_nothing(api: FakeOpenAI) -> None:
+    with pytest.raises(PermanentError, match="empty"):
+        _embedder(api).embed(["fine", ""])
+    assert api.requests == []
+
+
+# -- what the fake itself refuses (so the tests above prove the caps matter) ---------------
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [["x"] * 2049, ["word " * 8200], ["word " * 8000] * 40, [""]],
+    ids=["2049-inputs", "8200-token-input", "320k-tokens", "empty"],
+)
+def test_the_fake_refuses_what_openai_refuses(api: FakeOpenAI, inputs: list[str]) -> None:
+    client = openai.OpenAI(api_key=KEY, base_url=api.base_url, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.embeddings.create(model="text-embedding-3-small", input=inputs)
+    assert caught.value.body["message"]
+
+
+def test_the_fake_sends_openais_rate_limit_headers(api: FakeOpenAI) -> None:
+    client = openai.OpenAI(api_key=KEY, base_url=api.base_url, max_retries=0)
+    raw = client.embeddings.with_raw_response.create(model="text-embedding-3-small", input="hi")
+    for kind in ("requests", "tokens"):
+        for field in ("limit", "remaining", "reset"):
+            assert raw.headers[f"x-ratelimit-{field}-{kind}"]
+    assert raw.parse().data[0].embedding == FakeOpenAI.vector("hi")  # the SDK's own decoding
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+def test_a_429_with_retry_after_is_waited_out(api: FakeOpenAI) -> None:
+    embedder = _embedder(api)
+    api.fail_next(429, headers={"retry-after": "1"})
+    texts = ["first", "second"]
+    assert embedder.embed(texts) == [FakeOpenAI.vector(t) for t in texts]
+    assert api.statuses() == [429, 200]
+    assert api.inputs_embedded == texts
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        None,  # the fake's default: retry-after: 1 and retry-after-ms: 1000
+        {"retry-after-ms": "150"},
+        {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "150ms"},
+        {},  # no hint at all: backoff
+    ],
+)
+def test_a_429_is_retried_on_any_hint(api: FakeOpenAI, headers) -> None:
+    embedder = _embedder(api)
+    api.fail_next(429, times=2, headers=headers)
+    assert embedder.embed(["a"]) == [FakeOpenAI.vector("a")]
+    assert api.statuses() == [429, 429, 200]
+
+
+def test_endless_429s_become_transient_after_a_bounded_number_of_tries(api: FakeOpenAI) -> None:
+    api.fail_next(429, times=RATE_LIMIT_RETRIES + 5, headers={"retry-after-ms": "5"})
+    with pytest.raises(TransientError, match="rate limit"):
+        _embedder(api).embed(["a"])
+    assert api.statuses() == [429] * (RATE_LIMIT_RETRIES + 1)
+
+
+def test_a_429_asking_for_minutes_is_left_to_the_task_retry(api: FakeOpenAI) -> None:
+    api.fail_next(429, headers={"retry-after": "600"})
+    with pytest.raises(TransientError):
+        _embedder(api).embed(["a"])
+    assert api.statuses() == [429]
+
+
+def test_an_exhausted_quota_is_a_config_error_not_retried(api: FakeOpenAI) -> None:
+    api.fail_next(
+        429, message="You exceeded your current quota, please check your plan and billing.",
+        code="insufficient_quota",
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="quota"):
+        _embedder(api).embed(["a"])
+    assert api.statuses() == [429]
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_server_errors_are_transient_and_not_retried_inside_embed(
+    api: FakeOpenAI, status: int
+) -> None:
+    """Only 429s are retried in ``embed``; a 5xx goes straight to Tidal's task retry (one HTTP
+    request per attempt, SDK retries off), and the attempt after the burst succeeds."""
+    embedder = _embedder(api)
+    api.fail_next(status, times=2)
+    for _ in range(2):
+        with pytest.raises(TransientError, match=f"HTTP {status}"):
+            embedder.embed(["a"])
+    assert embedder.embed(["a"]) == [FakeOpenAI.vector("a")]
+    assert api.statuses() == [status, status, 200]
+
+
+def test_a_wrong_key_is_a_config_error_naming_the_variable_not_the_key(api: FakeOpenAI) -> None:
+    wrong = "sk-wrong-4f1c2e9a7b"
+    with pytest.raises(ConfigError) as caught:
+        OpenAIEmbedder(api_key=wrong, base_url=api.base_url).embed(["a"])
+    message = str(caught.value)
+    assert "OPENAI_API_KEY" in message and "Incorrect API key" in message
+    assert wrong not in message
+    assert api.statuses() == [401]  # no retries
+
+
+def test_a_key_echoed_in_full_by_a_compatible_server_is_redacted(api: FakeOpenAI) -> None:
+    api.fail_next(401, message=f"key {KEY} is not valid")
+    with pytest.raises(ConfigError) as caught:
+        _embedder(api).embed(["a"])
+    assert KEY not in str(caught.value) and "***" in str(caught.value)
+
+
+def test_a_wrong_key_fails_at_start_up_when_probing(api: FakeOpenAI) -> None:
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        OpenAIEmbedder("bge-small-en", api_key="sk-nope-123456789", base_url=api.base_url)
+
+
+def test_a_forbidden_key_is_a_config_error(api: FakeOpenAI) -> None:
+    api.fail_next(403)
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        _embedder(api).embed(["a"])
+
+
+def test_an_unknown_model_is_a_config_error(api: FakeOpenAI) -> None:
+    api.fail_next(404, message="The model `text-embedding-9` does not exist.")
+    with pytest.raises(ConfigError, match="TIDAL_EMBEDDING_MODEL"):
+        _embedder(api).embed(["a"])
+
+
+def test_a_bad_request_is_permanent_with_the_servers_message(api: FakeOpenAI) -> None:
+    api.fail_next(400, message="'$.input' is invalid: something specific")
+    with pytest.raises(PermanentError, match="something specific") as caught:
+        _embedder(api).embed(["a"])
+    assert not isinstance(caught.value, ConfigError)
+    with pytest.raises(PermanentError, match="does not support specifying dimensions"):
+        _embedder(api, "text-embedding-ada-002", dimensions=256).embed(["a"])
+
+
+def test_a_timeout_is_transient(api: FakeOpenAI) -> None:
+    api.delay_next(1.5)
+    with pytest.raises(TransientError, match="no answer"):
+        _embedder(api, timeout=0.3).embed(["a"])
+    assert len(api.requests) == 1
+
+
+def test_a_refused_connection_is_transient() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    embedder = OpenAIEmbedder(api_key=KEY, base_url=f"http://127.0.0.1:{port}/v1")
+    with pytest.raises(TransientError, match="could not reach"):
+        embedder.embed(["a"])
+
+
+def test_a_missing_key_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        OpenAIEmbedder(api_key="")
+
+
+# -- the budget under contention, judged by the server -------------------------------------
+
+
+def _hammer(embedders: list[OpenAIEmbedder], threads_each: int, calls: int, texts: list[str]):
+    """Every embedder gets ``threads_each`` threads, each calling ``embed`` ``calls`` times."""
+    errors: list[BaseException] = []
+
+    def work(embedder: OpenAIEmbedder) -> None:
+        try:
+            for _ in range(calls):
+                assert embedder.embed(texts) == [FakeOpenAI.vector(t) for t in texts]
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    workers = [
+        threading.Thread(target=work, args=(e,)) for e in embedders for _ in range(threads_each)
+    ]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert not any(t.is_alive() for t in workers)
+
+
+def test_threads_never_exceed_the_request_budget(api: FakeOpenAI) -> None:
+    budget = RateBudget(None, rpm=5, tpm=None, namespace="t:rpm", window_seconds=WINDOW)
+    api.limit(rpm=5, window_seconds=WINDOW)  # would answer 429 if the budget leaked
+    _hammer([_embedder(api, budget=budget)], threads_each=3, calls=3, texts=["a", "b"])
+    assert api.statuses() == [200] * 9
+    most, _ = api.busiest(WINDOW)
+    assert most == 5  # the budget is used, never passed
+
+
+def test_threads_never_exceed_the_token_budget(api: FakeOpenAI) -> None:
+    texts = ["the quick brown fox jumps over", "the lazy dog"]
+    per_call = sum(map(_tokens, texts))
+    tpm = 3 * per_call + per_call // 2  # room for three and a half requests
+    budget = RateBudget(None, rpm=None, tpm=tpm, namespace="t:tpm", window_seconds=WINDOW)
+    api.limit(tpm=tpm, window_seconds=WINDOW)
+    _hammer([_embedder(api, budget=budget)], threads_each=3, calls=2, texts=texts)
+    assert api.statuses() == [200] * 6
+    most_requests, most_tokens = api.busiest(WINDOW)
+    assert most_tokens <= tpm and most_requests == 3
+
+
+def test_two_workers_on_one_redis_share_one_budget(api: FakeOpenAI, redis_url: str) -> None:
+    """Two RateBudget instances, as two machines would hold, each with two threads."""
+    workers = [
+        _embedder(
+            api,
+            budget=RateBudget(
+                redis_url, rpm=5, tpm=10_000, namespace="t:two", window_seconds=WINDOW
+            ),
+        )
+        for _ in range(2)
+    ]
+    api.limit(rpm=5, window_seconds=WINDOW)
+    _hammer(workers, threads_each=2, calls=2, texts=["shared", "budget"])
+    assert api.statuses() == [200] * 8
+    most, _ = api.busiest(WINDOW)
+    assert most == 5
+
+
+def test_without_a_budget_the_same_load_trips_the_servers_limit(api: FakeOpenAI) -> None:
+    """The control for the three tests above: the load they use does exceed the limit."""
+    api.limit(rpm=5, window_seconds=WINDOW)
+    _hammer([_embedder(api)], threads_each=3, calls=3, texts=["a", "b"])  # 429s waited out
+    assert 429 in api.statuses()

@@ -1,0 +1,163 @@
+"""The production path end to end: a Supabase Storage bucket (fake server, real `supabase`
+client) through OpenAI embeddings (fake server, real `openai` client) into the real Postgres,
+orchestrated by the real flow."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.storage_server import FakeStorage
+from tidal.settings import SAMPLE_CORPUS
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+FILES = [
+    "designs/Aurora_team/icon-set.json",
+    "designs/Borealis_team/route-optimizer.json",
+    "designs/Delta_team/subscription-paywall.json",
+    "prds/calendar-export.md",
+    "prds/referral-program.md",
+    "prds/analytics-event-taxonomy.txt",
+]
+SERVICE_KEY = "service-role-key-that-must-never-be-logged"
+OPENAI_KEY = "sk-openai-key-that-must-never-be-logged"
+
+
+@pytest.fixture
+def storage() -> Iterator[FakeStorage]:
+    with FakeStorage(service_key=SERVICE_KEY) as fake:
+        for rel in FILES:
+            fake.put("knowledge", rel, (SAMPLE_CORPUS / rel).read_bytes())
+        fake.put("knowledge", "designs/.emptyFolderPlaceholder", b"")
+        fake.put("knowledge", "archive/old.md", b"# Old\n\nNot under the configured prefixes.\n")
+        yield fake
+
+
+@pytest.fixture
+def openai_api() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(api_key=OPENAI_KEY, dimension=1536) as fake:
+        yield fake
+
+
+@pytest.fixture
+def production_env(
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    redis_url: str,
+    storage: FakeStorage,
+    openai_api: FakeOpenAI,
+) -> str:
+    for name, value in {
+        "TIDAL_SOURCE": "supabase://knowledge/designs,prds",
+        "SUPABASE_URL": storage.url,
+        "SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY,
+        "TIDAL_EMBEDDER": "openai",
+        "OPENAI_API_KEY": OPENAI_KEY,
+        "OPENAI_BASE_URL": openai_api.base_url,
+        "TIDAL_DATABASE_URL": database_url,
+        "TIDAL_REDIS_URL": redis_url,
+        "TIDAL_RETRY_DELAY_SECONDS": "0.05",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return database_url
+
+
+def _run():  # type: ignore[no-untyped-def]
+    from flows.ingest import tidal
+
+    state = tidal(return_state=True)
+    return state, state.result(raise_on_failure=False)
+
+
+def test_bucket_to_openai_to_postgres(
+    production_env: str,
+    storage: FakeStorage,
+    openai_api: FakeOpenAI,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    state, summary = _run()
+
+    assert state.is_completed(), state.message
+    assert summary.counts == {"ingested": len(FILES), "skipped": 0, "failed": 0}
+    assert sorted(storage.downloads) == sorted(FILES)  # no placeholder, nothing outside prefixes
+    with psycopg.connect(production_env) as conn:
+        stored = dict(
+            conn.execute("select source_path, count(*) from documents group by 1").fetchall()
+        )
+        (typmod,) = conn.execute(
+            "select atttypmod from pg_attribute"
+            " where attrelid = 'documents'::regclass and attname = 'embedding'"
+        ).fetchone()
+        kinds = dict(
+            conn.execute("select source_path, metadata->>'type' from documents").fetchall()
+        )
+    assert stored == {r.path: r.chunks for r in summary.results}
+    assert typmod == 1536
+    assert kinds["designs/Aurora_team/icon-set.json"] == "design"
+    assert kinds["prds/calendar-export.md"] == "prd"
+    assert len(openai_api.inputs_embedded) == sum(stored.values())
+    assert all(r["encoding_format"] == "base64" for r in openai_api.requests)
+
+    logs = caplog.text + "".join(capfd.readouterr())
+    assert SERVICE_KEY not in logs and OPENAI_KEY not in logs
+
+    # A second run downloads and embeds nothing; a changed object alone is fetched again.
+    storage.downloads.clear()
+    before = len(openai_api.requests)
+    state, again = _run()
+    assert again.counts == {"ingested": 0, "skipped": len(FILES), "failed": 0}
+    assert storage.downloads == []
+    assert len(openai_api.requests) == before
+
+    storage.put(
+        "knowledge", "prds/referral-program.md", b"# Referrals v2\n\nInvite three friends.\n"
+    )
+    state, third = _run()
+    assert third.counts == {"ingested": 1, "skipped": len(FILES) - 1, "failed": 0}
+    assert storage.downloads == ["prds/referral-program.md"]
+
+
+def test_a_missing_object_fails_alone_and_a_flaky_download_is_retried(
+    production_env: str, storage: FakeStorage
+) -> None:
+    storage.fail_next("prds/calendar-export.md", status=503, times=2)
+    gone = "prds/analytics-event-taxonomy.txt"
+    # Listed, then deleted before its download: the download answers the real 400/404 body.
+    storage.fail_next(
+        gone,
+        status=400,
+        times=10,
+        body={
+            "statusCode": "404",
+            "error": "not_found",
+            "message": "Object not found",
+            "code": "NoSuchKey",
+        },
+    )
+    state, outcome = _run()
+
+    assert state.is_failed()
+    [failed] = outcome.summary.failed
+    assert failed.path == gone and failed.error_kind == "permanent" and failed.attempts == 1
+    assert storage.downloads.count(gone) <= 1
+    flaky = {r.path: r for r in outcome.summary.results}["prds/calendar-export.md"]
+    assert (flaky.status, flaky.attempts) == ("ingested", 3)
+
+
+def test_a_bad_openai_key_fails_each_file_at_once_with_a_clear_message(
+    production_env: str, monkeypatch: pytest.MonkeyPatch, openai_api: FakeOpenAI
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
+    state, outcome = _run()
+    assert state.is_failed()
+    failed = outcome.summary.failed
+    assert len(failed) == len(FILES)
+    assert all(f.attempts == 1 and "OPENAI_API_KEY" in f.error for f in failed)
+    assert all("sk-wrong" not in f.error for f in failed)

@@ -1,0 +1,321 @@
+"""OpenAI's embeddings API (or any server that speaks it), through the official ``openai`` client.
+
+Retries are layered on purpose, so they never multiply:
+
+* The SDK's own retries are off (``max_retries=0``): left at its default of 2, every Tidal task
+  retry would hide up to three HTTP attempts, and none of them would be charged to the budget.
+* A 429 is retried here, in ``embed``, up to ``RATE_LIMIT_RETRIES`` times, after the wait the
+  server asks for (``retry-after-ms``, ``retry-after``, else the ``x-ratelimit-reset-*`` of the
+  exhausted limit), each retry charged to the budget again as OpenAI counts it again. A 429
+  is the one failure whose cure - waiting a known time - needs no new task attempt.
+* Every other transient failure (5xx, timeout, dropped connection) raises TransientError at
+  once, and Tidal's task retries, with their backoff, decide when to try again.
+
+Requests are charged to a shared ``RateBudget`` before they are sent, so with a budget at or
+under the account's limits a 429 should only come from traffic Tidal does not know about.
+
+Vectors are asked for as base64 (what the SDK sends by default, a quarter the bytes of JSON
+floats) and decoded here as little-endian float32: passing ``encoding_format`` explicitly
+stops the SDK from decoding them itself, so the result does not depend on its version. A
+compatible server that ignores the format and sends floats is accepted too.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+import re
+import time
+from collections.abc import Mapping, Sequence
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import numpy as np
+import openai
+
+from tidal.chunking import encoding
+from tidal.embedders.batching import (
+    MAX_INPUT_TOKENS,
+    MAX_INPUTS_PER_REQUEST,
+    MAX_TOKENS_PER_REQUEST,
+    batch_by_tokens,
+    fit_input,
+)
+from tidal.embedders.ratelimit import RateBudget
+from tidal.errors import ConfigError, PermanentError, TidalError, TransientError
+
+log = logging.getLogger("tidal.embedders.openai")
+
+KNOWN_DIMENSIONS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+RATE_LIMIT_RETRIES = 6
+MAX_SERVER_WAIT = 60.0
+"""Longest 429 wait taken inside ``embed``; a longer one is left to the task's retry."""
+_PROBE_TEXT = "dimension probe"
+
+
+class OpenAIEmbedder:
+    """An OpenAI embedding model, batched to the API's caps and paced by a shared budget."""
+
+    def __init__(
+        self,
+        model: str = "text-embedding-3-small",
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        dimensions: int | None = None,
+        budget: RateBudget | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 0,
+        max_batch_inputs: int = MAX_INPUTS_PER_REQUEST,
+        max_batch_tokens: int = MAX_TOKENS_PER_REQUEST,
+    ) -> None:
+        """A model the table does not know (a compatible server's) is probed once, here, for
+        its dimension - so a wrong key or URL fails at start-up, not in the first file."""
+        if not api_key:
+            raise ConfigError("OPENAI_API_KEY is not set; the openai embedder needs an API key")
+        if dimensions is not None and dimensions < 1:
+            raise ConfigError(f"TIDAL_EMBEDDING_DIMENSIONS must be at least 1, got {dimensions}")
+        self.model = model
+        self.name = f"openai:{model}" + (f"@{dimensions}" if dimensions else "")
+        self.max_input_tokens = MAX_INPUT_TOKENS
+        self.split_inputs = 0
+        """Texts over ``max_input_tokens`` that were split and averaged (see ``fit_input``)."""
+        self._dimensions = dimensions
+        self._budget = budget
+        self._max_batch_inputs = max_batch_inputs
+        # A batch the budget could never admit is split instead: only one input over the whole
+        # TPM is then an error.
+        self._max_batch_tokens = (
+            min(max_batch_tokens, budget.tpm or max_batch_tokens) if budget else max_batch_tokens
+        )
+        self._api_key = api_key
+        self._client = openai.OpenAI(
+            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
+        )
+        known = dimensions or KNOWN_DIMENSIONS.get(model)
+        self.dimension: int = known if known else len(self._embed_checked([_PROBE_TEXT])[0])
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        # cl100k is these models' own tokenizer. Not encode_ordinary_batch: it starts a pool of
+        # 8 threads per call, on top of Tidal's own concurrency.
+        enc = encoding()
+        return [len(enc.encode_ordinary(text)) for text in texts]
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        vectors = self._embed_checked(texts)
+        for vector in vectors:
+            if len(vector) != self.dimension:
+                raise ConfigError(
+                    f"{self.name} answered {len(vector)}-dimension vectors, not {self.dimension}; "
+                    "set TIDAL_EMBEDDING_DIMENSIONS to what the model makes"
+                )
+        return vectors
+
+    def _embed_checked(self, texts: Sequence[str]) -> list[list[float]]:
+        """Split what is too long, batch, send, and fold split texts back to one vector each."""
+        texts = list(texts)
+        if not texts:
+            return []
+        if not all(texts):
+            raise PermanentError("cannot embed an empty text (the API refuses empty inputs)")
+        pieces: list[str] = []
+        owners: list[int] = []
+        counts: list[int] = []
+        for i, (text, n) in enumerate(zip(texts, self.count_tokens(texts), strict=True)):
+            parts = [text] if n <= self.max_input_tokens else fit_input(text, self.max_input_tokens)
+            if len(parts) > 1:
+                self.split_inputs += 1
+                log.warning(
+                    "a %d-token text is over %s's %d-token limit: embedding it as %d pieces",
+                    n,
+                    self.name,
+                    self.max_input_tokens,
+                    len(parts),
+                )
+                pieces.extend(parts)
+                counts.extend(self.count_tokens(parts))
+            else:
+                pieces.append(text)
+                counts.append(n)
+            owners.extend([i] * len(parts))
+        vectors: list[list[float]] = []
+        try:
+            batches = batch_by_tokens(
+                counts, max_inputs=self._max_batch_inputs, max_tokens=self._max_batch_tokens
+            )
+        except ValueError as exc:
+            raise ConfigError(
+                f"{exc}: one input is over the per-request cap; raise TIDAL_OPENAI_TPM"
+            ) from None
+        for batch in batches:
+            answer = self._request([pieces[j] for j in batch], sum(counts[j] for j in batch))
+            vectors.extend(answer)
+        return _fold(vectors, owners, counts, len(texts))
+
+    def _request(self, batch: list[str], tokens: int) -> list[list[float]]:
+        """One API call, waiting out 429s; every other failure becomes a Tidal error."""
+        extra: dict[str, Any] = {"dimensions": self._dimensions} if self._dimensions else {}
+        for attempt in range(RATE_LIMIT_RETRIES + 1):
+            if self._budget is not None:
+                self._budget.acquire(tokens)
+            try:
+                response = self._client.embeddings.create(
+                    model=self.model, input=batch, encoding_format="base64", **extra
+                )
+            except openai.RateLimitError as exc:
+                if exc.code == "insufficient_quota":
+                    raise self._translate(exc) from None
+                wait = retry_delay(exc.response.headers)
+                wait = _backoff(attempt) if wait is None else wait
+                if attempt == RATE_LIMIT_RETRIES or wait > MAX_SERVER_WAIT:
+                    raise self._translate(exc, attempts=attempt + 1) from None
+                log.info("OpenAI answered 429; waiting %.2f s (retry %d)", wait, attempt + 1)
+                time.sleep(wait)
+            except openai.OpenAIError as exc:
+                raise self._translate(exc) from None
+            else:
+                return _decode(response.data, len(batch))
+        raise AssertionError("unreachable")
+
+    def _translate(self, exc: openai.OpenAIError, *, attempts: int = 1) -> TidalError:
+        """The Tidal error for an SDK error, keeping the server's words but never the key."""
+        body = getattr(exc, "body", None)
+        message = body.get("message") if isinstance(body, dict) else None
+        if not isinstance(message, str) or not message:
+            message = getattr(exc, "message", None) or str(exc)
+        if len(self._api_key) >= 8:  # a compatible server may echo the key back in full
+            message = message.replace(self._api_key, "***")
+        status = getattr(exc, "status_code", None)
+        if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+            return ConfigError(
+                f"OpenAI refused OPENAI_API_KEY (HTTP {status}: {message}); check the key, and "
+                f"that its project may use {self.model}"
+            )
+        if isinstance(exc, openai.RateLimitError):
+            if exc.code == "insufficient_quota":
+                return ConfigError(
+                    f"the OpenAI account behind OPENAI_API_KEY is out of quota: {message}"
+                )
+            return TransientError(f"OpenAI rate limit, {attempts} attempt(s): {message}")
+        if isinstance(exc, openai.NotFoundError):
+            return ConfigError(
+                f"{self.model} not found at {self._client.base_url} (HTTP 404: {message}); "
+                "check TIDAL_EMBEDDING_MODEL and OPENAI_BASE_URL"
+            )
+        if isinstance(exc, openai.BadRequestError):
+            return PermanentError(f"OpenAI rejected the request (HTTP 400): {message}")
+        if isinstance(exc, openai.InternalServerError):
+            return TransientError(f"OpenAI server error (HTTP {status}): {message}")
+        if isinstance(exc, openai.APITimeoutError):
+            return TransientError(f"no answer from {self._client.base_url}: {message}")
+        if isinstance(exc, openai.APIConnectionError):
+            return TransientError(f"could not reach {self._client.base_url}: {message}")
+        if isinstance(exc, openai.APIStatusError) and status in (408, 409):
+            return TransientError(f"OpenAI answered HTTP {status}: {message}")
+        return PermanentError(f"OpenAI error ({type(exc).__name__}): {message}")
+
+
+def retry_delay(headers: Mapping[str, str]) -> float | None:
+    """Seconds a 429 asks to wait, or None if it does not say.
+
+    ``retry-after-ms`` first (OpenAI's, finer), then ``retry-after`` (seconds or an HTTP
+    date), then the ``x-ratelimit-reset-*`` of whichever limit has nothing remaining - or the
+    longer reset, when neither says it is exhausted.
+    """
+    h = {k.lower(): v for k, v in headers.items()}
+    if (ms := _number(h.get("retry-after-ms"))) is not None:
+        return max(0.0, ms / 1000)
+    if (after := h.get("retry-after")) is not None:
+        if (seconds := _number(after)) is not None:
+            return max(0.0, seconds)
+        try:
+            return max(0.0, parsedate_to_datetime(after).timestamp() - time.time())
+        except (TypeError, ValueError):
+            pass
+    resets = {
+        kind: parse_duration(h.get(f"x-ratelimit-reset-{kind}")) for kind in ("requests", "tokens")
+    }
+    exhausted = [
+        r
+        for kind, r in resets.items()
+        if r is not None and h.get(f"x-ratelimit-remaining-{kind}") == "0"
+    ]
+    known = exhausted or [r for r in resets.values() if r is not None]
+    return max(known) if known else None
+
+
+_DURATION = re.compile(
+    r"(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m(?!s))?"
+    r"(?:(?P<s>\d+(?:\.\d+)?)s)?(?:(?P<ms>\d+(?:\.\d+)?)ms)?"
+)
+
+
+def parse_duration(value: str | None) -> float | None:
+    """Seconds in OpenAI's reset format (``20ms``, ``1.5s``, ``6m0s``, ``1h2m3s``), else None."""
+    if not value:
+        return None
+    value = value.strip()
+    if (plain := _number(value)) is not None:
+        return plain
+    match = _DURATION.fullmatch(value)
+    if not match or not any(match.groupdict().values()):
+        return None
+    parts = {k: float(v) for k, v in match.groupdict().items() if v}
+    return (
+        parts.get("h", 0) * 3600
+        + parts.get("m", 0) * 60
+        + parts.get("s", 0)
+        + parts.get("ms", 0) / 1000
+    )
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _backoff(attempt: int) -> float:
+    """A 429 that names no wait: 1, 2, 4... s, capped at 20, with jitter."""
+    return min(20.0, 2.0**attempt) * random.uniform(0.75, 1.0)
+
+
+def _decode(data: Sequence[Any], expected: int) -> list[list[float]]:
+    """Vectors in input order from the API's ``data``, base64 float32 LE or plain floats."""
+    if len(data) != expected:
+        raise TransientError(f"OpenAI answered {len(data)} embeddings for {expected} inputs")
+    vectors = []
+    for item in sorted(data, key=lambda d: d.index):
+        value = item.embedding
+        if isinstance(value, str):
+            vectors.append(np.frombuffer(base64.b64decode(value), dtype="<f4").tolist())
+        else:
+            vectors.append([float(v) for v in value])
+    return vectors
+
+
+def _fold(
+    vectors: list[list[float]], owners: list[int], counts: list[int], n: int
+) -> list[list[float]]:
+    """One vector per original text: a split text gets its pieces' token-weighted mean,
+    re-normalised to unit length like the model's own vectors."""
+    if len(vectors) == n:
+        return vectors
+    grouped: list[list[int]] = [[] for _ in range(n)]
+    for j, owner in enumerate(owners):
+        grouped[owner].append(j)
+    folded = []
+    for members in grouped:
+        if len(members) == 1:
+            folded.append(vectors[members[0]])
+            continue
+        weights = np.array([counts[j] for j in members], dtype=np.float64)
+        mean = np.average(np.array([vectors[j] for j in members]), axis=0, weights=weights)
+        folded.append((mean / (np.linalg.norm(mean) or 1.0)).tolist())
+    return folded
