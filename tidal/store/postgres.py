@@ -44,13 +44,16 @@ class PostgresStore:
     def __init__(self, url: str, *, dimension: int, pool_size: int = 4) -> None:
         self.dimension = dimension
         with _connection_errors("connect to Postgres"):
-            with psycopg.connect(url, autocommit=True) as conn:
+            with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
                 ensure_schema(conn, dimension)
             self._pool = ConnectionPool(
                 url,
                 min_size=1,
                 max_size=max(pool_size, 1),
                 configure=register_vector,
+                # Supabase's transaction pooler (Supavisor, port 6543) cannot keep prepared
+                # statements between transactions; the few ms they save are not worth it.
+                kwargs={"prepare_threshold": None},
                 open=True,
                 timeout=15,
                 name="tidal",
