@@ -161,3 +161,21 @@ def test_a_bad_openai_key_fails_each_file_at_once_with_a_clear_message(
     assert len(failed) == len(FILES)
     assert all(f.attempts == 1 and "OPENAI_API_KEY" in f.error for f in failed)
     assert all("sk-wrong" not in f.error for f in failed)
+
+
+def test_a_429_is_waited_out_and_a_burst_of_500s_is_retried_until_every_file_lands(
+    production_env: str, monkeypatch: pytest.MonkeyPatch, openai_api: FakeOpenAI
+) -> None:
+    monkeypatch.setenv("TIDAL_CONCURRENCY", "1")  # the first file meets every fault
+    openai_api.fail_next(500, times=2)
+    openai_api.fail_next(429, times=1, headers={"retry-after-ms": "300"})
+
+    state, summary = _run()
+
+    assert state.is_completed(), state.message
+    assert summary.counts == {"ingested": len(FILES), "skipped": 0, "failed": 0}
+    first = {r.path: r for r in summary.results}["designs/Aurora_team/icon-set.json"]
+    assert first.attempts == 3  # two task attempts lost to 500s; the 429 cost no attempt
+    statuses = openai_api.statuses()
+    assert statuses[:4] == [500, 500, 429, 200]
+    assert statuses.count(200) == len(openai_api.requests) - 3
