@@ -27,6 +27,14 @@ from tidal.errors import TidalError, error_kind  # noqa: E402
 from tidal.pipeline import Pipeline, build_pipeline  # noqa: E402
 from tidal.records import FileResult, RunSummary, SourceFile  # noqa: E402
 from tidal.settings import EmbedderName, Settings, load_settings  # noqa: E402
+from tidal.sync import (  # noqa: E402
+    PRICE_PER_MILLION_TOKENS,
+    Deletion,
+    Plan,
+    make_plan,
+    plan_deletions,
+    split_by_state,
+)
 
 
 class IngestFailed(Exception):
@@ -49,14 +57,21 @@ def tidal(
     concurrency: int | None = None,
     chunk_tokens: int | None = None,
     chunk_overlap: int | None = None,
-) -> RunSummary:
+    paths: list[str] | None = None,
+    dry_run: bool = False,
+    force_delete: bool | None = None,
+) -> RunSummary | Plan:
     """Bring the vector index up to date with the source.
 
-    Parameters override the matching ``TIDAL_*`` variables. Secrets (database and Redis URLs)
-    come only from the environment, so they never show up among a run's parameters.
+    Parameters override the matching ``TIDAL_*`` variables. Secrets (database and Redis URLs,
+    keys) come only from the environment, so they never show up among a run's parameters.
+    ``paths`` re-runs just those files (``tidal retry``) and deletes nothing; ``dry_run``
+    returns the Plan of what would happen, embedding and writing nothing.
 
-    Ends Completed when every file is ingested or unchanged; ends Failed, after every other file
-    has been processed, when any file failed, naming them.
+    Files that failed last time go first. Files gone from a complete listing are deleted at the
+    end, within TIDAL_MAX_DELETE_SHARE unless ``force_delete``. Ends Completed when every file is
+    ingested or unchanged; ends Failed, after every other file has been processed, when any file
+    failed, naming them.
     """
     started = time.perf_counter()
     settings = load_settings(
@@ -66,18 +81,43 @@ def tidal(
         concurrency=concurrency,
         chunk_tokens=chunk_tokens,
         chunk_overlap=chunk_overlap,
+        force_delete=force_delete,
     )
     logger = get_run_logger()
     logger.info("Tidal settings: %s", settings.describe())
-    storage = result_storage(settings)
     with build_pipeline(settings) as pipeline:
-        files = list(pipeline.source.list())
+        files = list(pipeline.source.list())  # a listing error raises here: nothing is deleted
         logger.info("found %d files in %s", len(files), pipeline.source.uri)
-        results = _ingest_all(files, pipeline, settings, storage)
+        deletion = Deletion()
+        if paths:
+            files = _only(files, paths)
+        else:
+            deletion = plan_deletions(
+                [f.path for f in files],
+                pipeline.store.stored_paths(),
+                covers=pipeline.source.covers,
+                max_share=settings.max_delete_share,
+                force=settings.force_delete,
+            )
+        if dry_run:
+            plan = make_plan(pipeline, files, deletion=deletion, price_per_million=_price(settings))
+            for line in plan.render().splitlines():
+                logger.info(line)
+            return plan
+        results = _ingest_all(files, pipeline, settings, result_storage(settings))
+        if deletion.refused:
+            logger.warning("not deleting %d file(s): %s", len(deletion.paths), deletion.refused)
+        elif deletion.paths:
+            chunks = pipeline.store.delete_files(deletion.paths)
+            logger.info(
+                "deleted %d file(s) gone from the source (%d chunks)", len(deletion.paths), chunks
+            )
     summary = RunSummary(
         tuple(sorted(results, key=lambda r: r.path)),
         seconds=time.perf_counter() - started,
         source=settings.source,
+        deleted=deletion.allowed,
+        deletion_refused=deletion.refused,
     )
     for line in summary.render().splitlines():
         logger.info(line)
@@ -95,12 +135,14 @@ def _ingest_all(
     others refresh the cache, so an emptied or rebuilt database is never mistaken for done.
     """
     logger = get_run_logger()
-    current = pipeline.store.current_files(pipeline.fingerprint)
-    unchanged = [f for f in files if current.get(f.path) == f.content_hash]
-    changed = [f for f in files if current.get(f.path) != f.content_hash]
+    added, changed, unchanged = split_by_state(
+        files, pipeline.store.current_files(pipeline.fingerprint)
+    )
+    failed_before = {f.path for f in pipeline.store.failed_files()}
+    changed = sorted([*added, *changed], key=lambda f: (f.path not in failed_before, f.path))
     futures: dict[PrefectFuture[FileResult], SourceFile] = {}
     with ThreadPoolTaskRunner(max_workers=settings.concurrency) as runner:
-        for group, refresh in ((unchanged, False), (changed, True)):
+        for group, refresh in ((changed, True), (unchanged, False)):
             if group:
                 task = configured_ingest_task(settings, storage, refresh_cache=refresh)
                 mapped = runner.map(task, {"file": group, "pipeline": unmapped(pipeline)})
@@ -111,6 +153,21 @@ def _ingest_all(
             results.append(result)
             logger.info("[%d/%d] %s: %s", done, len(files), result.path, _describe(result))
     return results
+
+
+def _only(files: Sequence[SourceFile], paths: Sequence[str]) -> list[SourceFile]:
+    """The listed files among ``paths``; a path the source does not list is reported."""
+    wanted = set(paths)
+    chosen = [f for f in files if f.path in wanted]
+    for missing in sorted(wanted - {f.path for f in chosen}):
+        get_run_logger().warning("%s: not in the source listing, nothing to retry", missing)
+    return chosen
+
+
+def _price(settings: Settings) -> float | None:
+    if settings.embedder != "openai":
+        return None
+    return PRICE_PER_MILLION_TOKENS.get(settings.effective_model)
 
 
 def _outcome(future: PrefectFuture[FileResult], file: SourceFile, pipeline: Pipeline) -> FileResult:
@@ -143,21 +200,40 @@ def _outcome(future: PrefectFuture[FileResult], file: SourceFile, pipeline: Pipe
 
 def _describe(result: FileResult) -> str:
     if result.status == "ingested":
+        reused = f" ({result.reused} reused)" if result.reused else ""
         retried = f", {result.attempts} attempts" if result.attempts > 1 else ""
-        return f"{result.chunks} chunks, {result.tokens} tokens{retried}"
+        return f"{result.chunks} chunks{reused}, {result.tokens} tokens{retried}"
     if result.status == "skipped":
         return "unchanged, skipped"
     return f"FAILED ({result.error_kind}, {result.attempts} attempt(s)): {result.error}"
 
 
-def main() -> int:
-    """``python flows/ingest.py``: validate settings first, run the flow, print the summary."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python flows/ingest.py [--dry-run] [--force-delete] [PATH...]``.
+
+    Validates the settings before Prefect starts, runs the flow, prints the summary (or the plan).
+    Exit status: 0 all done, 1 some files failed, 2 the run itself could not go on.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python flows/ingest.py", description=main.__doc__)
+    parser.add_argument("paths", nargs="*", help="only these files (as listed by the source)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    parser.add_argument(
+        "--force-delete", action="store_true", help="delete past TIDAL_MAX_DELETE_SHARE"
+    )
+    args = parser.parse_args(argv)
     try:
         load_settings()
     except TidalError as exc:
         print(f"tidal: {exc}", file=sys.stderr)
         return 2
-    state = tidal(return_state=True)
+    state = tidal(
+        paths=args.paths or None,
+        dry_run=args.dry_run,
+        force_delete=args.force_delete or None,
+        return_state=True,
+    )
     outcome = state.result(raise_on_failure=False)
     if isinstance(outcome, IngestFailed):
         print(outcome.summary.render())

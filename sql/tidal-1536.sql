@@ -15,12 +15,16 @@ create table if not exists documents (
     source_path text not null,
     chunk_index integer not null,
     chunk_hash  text not null,
+    embedder    text,
     unique (source_path, chunk_index)
 );
+-- Added after the first release; tables made before it gain the column here.
+alter table documents add column if not exists embedder text;
 
 create index if not exists documents_embedding_idx
     on documents using hnsw (embedding vector_cosine_ops);
-create index if not exists documents_chunk_hash_idx on documents (chunk_hash);
+-- The embedding cache: a chunk whose text (hash) and model are already stored is not re-embedded.
+create index if not exists documents_chunk_cache_idx on documents (chunk_hash, embedder);
 
 create table if not exists ingested_files (
     path         text primary key,

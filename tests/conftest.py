@@ -23,7 +23,9 @@ from urllib.parse import urlsplit, urlunsplit  # noqa: E402
 import psycopg  # noqa: E402
 import pytest  # noqa: E402
 
+from tidal.embedders.local import LocalEmbedder  # noqa: E402
 from tidal.settings import SAMPLE_CORPUS  # noqa: E402
+from tidal.sources.local import LocalSource  # noqa: E402
 
 REDIS_URL = os.environ.get("TIDAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -112,3 +114,41 @@ def corpus(tmp_path: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(SAMPLE_CORPUS / rel, target)
     return root
+
+
+# --- flow-test fixtures: configuration for the real flow, and counters on the real parts ---
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> str:
+    monkeypatch.setenv("TIDAL_DATABASE_URL", database_url)
+    monkeypatch.setenv("TIDAL_RETRY_DELAY_SECONDS", "0.05")
+    return database_url
+
+
+@pytest.fixture
+def embedded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every text the real model is asked to embed, in order."""
+    texts: list[str] = []
+    original = LocalEmbedder.embed
+
+    def counting(self: LocalEmbedder, batch):  # type: ignore[no-untyped-def]
+        texts.extend(batch)
+        return original(self, batch)
+
+    monkeypatch.setattr(LocalEmbedder, "embed", counting)
+    return texts
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every path the real source reads, in order."""
+    paths: list[str] = []
+    original = LocalSource.read
+
+    def counting(self: LocalSource, file):  # type: ignore[no-untyped-def]
+        paths.append(file.path)
+        return original(self, file)
+
+    monkeypatch.setattr(LocalSource, "read", counting)
+    return paths

@@ -8,7 +8,14 @@ import random
 
 import pytest
 
-from tidal.chunking import ChunkingOptions, chunk_hash, chunk_text, count_tokens, encoding
+from tidal.chunking import (
+    ChunkingOptions,
+    chunk_hash,
+    chunk_text,
+    count_tokens,
+    encoding,
+    sections,
+)
 from tidal.records import Chunk
 
 SLACK = 3  # tokens of leeway on the overlap: re-encoding a window may merge/split a token
@@ -207,10 +214,15 @@ def test_chunks_cover_the_whole_text_in_order(chunked, name: str, opts) -> None:
 @pytest.mark.parametrize("opts", [o for o in OPTIONS if o.overlap > 0], ids=_opt_id)
 @pytest.mark.parametrize("name", TEXTS)
 def test_neighbouring_chunks_overlap_by_about_the_overlap(chunked, name: str, opts) -> None:
+    """Within a section windows overlap; a new section (a heading) starts a fresh window."""
     text = TEXTS[name]
     chunks = chunked[(name, opts)]
     spans = _spans(text, chunks)
+    section_starts = _section_starts(text)
     for i, ((p_start, p_end), (n_start, _)) in enumerate(zip(spans, spans[1:], strict=False)):
+        if n_start in section_starts:
+            assert n_start == p_end, f"chunk {i + 1} starts a section but chunk {i} overruns it"
+            continue
         assert p_start < n_start < p_end, f"chunk {i + 1} does not start inside chunk {i}"
         shared = text[n_start:p_end]
         assert chunks[i].text.endswith(shared)
@@ -227,6 +239,46 @@ def test_without_overlap_chunks_are_disjoint_and_rejoin_exactly(chunked, name, o
     spans = _spans(text, chunks)
     for (_, prev_end), (start, _) in zip(spans, spans[1:], strict=False):
         assert start == prev_end
+
+
+def _section_starts(text: str) -> set[int]:
+    starts, offset = set(), 0
+    for section in sections(text):
+        starts.add(offset)
+        offset += len(section)
+    return starts
+
+
+def test_sections_split_at_headings_and_top_level_key_groups() -> None:
+    markdown = "# T\n\nintro\n\n## A\n\ntext a\n\n### A.1\n\nmore\n"
+    assert sections(markdown) == ["# T\n\nintro\n\n", "## A\n\ntext a\n\n", "### A.1\n\nmore\n"]
+    design = (
+        "title: X\nscreens[0].name: Home\nscreens[0].components[0].label: Save\n"
+        "screens[1].name: Trips\ntokens.color: #fff\ntokens.space: 8\nrationale[0]: a\n"
+        "rationale[1]: b\n"
+    )
+    assert sections(design) == [
+        "title: X\nscreens[0].name: Home\nscreens[0].components[0].label: Save\n",
+        "screens[1].name: Trips\n",
+        "tokens.color: #fff\ntokens.space: 8\n",
+        "rationale[0]: a\nrationale[1]: b\n",
+    ]
+    assert "".join(sections(design)) == design
+
+
+def test_editing_one_section_changes_only_its_chunks() -> None:
+    parts = [
+        f"## Part {i}\n\n" + f"Sentence {i} about the itinerary. " * 40 + "\n\n" for i in range(6)
+    ]
+    before = chunk_text("".join(parts), ChunkingOptions(64, 8))
+    parts[2] = parts[2].replace(
+        "Sentence 2 about", "Sentence 2, now much longer and edited, about", 1
+    )
+    after = chunk_text("".join(parts), ChunkingOptions(64, 8))
+    old, new = {c.hash for c in before}, {c.hash for c in after}
+    changed = [c for c in after if c.hash not in old]
+    assert changed and all("Part 2" in c.text or "Sentence 2" in c.text for c in changed)
+    assert len(new - old) <= len([c for c in after if "Sentence 2" in c.text])
 
 
 def test_overlap_repeats_the_tail_of_the_previous_chunk() -> None:

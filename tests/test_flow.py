@@ -9,69 +9,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tidal.embedders.local import LocalEmbedder
+from tests.flowkit import chunks_by_path, file_rows, run
 from tidal.errors import TransientError
 from tidal.records import RunSummary
 from tidal.sources.local import LocalSource
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> str:
-    monkeypatch.setenv("TIDAL_DATABASE_URL", database_url)
-    monkeypatch.setenv("TIDAL_RETRY_DELAY_SECONDS", "0.05")
-    return database_url
-
-
-@pytest.fixture
-def embedded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every text the real model is asked to embed, in order."""
-    texts: list[str] = []
-    original = LocalEmbedder.embed
-
-    def counting(self: LocalEmbedder, batch):  # type: ignore[no-untyped-def]
-        texts.extend(batch)
-        return original(self, batch)
-
-    monkeypatch.setattr(LocalEmbedder, "embed", counting)
-    return texts
-
-
-@pytest.fixture
-def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every path the real source reads, in order."""
-    paths: list[str] = []
-    original = LocalSource.read
-
-    def counting(self: LocalSource, file):  # type: ignore[no-untyped-def]
-        paths.append(file.path)
-        return original(self, file)
-
-    monkeypatch.setattr(LocalSource, "read", counting)
-    return paths
-
-
-def run(corpus: Path, **params):  # type: ignore[no-untyped-def]
-    from flows.ingest import tidal
-
-    state = tidal(source=str(corpus), return_state=True, **params)
-    return state, state.result(raise_on_failure=False)
-
-
-def chunks_by_path(url: str) -> dict[str, int]:
-    with psycopg.connect(url) as conn:
-        return dict(
-            conn.execute("select source_path, count(*) from documents group by 1").fetchall()
-        )
-
-
-def file_rows(url: str) -> dict[str, tuple]:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "select path, status, chunk_count, attempts, error, error_kind from ingested_files"
-        ).fetchall()
-    return {r[0]: r[1:] for r in rows}
 
 
 def test_full_run_stores_every_chunk_and_a_rerun_embeds_nothing(

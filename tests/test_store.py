@@ -14,6 +14,7 @@ from tidal.store.postgres import PostgresStore
 
 DIM = 8
 FP = "fingerprint-a"
+EMB = "test:model"
 
 
 def _file(path: str = "prds/a.md", version: str = "v1") -> SourceFile:
@@ -85,8 +86,8 @@ def test_schema_is_idempotent_and_public_names_exist(database_url: str) -> None:
 def test_replace_file_swaps_chunks_and_records_the_version(
     store: PostgresStore, database_url: str
 ) -> None:
-    store.replace_file(_file(version="v1"), _doc(), _chunks(5, "old"), fingerprint=FP)
-    store.replace_file(_file(version="v2"), _doc(), _chunks(3, "new"), fingerprint=FP)
+    store.replace_file(_file(version="v1"), _doc(), _chunks(5, "old"), fingerprint=FP, embedder=EMB)
+    store.replace_file(_file(version="v2"), _doc(), _chunks(3, "new"), fingerprint=FP, embedder=EMB)
 
     rows = _rows(database_url, "prds/a.md")
     assert [r[0] for r in rows] == [0, 1, 2]
@@ -101,7 +102,7 @@ def test_replace_file_swaps_chunks_and_records_the_version(
 def test_failure_keeps_the_last_good_chunks_but_is_never_current(
     store: PostgresStore, database_url: str
 ) -> None:
-    store.replace_file(_file(version="v1"), _doc(), _chunks(4), fingerprint=FP)
+    store.replace_file(_file(version="v1"), _doc(), _chunks(4), fingerprint=FP, embedder=EMB)
     store.record_failure(
         "prds/a.md", "v2", fingerprint=FP, error="invalid JSON", kind="permanent", attempts=1
     )
@@ -117,7 +118,7 @@ def test_failure_keeps_the_last_good_chunks_but_is_never_current(
 
 def test_readers_never_see_a_partial_chunk_set(store: PostgresStore, database_url: str) -> None:
     """While one thread keeps swapping 10 ↔ 25 chunks, readers only ever count 10 or 25."""
-    store.replace_file(_file(), _doc(), _chunks(10, "a"), fingerprint=FP)
+    store.replace_file(_file(), _doc(), _chunks(10, "a"), fingerprint=FP, embedder=EMB)
     seen: set[int] = set()
     stop = threading.Event()
 
@@ -134,7 +135,9 @@ def test_readers_never_see_a_partial_chunk_set(store: PostgresStore, database_ur
     try:
         for i in range(30):
             n = 25 if i % 2 == 0 else 10
-            store.replace_file(_file(version=f"v{i}"), _doc(), _chunks(n, str(i)), fingerprint=FP)
+            store.replace_file(
+                _file(version=f"v{i}"), _doc(), _chunks(n, str(i)), fingerprint=FP, embedder=EMB
+            )
     finally:
         stop.set()
         reader.join()
@@ -143,9 +146,13 @@ def test_readers_never_see_a_partial_chunk_set(store: PostgresStore, database_ur
 
 
 def test_search_orders_by_similarity_and_filters_on_metadata(store: PostgresStore) -> None:
-    store.replace_file(_file("prds/a.md"), _doc("prds/a.md"), _chunks(3, "prd"), fingerprint=FP)
+    store.replace_file(
+        _file("prds/a.md"), _doc("prds/a.md"), _chunks(3, "prd"), fingerprint=FP, embedder=EMB
+    )
     design = Document(path="designs/T/b.json", kind="design", text="x", title="B")
-    store.replace_file(_file("designs/T/b.json"), design, _chunks(3, "design"), fingerprint=FP)
+    store.replace_file(
+        _file("designs/T/b.json"), design, _chunks(3, "design"), fingerprint=FP, embedder=EMB
+    )
 
     query = [0.0] * DIM
     query[1] = 1.0
@@ -164,10 +171,10 @@ def test_a_table_built_for_another_dimension_is_a_clear_error(database_url: str)
 
 
 def test_chunk_ids_are_deterministic(store: PostgresStore, database_url: str) -> None:
-    store.replace_file(_file(), _doc(), _chunks(3), fingerprint=FP)
+    store.replace_file(_file(), _doc(), _chunks(3), fingerprint=FP, embedder=EMB)
     with psycopg.connect(database_url) as conn:
         first = [r[0] for r in conn.execute("select id from documents order by chunk_index")]
-    store.replace_file(_file(version="again"), _doc(), _chunks(3), fingerprint=FP)
+    store.replace_file(_file(version="again"), _doc(), _chunks(3), fingerprint=FP, embedder=EMB)
     with psycopg.connect(database_url) as conn:
         second = [r[0] for r in conn.execute("select id from documents order by chunk_index")]
     assert first == second

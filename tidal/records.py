@@ -73,6 +73,8 @@ class FileResult:
     status: FileStatus
     chunks: int = 0
     tokens: int = 0
+    reused: int = 0
+    """Chunks whose vector came from the store instead of the embedder."""
     seconds: float = 0.0
     attempts: int = 1
     error: str | None = None
@@ -86,6 +88,8 @@ class RunSummary:
     results: tuple[FileResult, ...]
     seconds: float
     source: str = ""
+    deleted: tuple[str, ...] = ()
+    deletion_refused: str | None = None
     counts: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -103,6 +107,10 @@ class RunSummary:
         return sum(r.chunks for r in self.results if r.status == "ingested")
 
     @property
+    def reused(self) -> int:
+        return sum(r.reused for r in self.results if r.status == "ingested")
+
+    @property
     def tokens(self) -> int:
         return sum(r.tokens for r in self.results if r.status == "ingested")
 
@@ -112,8 +120,13 @@ class RunSummary:
         lines = [
             f"Tidal: {len(self.results)} files from {self.source}",
             f"  ingested {c['ingested']}, skipped {c['skipped']} (unchanged), failed {c['failed']}",
-            f"  chunks {self.chunks}, tokens {self.tokens}, {self.seconds:.1f} s",
+            f"  chunks {self.chunks} ({self.reused} reused), tokens {self.tokens}, "
+            f"{self.seconds:.1f} s",
         ]
+        if self.deleted:
+            lines.append(f"  deleted {len(self.deleted)} file(s) gone from the source")
+        if self.deletion_refused:
+            lines.append(f"  deletion refused: {self.deletion_refused}")
         for r in self.failed:
             lines.append(f"  FAILED {r.path} ({r.error_kind}, {r.attempts} attempt(s)): {r.error}")
         return "\n".join(lines)

@@ -125,6 +125,15 @@ class Settings(BaseSettings):
     retry_delay_seconds: float = Field(
         default=2.0, ge=0, description="first retry delay; doubles on each retry"
     )
+    max_delete_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="the largest share of the index one run may delete (0-1) without force",
+    )
+    force_delete: bool = Field(
+        default=False, description="true to delete past TIDAL_MAX_DELETE_SHARE, once"
+    )
     data_dir: Path = Field(
         default=Path(".tidal"), description="where the embedded Postgres and local results live"
     )

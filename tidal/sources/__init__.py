@@ -23,6 +23,10 @@ class Source(Protocol):
 
     def read(self, file: SourceFile) -> bytes: ...
 
+    def covers(self, path: str) -> bool:
+        """Whether ``path`` lies where this source lists; only such paths may be deletion-synced."""
+        ...
+
     def close(self) -> None:
         """Release connections; the source is not used afterwards."""
         ...

@@ -54,6 +54,9 @@ class LocalSource:
     def close(self) -> None:
         """Nothing to release: files are opened per read."""
 
+    def covers(self, path: str) -> bool:
+        return True
+
     def resolve(self, path: str) -> Path:
         """The on-disk path for ``path``; refuses ``..``, absolute paths and escaping links."""
         rel = PurePosixPath(path)

@@ -77,6 +77,9 @@ class SupabaseSource:
     def close(self) -> None:
         self._http.close()
 
+    def covers(self, path: str) -> bool:
+        return any(path.startswith(prefix) for prefix in self.prefixes)
+
     def __enter__(self) -> SupabaseSource:
         return self
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from tidal.records import Document, EmbeddedChunk, SourceFile
@@ -19,6 +21,17 @@ class SearchHit:
     content: str
     score: float
     metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FailedFile:
+    """A file whose last attempt failed, as ``tidal failed`` shows it."""
+
+    path: str
+    error: str | None
+    error_kind: str | None
+    attempts: int
+    updated_at: datetime
 
 
 @runtime_checkable
@@ -38,9 +51,26 @@ class Store(Protocol):
         chunks: Sequence[EmbeddedChunk],
         *,
         fingerprint: str,
+        embedder: str,
         attempts: int = 1,
     ) -> None:
         """Swap the file's chunks for ``chunks`` atomically and mark it ingested."""
+        ...
+
+    def claim(self, path: str) -> AbstractContextManager[None]:
+        """Exclusive hold on one file across processes and machines, freed if the holder dies."""
+        ...
+
+    def cached_embeddings(self, hashes: Sequence[str], embedder: str) -> dict[str, list[float]]:
+        """Vectors already stored for these chunk hashes by this embedder."""
+        ...
+
+    def stored_paths(self) -> set[str]: ...
+
+    def failed_files(self) -> list[FailedFile]: ...
+
+    def delete_files(self, paths: Sequence[str]) -> int:
+        """Drop files' chunks and records together; returns how many chunks went."""
         ...
 
     def record_failure(
@@ -79,4 +109,4 @@ def open_store(settings: Settings, *, dimension: int, pool_size: int = 2) -> Sto
     return PostgresStore(database_url(settings), dimension=dimension, pool_size=pool_size)
 
 
-__all__ = ["SearchHit", "Store", "database_url", "open_store"]
+__all__ = ["FailedFile", "SearchHit", "Store", "database_url", "open_store"]

@@ -22,7 +22,7 @@ from psycopg_pool import ConnectionPool
 
 from tidal.errors import ConfigError, TransientError
 from tidal.records import Document, EmbeddedChunk, SourceFile
-from tidal.store import SearchHit
+from tidal.store import FailedFile, SearchHit
 
 _ID_NAMESPACE = uuid.UUID("5b0c1f55-7a1d-4c3e-9a4e-746964616c00")
 _SCHEMA_LOCK = 0x7469_6461_6C  # "tidal": serialises concurrent schema set-up
@@ -89,6 +89,7 @@ class PostgresStore:
         chunks: Sequence[EmbeddedChunk],
         *,
         fingerprint: str,
+        embedder: str,
         attempts: int = 1,
     ) -> None:
         rows = [
@@ -108,6 +109,7 @@ class PostgresStore:
                 file.path,
                 e.chunk.index,
                 e.chunk.hash,
+                embedder,
             )
             for e in chunks
         ]
@@ -118,8 +120,8 @@ class PostgresStore:
             with conn.cursor() as cur:
                 cur.executemany(
                     "insert into documents (id, content, metadata, embedding,"
-                    " source_path, chunk_index, chunk_hash)"
-                    " values (%s, %s, %s::jsonb, %s, %s, %s, %s)",
+                    " source_path, chunk_index, chunk_hash, embedder)"
+                    " values (%s, %s, %s::jsonb, %s, %s, %s, %s, %s)",
                     rows,
                 )
             conn.execute(
@@ -135,6 +137,52 @@ class PostgresStore:
                 """,
                 (file.path, file.content_hash, fingerprint, len(rows), tokens, attempts),
             )
+
+    @contextmanager
+    def claim(self, path: str) -> Iterator[None]:
+        """Hold ``path`` for this process until the block ends; wait while another holds it.
+
+        A transaction-level advisory lock on a connection of its own: it lives exactly as long
+        as its holder, so a worker killed mid-file (even with SIGKILL) frees the file the moment
+        Postgres sees its connection drop, and it works through a transaction pooler, where
+        session-level locks do not. (prefect-redis's lock manager leaves a stale lock behind
+        after a kill, and the next run waits on it forever.)
+        """
+        with self._conn("claim a file") as conn, conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 1))", (path,))
+            yield
+
+    def cached_embeddings(self, hashes: Sequence[str], embedder: str) -> dict[str, list[float]]:
+        """Stored vectors for chunk texts already embedded by ``embedder``, by chunk hash."""
+        if not hashes:
+            return {}
+        with self._conn("read cached embeddings") as conn:
+            rows = conn.execute(
+                "select distinct on (chunk_hash) chunk_hash, embedding from documents"
+                " where chunk_hash = any(%s) and embedder = %s",
+                (list(hashes), embedder),
+            ).fetchall()
+        return {hash_: vector.to_list() for hash_, vector in rows}
+
+    def stored_paths(self) -> set[str]:
+        """Every path the index knows, ingested or failed."""
+        with self._conn("read the file table") as conn:
+            return {row[0] for row in conn.execute("select path from ingested_files")}
+
+    def failed_files(self) -> list[FailedFile]:
+        with self._conn("read the file table") as conn:
+            return _failed_files(conn)
+
+    def delete_files(self, paths: Sequence[str]) -> int:
+        """Remove files' chunks and records in one transaction; returns the chunks deleted."""
+        if not paths:
+            return 0
+        with self._conn("delete files") as conn, conn.transaction():
+            deleted = conn.execute(
+                "delete from documents where source_path = any(%s)", (list(paths),)
+            ).rowcount
+            conn.execute("delete from ingested_files where path = any(%s)", (list(paths),))
+        return deleted
 
     def record_failure(
         self,
@@ -182,6 +230,23 @@ class PostgresStore:
 
     def close(self) -> None:
         self._pool.close()
+
+
+def failed_files(url: str) -> list[FailedFile]:
+    """The failed files at ``url``, without setting up a store (no schema, no model)."""
+    with _connection_errors("read the file table"), psycopg.connect(url) as conn:
+        if conn.execute("select to_regclass('ingested_files')").fetchone() == (None,):
+            return []
+        return _failed_files(conn)
+
+
+def _failed_files(conn: psycopg.Connection[Any]) -> list[FailedFile]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "select path, error, error_kind, attempts, updated_at from ingested_files"
+            " where status = 'failed' order by updated_at desc, path"
+        )
+        return [FailedFile(**row) for row in cur.fetchall()]
 
 
 def ensure_schema(conn: psycopg.Connection[Any], dimension: int) -> None:
