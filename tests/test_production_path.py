@@ -179,3 +179,22 @@ def test_a_429_is_waited_out_and_a_burst_of_500s_is_retried_until_every_file_lan
     statuses = openai_api.statuses()
     assert statuses[:4] == [500, 500, 429, 200]
     assert statuses.count(200) == len(openai_api.requests) - 3
+
+
+def test_the_dry_run_prices_the_tokens_it_would_send_and_sends_none(
+    production_env: str, openai_api: FakeOpenAI
+) -> None:
+    from flows.ingest import tidal
+
+    plan = tidal(dry_run=True)
+
+    assert len(plan.added) == len(FILES) and plan.chunks_to_embed == plan.chunks > 0
+    assert plan.tokens_to_embed > 0
+    assert plan.cost_usd == pytest.approx(plan.tokens_to_embed * 0.02 / 1_000_000)
+    assert openai_api.requests == []
+    with psycopg.connect(production_env) as conn:
+        assert conn.execute("select count(*) from documents").fetchone() == (0,)
+
+    _, summary = _run()
+    assert len(openai_api.inputs_embedded) == plan.chunks_to_embed
+    assert sum(r.chunks for r in summary.results) == plan.chunks
