@@ -136,7 +136,7 @@ def _ingest_all(
     """
     logger = get_run_logger()
     added, changed, unchanged = split_by_state(
-        files, pipeline.store.current_files(pipeline.fingerprint)
+        files, pipeline.store.current_files(pipeline.fingerprint), pipeline.store.stored_paths()
     )
     failed_before = {f.path for f in pipeline.store.failed_files()}
     changed = sorted([*added, *changed], key=lambda f: (f.path not in failed_before, f.path))

@@ -196,3 +196,15 @@ def test_failed_files_are_listed_retried_first_and_retried_alone(
     assert reads == ["prds/zz-broken.md"]
     assert [r.path for r in retried.results] == ["prds/zz-broken.md"]
     assert retried.deleted == ()
+
+
+def test_split_by_state_tells_new_from_changed() -> None:
+    from tidal.records import SourceFile
+    from tidal.sync import split_by_state
+
+    files = [SourceFile(p, 1, h) for p, h in (("a", "1"), ("b", "2"), ("c", "3"), ("d", "4"))]
+    # a: current; b: new bytes; c: stored under another fingerprint (or failed); d: never seen
+    added, changed, unchanged = split_by_state(files, {"a": "1", "b": "old"}, {"a", "b", "c"})
+    assert [f.path for f in added] == ["d"]
+    assert [f.path for f in changed] == ["b", "c"]
+    assert [f.path for f in unchanged] == ["a"]

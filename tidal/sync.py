@@ -67,12 +67,17 @@ def plan_deletions(
 
 
 def split_by_state(
-    files: Sequence[SourceFile], current: dict[str, str]
+    files: Sequence[SourceFile], current: dict[str, str], stored: set[str]
 ) -> tuple[list[SourceFile], list[SourceFile], list[SourceFile]]:
-    """(added, changed, unchanged) against the store's path → change key map."""
-    added = [f for f in files if f.path not in current]
-    changed = [f for f in files if f.path in current and current[f.path] != f.content_hash]
+    """(added, changed, unchanged).
+
+    ``current`` maps the paths ingested under this run's fingerprint to their change keys;
+    ``stored`` is every path the index knows. A file is changed when its bytes or the pipeline
+    changed since it was stored, or when it failed last time.
+    """
     unchanged = [f for f in files if current.get(f.path) == f.content_hash]
+    added = [f for f in files if f.path not in stored]
+    changed = [f for f in files if f.path in stored and current.get(f.path) != f.content_hash]
     return added, changed, unchanged
 
 
@@ -121,7 +126,7 @@ def make_plan(
     Nothing is embedded or written. Files that would fail are listed with their reason.
     """
     added, changed, unchanged = split_by_state(
-        files, pipeline.store.current_files(pipeline.fingerprint)
+        files, pipeline.store.current_files(pipeline.fingerprint), pipeline.store.stored_paths()
     )
     chunks = to_embed = tokens = 0
     would_fail: list[tuple[str, str]] = []
