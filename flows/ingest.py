@@ -23,9 +23,11 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from prefect.utilities.annotations import unmapped  # noqa: E402
 
 from tasks import configured_ingest_task, result_storage  # noqa: E402
+from tasks.artifacts import Progress, publish  # noqa: E402
 from tidal.errors import TidalError, error_kind  # noqa: E402
 from tidal.pipeline import Pipeline, build_pipeline  # noqa: E402
 from tidal.records import FileResult, RunSummary, SourceFile  # noqa: E402
+from tidal.report import summary_frame, write_csv  # noqa: E402
 from tidal.settings import EmbedderName, Settings, load_settings  # noqa: E402
 from tidal.sync import (  # noqa: E402
     PRICE_PER_MILLION_TOKENS,
@@ -119,8 +121,11 @@ def tidal(
         deleted=deletion.allowed,
         deletion_refused=deletion.refused,
     )
+    report = write_csv(summary, settings.data_dir / "reports")
+    publish(summary)
     for line in summary.render().splitlines():
         logger.info(line)
+    logger.info("per-file report: %s", report)
     if summary.failed:
         raise IngestFailed(summary)
     return summary
@@ -147,11 +152,13 @@ def _ingest_all(
                 task = configured_ingest_task(settings, storage, refresh_cache=refresh)
                 mapped = runner.map(task, {"file": group, "pipeline": unmapped(pipeline)})
                 futures.update(zip(mapped, group, strict=True))
+        progress = Progress(len(files))
         results = []
         for done, future in enumerate(as_completed(list(futures)), start=1):
             result = _outcome(future, futures[future], pipeline)
             results.append(result)
             logger.info("[%d/%d] %s: %s", done, len(files), result.path, _describe(result))
+            progress.update(done)
     return results
 
 
@@ -235,14 +242,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return_state=True,
     )
     outcome = state.result(raise_on_failure=False)
-    if isinstance(outcome, IngestFailed):
-        print(outcome.summary.render())
-        return 1
-    if isinstance(outcome, BaseException):
+    if isinstance(outcome, BaseException) and not isinstance(outcome, IngestFailed):
         print(f"tidal: the run failed: {outcome}", file=sys.stderr)
         return 2
-    print(outcome.render())
-    return 0
+    if isinstance(outcome, Plan):
+        print(outcome.render())
+        return 0
+    summary = outcome.summary if isinstance(outcome, IngestFailed) else outcome
+    if summary.results:
+        print(summary_frame(summary).to_string(index=False, max_colwidth=60))
+    print(summary.render())
+    return 1 if summary.failed else 0
 
 
 if __name__ == "__main__":

@@ -90,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ingest.add_argument("--force-delete", action="store_true", help="delete past the guard")
     commands.add_parser("plan", help="what the next run would do; embeds and writes nothing")
     commands.add_parser("failed", help="the files whose last attempt failed, with the reason")
+    commands.add_parser("status", help="the latest run's state and counts, from the Prefect API")
     retry = commands.add_parser("retry", help="run the flow for these files only")
     retry.add_argument("paths", nargs="*", help="paths to retry (default: every failed file)")
     db = commands.add_parser("db", help="create or print the database schema")
@@ -112,6 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("no failed files to retry")
                 return 0
             return ingest_main(paths)
+        if args.command == "status":
+            from flows.status import latest_status  # Prefect loads only for this command
+
+            status = latest_status()
+            print(status.render() if status else "no tidal run yet")
+            return 0 if status else 1
         settings = load_settings()
         if args.command == "failed":
             return _print_failed(_failed(settings))

@@ -1,0 +1,90 @@
+"""``tidal status``: the latest run's state and per-file counts, read from the Prefect API.
+
+The Bull queue was watched with ``redis-cli LLEN``; Tidal's queue is Prefect's own record of
+the ``tidal`` flow's runs and their task runs, so this asks the API the same question.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterStartTime,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.sorting import FlowRunSort
+
+STATUSES = ("pending", "running", "completed", "failed", "skipped")
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    name: str
+    state: str
+    started: datetime | None
+    seconds: float
+    counts: dict[str, int]
+
+    def render(self) -> str:
+        files = sum(self.counts.values())
+        started = self.started.strftime("%Y-%m-%d %H:%M:%S %Z") if self.started else "not started"
+        return "\n".join(
+            [
+                f"tidal run {self.name!r}: {self.state}, started {started}, {self.seconds:.1f} s",
+                f"  files {files}: " + ", ".join(f"{k} {self.counts[k]}" for k in STATUSES),
+            ]
+        )
+
+
+def _bucket(state_type: StateType | None, name: str | None) -> str:
+    if state_type == StateType.COMPLETED:
+        return "skipped" if name == "Cached" else "completed"
+    if state_type in (StateType.FAILED, StateType.CRASHED, StateType.CANCELLED):
+        return "failed"
+    if state_type in (StateType.RUNNING, StateType.CANCELLING):
+        return "running"
+    return "pending"  # PENDING, SCHEDULED (including AwaitingRetry), PAUSED
+
+
+def latest_status(flow_name: str = "tidal") -> RunStatus | None:
+    """The most recently started run of ``flow_name``, or None if it never ran."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+            flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(is_null_=False)),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=1,
+        )
+        if not runs:
+            return None
+        run = runs[0]
+        counts: Counter[str] = Counter()
+        offset = 0
+        while True:
+            page = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
+                limit=200,
+                offset=offset,
+            )
+            counts.update(
+                _bucket(t.state.type if t.state else None, t.state.name if t.state else None)
+                for t in page
+                if t.task_key and "ingest_file" in t.task_key
+            )
+            if len(page) < 200:
+                break
+            offset += 200
+    return RunStatus(
+        name=run.name,
+        state=run.state.name if run.state else "unknown",
+        started=run.start_time,
+        seconds=run.estimated_run_time.total_seconds(),  # includes the time a live run has run
+        counts={k: counts.get(k, 0) for k in STATUSES},
+    )

@@ -1,0 +1,94 @@
+"""What a user sees of a run: artifacts in Prefect, ``tidal status``, the CSV report, and no
+secrets in any log line. Real flow under Prefect's test harness, real Postgres, real model."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+from tests.flowkit import run
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _artifacts(flow_run_id) -> dict:  # type: ignore[no-untyped-def]
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key: a for a in found}
+
+
+def test_a_run_publishes_progress_a_file_table_a_summary_and_a_csv(
+    corpus: Path, env: str, tmp_path: Path
+) -> None:
+    import json
+
+    (corpus / "prds" / "broken.md").write_bytes(b"\x00\x01binary")
+    state, outcome = run(corpus)
+    summary = outcome.summary
+
+    artifacts = _artifacts(state.state_details.flow_run_id)
+    assert set(artifacts) >= {"tidal-progress", "tidal-files", "tidal-summary"}
+    assert float(artifacts["tidal-progress"].data) == 100.0
+    table = artifacts["tidal-files"].data
+    rows = json.loads(table) if isinstance(table, str) else table
+    assert [r["path"] for r in rows] == [r.path for r in summary.results]
+    broken = next(r for r in rows if r["path"] == "prds/broken.md")
+    assert broken["status"] == "failed" and "binary" in broken["error"]
+    assert {r["type"] for r in rows} == {"design", "prd"}
+    assert all(r["chunks"] > 0 and r["tokens"] > 0 for r in rows if r["status"] == "ingested")
+    markdown = artifacts["tidal-summary"].data
+    assert "| 6 | 5 | 0 | 1 |" in markdown and "`prds/broken.md`" in markdown
+
+    [report] = (tmp_path / ".tidal" / "reports").glob("run-*.csv")
+    with report.open() as f:
+        saved = list(csv.DictReader(f))
+    assert [r["path"] for r in saved] == [r["path"] for r in rows]
+    assert {r["status"] for r in saved} == {"ingested", "failed"}
+
+
+def test_status_reports_the_latest_run(
+    corpus: Path, env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tidal.cli import main
+
+    (corpus / "designs" / "Delta_team").mkdir(parents=True)
+    (corpus / "designs" / "Delta_team" / "broken.json").write_text("{not json")
+    run(corpus)
+    (corpus / "prds" / "referral-program.md").write_text("# Referrals v2\n\nChanged.\n")
+    state, _ = run(corpus)
+
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "Failed" in out
+    assert "files 6: pending 0, running 0, completed 1, failed 1, skipped 4" in out
+
+
+def test_no_secret_reaches_any_log_line(
+    corpus: Path,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    password = "pg-pass-w0rd-never-logged"
+    parts = urlsplit(database_url)
+    host = parts.netloc.rpartition("@")[2]
+    with_password = urlunsplit(parts._replace(netloc=f"postgres:{password}@{host}"))
+    monkeypatch.setenv("TIDAL_DATABASE_URL", with_password)  # trust auth ignores the password
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-unused-key-never-logged")
+    caplog.set_level(logging.DEBUG)
+
+    state, summary = run(corpus)
+
+    assert state.is_completed()
+    logs = caplog.text + "".join(capfd.readouterr())
+    assert "postgres:***@" in logs  # the URL is shown, masked
+    assert password not in logs and "sk-unused-key-never-logged" not in logs

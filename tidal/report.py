@@ -1,0 +1,70 @@
+"""A run's per-file report as a table: printed at the end, saved as CSV, shown in Prefect."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from tidal.records import RunSummary, file_kind
+
+COLUMNS = ["path", "type", "status", "chunks", "tokens", "reused", "attempts", "seconds", "error"]
+
+
+def summary_frame(summary: RunSummary) -> pd.DataFrame:
+    """One row per file, in path order."""
+    rows = [
+        {
+            "path": r.path,
+            "type": file_kind(r.path),
+            "status": r.status,
+            "chunks": r.chunks,
+            "tokens": r.tokens,
+            "reused": r.reused,
+            "attempts": r.attempts,
+            "seconds": round(r.seconds, 2),
+            "error": r.error or "",
+        }
+        for r in summary.results
+    ]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def write_csv(summary: RunSummary, folder: Path, *, now: datetime | None = None) -> Path:
+    """``<folder>/run-<UTC time>.csv``; the folder is created when missing."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%fZ")
+    path = folder / f"run-{stamp}.csv"
+    summary_frame(summary).to_csv(path, index=False)
+    return path
+
+
+def totals_markdown(summary: RunSummary) -> str:
+    """The run at a glance, for the Prefect UI."""
+    c = summary.counts
+    lines = [
+        f"# Tidal run over `{summary.source}`",
+        "",
+        "| files | ingested | skipped (unchanged) | failed | deleted | chunks | reused | tokens"
+        " | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| {len(summary.results)} | {c['ingested']} | {c['skipped']} | {c['failed']} "
+        f"| {len(summary.deleted)} | {summary.chunks} | {summary.reused} | {summary.tokens} "
+        f"| {summary.seconds:.1f} |",
+    ]
+    if summary.failed:
+        lines += [
+            "",
+            "## Failed files",
+            "",
+            "| path | kind | attempts | error |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| `{r.path}` | {r.error_kind} | {r.attempts} | {(r.error or '').replace('|', '/')} |"
+            for r in summary.failed
+        ]
+    if summary.deletion_refused:
+        lines += ["", f"**Deletion refused:** {summary.deletion_refused}"]
+    return "\n".join(lines)
