@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# A local Prefect stack for Tidal, for a newcomer or a test:
+#   bash scripts/stack.sh          Prefect server (background), the `tidal` process pool,
+#                                  `prefect deploy --all`, one worker (background)
+#   bash scripts/stack.sh stop     stop what `up` started
+# Then: PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/prefect deployment run tidal/ingest --watch
+#
+# Settings: TIDAL_PREFECT_PORT (4200), TIDAL_STACK_DIR (.tidal/stack: pids and logs),
+# PYTHON (.venv/bin/python). The worker inherits this environment: put TIDAL_DATABASE_URL,
+# TIDAL_REDIS_URL and keys there, not in parameters.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-.venv/bin/python}
+PORT=${TIDAL_PREFECT_PORT:-4200}
+STACK=${TIDAL_STACK_DIR:-.tidal/stack}
+export PREFECT_API_URL="http://127.0.0.1:$PORT/api"
+export TIDAL_PROJECT_DIR="$PWD"
+export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
+mkdir -p "$STACK"
+
+stop() {
+    for name in worker server; do
+        [ -f "$STACK/$name.pid" ] || continue
+        group=$(cat "$STACK/$name.pid")
+        kill -TERM -- "-$group" 2>/dev/null || true  # the whole process group
+        for _ in $(seq 50); do kill -0 -- "-$group" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL -- "-$group" 2>/dev/null || true  # whatever ignored TERM for 10 s
+        rm -f "$STACK/$name.pid"
+    done
+}
+
+if [ "${1:-up}" = stop ]; then
+    stop
+    exit 0
+fi
+
+setsid "$PYTHON" -m prefect server start --host 127.0.0.1 --port "$PORT" --analytics-off \
+    > "$STACK/server.log" 2>&1 &
+echo $! > "$STACK/server.pid"
+for _ in $(seq 120); do
+    "$PYTHON" -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)" \
+        "$PREFECT_API_URL/health" 2>/dev/null && break
+    sleep 1
+done
+"$PYTHON" -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)" \
+    "$PREFECT_API_URL/health" || { echo "Prefect server did not start; see $STACK/server.log" >&2; stop; exit 1; }
+
+"$PYTHON" -m prefect work-pool inspect tidal >/dev/null 2>&1 \
+    || "$PYTHON" -m prefect work-pool create tidal --type process
+"$PYTHON" -m prefect --no-prompt deploy --all
+setsid "$PYTHON" -m prefect worker start --pool tidal > "$STACK/worker.log" 2>&1 &
+echo $! > "$STACK/worker.pid"
+
+echo "Prefect UI: http://127.0.0.1:$PORT   (logs and pids in $STACK)"
+echo "Run it:     PREFECT_API_URL=$PREFECT_API_URL $PYTHON -m prefect deployment run tidal/ingest --watch"
+echo "Stop it:    bash scripts/stack.sh stop"
