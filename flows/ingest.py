@@ -44,8 +44,10 @@ class IngestFailed(Exception):
 
     def __init__(self, summary: RunSummary) -> None:
         self.summary = summary
-        names = ", ".join(r.path for r in summary.failed)
-        super().__init__(f"{len(summary.failed)} of {len(summary.results)} files failed: {names}")
+        failed = [r.path for r in summary.failed]
+        more = f" and {len(failed) - 10} more" if len(failed) > 10 else ""
+        names = ", ".join(failed[:10]) + more
+        super().__init__(f"{len(failed)} of {len(summary.results)} files failed: {names}")
 
     def __reduce__(self):
         return (type(self), (self.summary,))

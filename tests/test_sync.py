@@ -208,3 +208,29 @@ def test_split_by_state_tells_new_from_changed() -> None:
     assert [f.path for f in added] == ["d"]
     assert [f.path for f in changed] == ["b", "c"]
     assert [f.path for f in unchanged] == ["a"]
+
+
+def test_tidal_retry_runs_every_failed_file_and_nothing_else(
+    corpus: Path,
+    env: str,
+    reads: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tidal.cli import main
+
+    (corpus / "prds" / "bad-one.md").write_bytes(b"")
+    (corpus / "prds" / "bad-two.md").write_bytes(b"   \n")
+    run(corpus)
+    (corpus / "prds" / "bad-one.md").write_text("# One\n\nFixed.\n")
+    (corpus / "prds" / "bad-two.md").write_text("# Two\n\nFixed.\n")
+    (corpus / "prds" / "calendar-export.md").write_text("# Calendar v2\n\nNot a retry.\n")
+    monkeypatch.setenv("TIDAL_SOURCE", str(corpus))
+    reads.clear()
+
+    assert main(["retry"]) == 0
+
+    assert sorted(reads) == ["prds/bad-one.md", "prds/bad-two.md"]
+    assert file_rows(env)["prds/bad-one.md"][0] == "ingested"
+    assert main(["failed"]) == 0
+    assert "no failed files" in capsys.readouterr().out
