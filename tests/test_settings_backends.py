@@ -13,14 +13,24 @@ from tidal.settings import SupabaseLocation, load_settings
     [
         ("supabase://knowledge", "knowledge", ("",)),
         ("supabase://knowledge/", "knowledge", ("",)),
-        ("supabase://knowledge/designs", "knowledge", ("designs/",)),
-        ("supabase://knowledge/designs/,prds", "knowledge", ("designs/", "prds/")),
-        ("supabase://knowledge/prds,prds/", "knowledge", ("prds/",)),
-        ("supabase://knowledge/designs/Aurora_team", "knowledge", ("designs/Aurora_team/",)),
+        ("supabase://knowledge/designs", "knowledge", ("designs",)),
+        ("supabase://knowledge/designs/, prds", "knowledge", ("designs/", "prds")),
+        ("supabase://knowledge/designs/Aurora_team", "knowledge", ("designs/Aurora_team",)),
     ],
 )
 def test_supabase_source_uris(uri: str, bucket: str, prefixes: tuple[str, ...]) -> None:
     assert SupabaseLocation.parse(uri) == SupabaseLocation(bucket, prefixes)
+
+
+def test_prefixes_become_folders_in_the_source() -> None:
+    from tidal.sources.supabase import SupabaseSource
+
+    location = SupabaseLocation.parse("supabase://knowledge/designs/, prds,prds/,designs/Aurora")
+    source = SupabaseSource(
+        "http://127.0.0.1:9", "sb_secret_test", location.bucket, location.prefixes
+    )
+    assert source.prefixes == ["designs/", "prds/"]  # folders; nested and repeated ones dropped
+    assert source.covers("prds/a.md") and not source.covers("prds-old/a.md")
 
 
 def test_a_supabase_source_needs_its_url_and_service_key(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -101,16 +101,19 @@ class Pipeline:
         dimensions): editing one section of a long PRD sends only that section's chunks out.
         Returns the vectors and how many came from the cache.
         """
-        cached = self.store.cached_embeddings([c.hash for c in chunks], self.embedder.name)
-        missing = list(dict.fromkeys(c.text for c in chunks if c.hash not in cached))
+        cached, missing = self._lookup(chunks)
         fresh = dict(zip(missing, self.embed(missing), strict=True))
         vectors = [cached[c.hash] if c.hash in cached else fresh[c.text] for c in chunks]
         return vectors, sum(1 for c in chunks if c.hash in cached)
 
-    def pending(self, chunks: Sequence[Chunk]) -> list[Chunk]:
-        """The chunks that ``vectors`` would send to the embedder (for a dry run)."""
+    def pending(self, chunks: Sequence[Chunk]) -> list[str]:
+        """The texts that ``vectors`` would send to the embedder (for a dry run)."""
+        return self._lookup(chunks)[1]
+
+    def _lookup(self, chunks: Sequence[Chunk]) -> tuple[dict[str, list[float]], list[str]]:
+        """Cached vectors by chunk hash, and the distinct texts still to embed."""
         cached = self.store.cached_embeddings([c.hash for c in chunks], self.embedder.name)
-        return list({c.text: c for c in chunks if c.hash not in cached}.values())
+        return cached, list(dict.fromkeys(c.text for c in chunks if c.hash not in cached))
 
     def chunk(self, document: Document) -> list[Chunk]:
         """Token windows that each fit the embedder's input limit, re-split where needed."""

@@ -38,7 +38,10 @@ EMBEDDER_DEFAULTS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class SupabaseLocation:
-    """``supabase://<bucket>[/<prefix>[,<prefix>...]]``, split into its parts."""
+    """``supabase://<bucket>[/<prefix>[,<prefix>...]]``, split into its parts.
+
+    Prefixes are kept as written; ``SupabaseSource`` decides what they mean (folders).
+    """
 
     bucket: str
     prefixes: tuple[str, ...]
@@ -49,7 +52,7 @@ class SupabaseLocation:
         bucket, _, tail = rest.partition("/")
         if not bucket:
             raise ValueError(f"{uri!r} names no bucket; use supabase://<bucket>[/<prefix>]")
-        prefixes = tuple(dict.fromkeys(p.strip("/") + "/" for p in tail.split(",") if p.strip("/")))
+        prefixes = tuple(p.strip() for p in tail.split(",") if p.strip())
         return cls(bucket, prefixes or ("",))
 
 

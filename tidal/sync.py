@@ -140,7 +140,7 @@ def make_plan(
         pending = pipeline.pending(file_chunks)
         chunks += len(file_chunks)
         to_embed += len(pending)
-        tokens += sum(pipeline.embedder.count_tokens([c.text for c in pending]))
+        tokens += sum(pipeline.embedder.count_tokens(pending))
     return Plan(
         added=tuple(f.path for f in added),
         changed=tuple(f.path for f in changed),
