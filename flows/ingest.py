@@ -31,6 +31,7 @@ from tidal.report import summary_frame, write_csv  # noqa: E402
 from tidal.settings import EmbedderName, Settings, load_settings  # noqa: E402
 from tidal.sync import (  # noqa: E402
     PRICE_PER_MILLION_TOKENS,
+    Changes,
     Deletion,
     Plan,
     make_plan,
@@ -92,23 +93,27 @@ def tidal(
     with build_pipeline(settings) as pipeline:
         files = list(pipeline.source.list())  # a listing error raises here: nothing is deleted
         logger.info("found %d files in %s", len(files), pipeline.source.uri)
+        stored = pipeline.store.stored_paths()
         deletion = Deletion()
         if paths:
             files = _only(files, paths)
         else:
             deletion = plan_deletions(
                 [f.path for f in files],
-                pipeline.store.stored_paths(),
+                stored,
                 covers=pipeline.source.covers,
                 max_share=settings.max_delete_share,
                 force=settings.force_delete,
             )
+        changes = split_by_state(files, pipeline.store.current_files(pipeline.fingerprint), stored)
         if dry_run:
-            plan = make_plan(pipeline, files, deletion=deletion, price_per_million=_price(settings))
+            plan = make_plan(
+                pipeline, changes, deletion=deletion, price_per_million=_price(settings)
+            )
             for line in plan.render().splitlines():
                 logger.info(line)
             return plan
-        results = _ingest_all(files, pipeline, settings, result_storage(settings))
+        results = _ingest_all(changes, pipeline, settings, result_storage(settings))
         if deletion.refused:
             logger.warning("not deleting %d file(s): %s", len(deletion.paths), deletion.refused)
         elif deletion.paths:
@@ -134,7 +139,7 @@ def tidal(
 
 
 def _ingest_all(
-    files: Sequence[SourceFile], pipeline: Pipeline, settings: Settings, storage: object
+    changes: Changes, pipeline: Pipeline, settings: Settings, storage: object
 ) -> list[FileResult]:
     """Map the ingest task over ``files``; log each as it finishes, as the Bull worker did.
 
@@ -142,11 +147,11 @@ def _ingest_all(
     others refresh the cache, so an emptied or rebuilt database is never mistaken for done.
     """
     logger = get_run_logger()
-    added, changed, unchanged = split_by_state(
-        files, pipeline.store.current_files(pipeline.fingerprint), pipeline.store.stored_paths()
-    )
     failed_before = {f.path for f in pipeline.store.failed_files()}
-    changed = sorted([*added, *changed], key=lambda f: (f.path not in failed_before, f.path))
+    changed = sorted(
+        [*changes.added, *changes.changed], key=lambda f: (f.path not in failed_before, f.path)
+    )
+    unchanged = changes.unchanged
     futures: dict[PrefectFuture[FileResult], SourceFile] = {}
     with ThreadPoolTaskRunner(max_workers=settings.concurrency) as runner:
         for group, refresh in ((changed, True), (unchanged, False)):
@@ -154,12 +159,12 @@ def _ingest_all(
                 task = configured_ingest_task(settings, storage, refresh_cache=refresh)
                 mapped = runner.map(task, {"file": group, "pipeline": unmapped(pipeline)})
                 futures.update(zip(mapped, group, strict=True))
-        progress = Progress(len(files))
+        progress = Progress(changes.total)
         results = []
         for done, future in enumerate(as_completed(list(futures)), start=1):
             result = _outcome(future, futures[future], pipeline)
             results.append(result)
-            logger.info("[%d/%d] %s: %s", done, len(files), result.path, _describe(result))
+            logger.info("[%d/%d] %s: %s", done, changes.total, result.path, _describe(result))
             progress.update(done)
     return results
 

@@ -204,10 +204,11 @@ def test_split_by_state_tells_new_from_changed() -> None:
 
     files = [SourceFile(p, 1, h) for p, h in (("a", "1"), ("b", "2"), ("c", "3"), ("d", "4"))]
     # a: current; b: new bytes; c: stored under another fingerprint (or failed); d: never seen
-    added, changed, unchanged = split_by_state(files, {"a": "1", "b": "old"}, {"a", "b", "c"})
-    assert [f.path for f in added] == ["d"]
-    assert [f.path for f in changed] == ["b", "c"]
-    assert [f.path for f in unchanged] == ["a"]
+    changes = split_by_state(files, {"a": "1", "b": "old"}, {"a", "b", "c"})
+    assert [f.path for f in changes.added] == ["d"]
+    assert [f.path for f in changes.changed] == ["b", "c"]
+    assert [f.path for f in changes.unchanged] == ["a"]
+    assert changes.total == 4
 
 
 def test_tidal_retry_runs_every_failed_file_and_nothing_else(

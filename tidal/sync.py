@@ -66,10 +66,23 @@ def plan_deletions(
     return Deletion(gone)
 
 
+@dataclass(frozen=True)
+class Changes:
+    """The listed files sorted by what a run must do with them."""
+
+    added: list[SourceFile]
+    changed: list[SourceFile]
+    unchanged: list[SourceFile]
+
+    @property
+    def total(self) -> int:
+        return len(self.added) + len(self.changed) + len(self.unchanged)
+
+
 def split_by_state(
     files: Sequence[SourceFile], current: dict[str, str], stored: set[str]
-) -> tuple[list[SourceFile], list[SourceFile], list[SourceFile]]:
-    """(added, changed, unchanged).
+) -> Changes:
+    """Added, changed and unchanged files.
 
     ``current`` maps the paths ingested under this run's fingerprint to their change keys;
     ``stored`` is every path the index knows. A file is changed when its bytes or the pipeline
@@ -78,7 +91,7 @@ def split_by_state(
     unchanged = [f for f in files if current.get(f.path) == f.content_hash]
     added = [f for f in files if f.path not in stored]
     changed = [f for f in files if f.path in stored and current.get(f.path) != f.content_hash]
-    return added, changed, unchanged
+    return Changes(added, changed, unchanged)
 
 
 @dataclass(frozen=True)
@@ -116,7 +129,7 @@ class Plan:
 
 def make_plan(
     pipeline: Pipeline,
-    files: Sequence[SourceFile],
+    changes: Changes,
     *,
     deletion: Deletion,
     price_per_million: float | None,
@@ -125,12 +138,9 @@ def make_plan(
 
     Nothing is embedded or written. Files that would fail are listed with their reason.
     """
-    added, changed, unchanged = split_by_state(
-        files, pipeline.store.current_files(pipeline.fingerprint), pipeline.store.stored_paths()
-    )
     chunks = to_embed = tokens = 0
     would_fail: list[tuple[str, str]] = []
-    for file in [*added, *changed]:
+    for file in [*changes.added, *changes.changed]:
         try:
             document = parse(file.path, pipeline.source.read(file))
         except TidalError as exc:
@@ -142,9 +152,9 @@ def make_plan(
         to_embed += len(pending)
         tokens += sum(pipeline.embedder.count_tokens(pending))
     return Plan(
-        added=tuple(f.path for f in added),
-        changed=tuple(f.path for f in changed),
-        unchanged=tuple(f.path for f in unchanged),
+        added=tuple(f.path for f in changes.added),
+        changed=tuple(f.path for f in changes.changed),
+        unchanged=tuple(f.path for f in changes.unchanged),
         deletion=deletion,
         would_fail=tuple(would_fail),
         chunks=chunks,
