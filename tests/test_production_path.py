@@ -12,6 +12,7 @@ import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.storage_server import FakeStorage
+from tests.flowkit import chunks_by_path
 from tidal.settings import SAMPLE_CORPUS
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -87,10 +88,8 @@ def test_bucket_to_openai_to_postgres(
     assert state.is_completed(), state.message
     assert summary.counts == {"ingested": len(FILES), "skipped": 0, "failed": 0}
     assert sorted(storage.downloads) == sorted(FILES)  # no placeholder, nothing outside prefixes
+    stored = chunks_by_path(production_env)
     with psycopg.connect(production_env) as conn:
-        stored = dict(
-            conn.execute("select source_path, count(*) from documents group by 1").fetchall()
-        )
         (typmod,) = conn.execute(
             "select atttypmod from pg_attribute"
             " where attrelid = 'documents'::regclass and attname = 'embedding'"
