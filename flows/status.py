@@ -1,14 +1,16 @@
 """``tidal status``: the latest run's state and per-file counts, read from the Prefect API.
 
 The Bull queue was watched with ``redis-cli LLEN``; Tidal's queue is Prefect's own record of
-the ``tidal`` flow's runs and their task runs, so this asks the API the same question.
+the ``tidal`` flow's runs and their task runs, so this asks the API the same question. Files
+that were unchanged are not task runs: the run's ``tidal.unchanged`` label counts them, and
+dry runs (labelled ``tidal.dry_run``) are not syncs, so they are passed over.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from prefect import get_client
 from prefect.client.schemas.filters import (
@@ -22,6 +24,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
 
 STATUSES = ("pending", "running", "completed", "failed", "skipped")
+_EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 @dataclass(frozen=True)
@@ -60,12 +63,13 @@ def latest_status(flow_name: str = "tidal") -> RunStatus | None:
             flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
             flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(is_null_=False)),
             sort=FlowRunSort.START_TIME_DESC,
-            limit=1,
+            limit=20,
         )
-        if not runs:
+        syncs = [r for r in runs if r.labels.get("tidal.dry_run") != "true"]
+        if not syncs:
             return None
-        run = runs[0]
-        counts: Counter[str] = Counter()
+        run = syncs[0]
+        latest: dict[str, tuple[datetime, str]] = {}  # a file run twice counts as it ended last
         offset = 0
         while True:
             page = client.read_task_runs(
@@ -73,14 +77,19 @@ def latest_status(flow_name: str = "tidal") -> RunStatus | None:
                 limit=200,
                 offset=offset,
             )
-            counts.update(
-                _bucket(t.state.type if t.state else None, t.state.name if t.state else None)
-                for t in page
-                if t.task_key and "ingest_file" in t.task_key
-            )
+            for t in page:
+                if not (t.task_key and "ingest_file" in t.task_key):
+                    continue
+                bucket = _bucket(
+                    t.state.type if t.state else None, t.state.name if t.state else None
+                )
+                if t.name not in latest or str(t.updated) > str(latest[t.name][0]):
+                    latest[t.name] = (t.updated, bucket)
             if len(page) < 200:
                 break
             offset += 200
+    counts = Counter(bucket for _, bucket in latest.values())
+    counts["skipped"] += int(run.labels.get("tidal.unchanged", 0))
     return RunStatus(
         name=run.name,
         state=run.state.name if run.state else "unknown",

@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from uuid import UUID
 
+from prefect import get_client
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.runtime import flow_run
 
 from tidal.records import RunSummary
 from tidal.report import summary_frame, totals_markdown
@@ -23,13 +25,18 @@ class Progress:
     files do not mean ten thousand API calls.
     """
 
-    def __init__(self, total: int, *, every: float = 1.0) -> None:
+    def __init__(self, total: int, *, done: int = 0, every: float = 1.0) -> None:
         self.total = max(total, 1)
         self.every = every
         self._last = 0.0
         self.id: UUID = create_progress_artifact(
-            progress=0.0, key="tidal-progress", description=f"files done of {total}"
+            progress=self._percent(done),
+            key="tidal-progress",
+            description=f"{done} of {total} files done (unchanged files count as done)",
         )
+
+    def _percent(self, done: int) -> float:
+        return round(100.0 * done / self.total, 1)
 
     def update(self, done: int) -> None:
         now = time.monotonic()
@@ -38,7 +45,7 @@ class Progress:
         self._last = now
         update_progress_artifact(
             artifact_id=self.id,
-            progress=round(100.0 * done / self.total, 1),
+            progress=self._percent(done),
             description=f"{done} of {self.total} files done",
         )
 
@@ -53,3 +60,16 @@ def publish(summary: RunSummary) -> None:
     create_markdown_artifact(
         markdown=totals_markdown(summary), key="tidal-summary", description="totals and failures"
     )
+
+
+def label_run(*, files: int, unchanged: int, dry_run: bool) -> None:
+    """Labels on the flow run: what ``tidal status`` needs that task runs do not show.
+
+    Unchanged files are not task runs, so the run's own labels carry their count; a dry run is
+    labelled so it is never shown as the latest sync.
+    """
+    labels = {"tidal.files": str(files), "tidal.unchanged": str(unchanged)}
+    if dry_run:
+        labels["tidal.dry_run"] = "true"
+    with get_client(sync_client=True) as client:
+        client.update_flow_run_labels(flow_run.id, labels)

@@ -1,4 +1,8 @@
-"""The per-file task: ``Pipeline.ingest`` with retries for transient errors and a cache key."""
+"""The per-file task: ``Pipeline.ingest`` with retries for transient errors.
+
+The task carries data only - the file and the run's ``PipelineSpec`` - and takes its pipeline
+from the process-wide cache, so the same task runs on threads, local processes or a cluster.
+"""
 
 from __future__ import annotations
 
@@ -13,26 +17,28 @@ from prefect.filesystems import WritableFileSystem
 from prefect.runtime import task_run as current_task_run
 
 from tidal.errors import TidalError, is_transient
-from tidal.pipeline import Pipeline
 from tidal.records import FileResult, SourceFile
+from tidal.runtime import PipelineSpec, shared_pipeline
 from tidal.settings import Settings
 
 CACHE_PREFIX = "tidal"
 
 
 def file_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """``tidal:<fingerprint>:<sha256(path, change key)>``: a re-run hits it only if nothing changed.
+    """``tidal:<fingerprint>:<sha256(path, change key)>``: the Redis key of the file's result.
 
-    It is also the Redis key the result lands under, hence the ``tidal`` prefix.
+    Results are written, never read back as a cache (the run is refreshed every time): whether
+    a file needs work is the store's to say (``tidal.sync.is_unchanged``), and unchanged files
+    are not task runs at all.
     """
     file: SourceFile = parameters["file"]
-    pipeline: Pipeline = parameters["pipeline"]
+    spec: PipelineSpec = parameters["spec"]
     digest = hashlib.sha256(f"{file.path}\x00{file.content_hash}".encode()).hexdigest()
-    return f"{CACHE_PREFIX}:{pipeline.fingerprint}:{digest}"
+    return f"{CACHE_PREFIX}:{spec.fingerprint}:{digest}"
 
 
 def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry only what may succeed next time: a bad file or a bug fails at once."""
+    """Retry only what may succeed next time: a bad file or a bad setting fails at once."""
     try:
         state.result()
     except Exception as exc:  # noqa: BLE001 - the state's own exception, re-raised to inspect it
@@ -53,25 +59,25 @@ def backoff(first_delay: float, retries: int) -> list[float]:
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_transient,
     cache_key_fn=file_cache_key,
+    refresh_cache=True,
     persist_result=True,
 )
-def ingest_file(file: SourceFile, pipeline: Pipeline) -> FileResult:
+def ingest_file(file: SourceFile, spec: PipelineSpec) -> FileResult:
     """Ingest one file. Raises on failure so Prefect shows the file's task run as Failed."""
     attempt = int(current_task_run.run_count or 1)
     try:
-        return pipeline.ingest(file, attempt=attempt)
+        return shared_pipeline(spec).ingest(file, attempt=attempt)
     except TidalError as exc:
         exc.attempts = attempt
         raise
 
 
 def configured_ingest_task(
-    settings: Settings, storage: WritableFileSystem | Path, *, refresh_cache: bool = False
+    settings: Settings, storage: WritableFileSystem | Path
 ) -> Task[..., FileResult]:
     """``ingest_file`` with this run's retry policy and result storage (see ``result_storage``)."""
     return ingest_file.with_options(
         retries=settings.retries,
         retry_delay_seconds=backoff(settings.retry_delay_seconds, settings.retries) or 0,
         result_storage=storage,
-        refresh_cache=refresh_cache,
     )

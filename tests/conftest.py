@@ -39,6 +39,16 @@ def _no_tidal_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_shared_pipelines() -> Iterator[None]:
+    """Pipelines opened by one test (pools on its own database) are closed after it; the
+    loaded model is kept: it does not depend on the test."""
+    yield
+    from tidal.runtime import close_shared
+
+    close_shared()
+
+
 @pytest.fixture(scope="session")
 def pg_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private Postgres 16 with pgvector for the whole session (pgserver)."""

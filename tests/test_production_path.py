@@ -86,7 +86,7 @@ def test_bucket_to_openai_to_postgres(
     state, summary = _run()
 
     assert state.is_completed(), state.message
-    assert summary.counts == {"ingested": len(FILES), "skipped": 0, "failed": 0}
+    assert summary.counts == {"ingested": len(FILES), "skipped": 0, "failed": 0, "stopped": 0}
     assert sorted(storage.downloads) == sorted(FILES)  # no placeholder, nothing outside prefixes
     stored = chunks_by_path(production_env)
     with psycopg.connect(production_env) as conn:
@@ -111,7 +111,7 @@ def test_bucket_to_openai_to_postgres(
     storage.downloads.clear()
     before = len(openai_api.requests)
     state, again = _run()
-    assert again.counts == {"ingested": 0, "skipped": len(FILES), "failed": 0}
+    assert again.counts == {"ingested": 0, "skipped": len(FILES), "failed": 0, "stopped": 0}
     assert storage.downloads == []
     assert len(openai_api.requests) == before
 
@@ -119,7 +119,7 @@ def test_bucket_to_openai_to_postgres(
         "knowledge", "prds/referral-program.md", b"# Referrals v2\n\nInvite three friends.\n"
     )
     state, third = _run()
-    assert third.counts == {"ingested": 1, "skipped": len(FILES) - 1, "failed": 0}
+    assert third.counts == {"ingested": 1, "skipped": len(FILES) - 1, "failed": 0, "stopped": 0}
     assert storage.downloads == ["prds/referral-program.md"]
 
 
@@ -150,16 +150,34 @@ def test_a_missing_object_fails_alone_and_a_flaky_download_is_retried(
     assert (flaky.status, flaky.attempts) == ("ingested", 3)
 
 
-def test_a_bad_openai_key_fails_each_file_at_once_with_a_clear_message(
-    production_env: str, monkeypatch: pytest.MonkeyPatch, openai_api: FakeOpenAI
+def test_a_bad_openai_key_stops_the_run_at_the_first_refusal(
+    production_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    storage: FakeStorage,
+    openai_api: FakeOpenAI,
 ) -> None:
+    from flows.ingest import RunStopped
+
+    for i in range(1000):
+        storage.put("knowledge", f"prds/notes/note-{i:04d}.md", f"# Note {i}\n\nBody.\n".encode())
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
+
     state, outcome = _run()
+
     assert state.is_failed()
-    failed = outcome.summary.failed
-    assert len(failed) == len(FILES)
-    assert all(f.attempts == 1 and "OPENAI_API_KEY" in f.error for f in failed)
-    assert all("sk-wrong" not in f.error for f in failed)
+    assert isinstance(outcome, RunStopped)
+    assert "OPENAI_API_KEY" in state.message and "sk-wrong" not in state.message
+    assert 1 <= len(openai_api.statuses()) <= 2  # at most `concurrency` requests went out
+    assert set(openai_api.statuses()) == {401}
+    summary = outcome.summary
+    assert summary.counts == {
+        "ingested": 0,
+        "skipped": 0,
+        "failed": 0,
+        "stopped": 1000 + len(FILES),
+    }
+    with psycopg.connect(production_env) as conn:
+        assert conn.execute("select count(*) from ingested_files").fetchone() == (0,)
 
 
 def test_a_429_is_waited_out_and_a_burst_of_500s_is_retried_until_every_file_lands(
@@ -172,7 +190,7 @@ def test_a_429_is_waited_out_and_a_burst_of_500s_is_retried_until_every_file_lan
     state, summary = _run()
 
     assert state.is_completed(), state.message
-    assert summary.counts == {"ingested": len(FILES), "skipped": 0, "failed": 0}
+    assert summary.counts == {"ingested": len(FILES), "skipped": 0, "failed": 0, "stopped": 0}
     first = {r.path: r for r in summary.results}["designs/Aurora_team/icon-set.json"]
     assert first.attempts == 3  # two task attempts lost to 500s; the 429 cost no attempt
     statuses = openai_api.statuses()

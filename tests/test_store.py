@@ -94,9 +94,9 @@ def test_replace_file_swaps_chunks_and_records_the_version(
     assert all(r[1].endswith("new") for r in rows)
     assert rows[0][2] == "prd"
     assert store.current_files(FP) == {"prds/a.md": "v2"}
-    assert store.is_current(_file(version="v2"), FP)
-    assert not store.is_current(_file(version="v1"), FP)
-    assert not store.is_current(_file(version="v2"), "another-fingerprint")
+    assert store.current_files(FP, ["prds/a.md"]) == {"prds/a.md": "v2"}
+    assert store.current_files(FP, ["prds/b.md"]) == {}
+    assert store.current_files("another-fingerprint", ["prds/a.md"]) == {}
 
 
 def test_failure_keeps_the_last_good_chunks_but_is_never_current(

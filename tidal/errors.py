@@ -5,7 +5,8 @@
     └── PermanentError        fails its file at once, never retried
         ├── ParseError        the file itself is bad (binary, invalid JSON, no text)
         ├── SourceError       the source refuses the path (escapes the root, missing)
-        └── ConfigError       a setting is wrong; raised at start-up, before any work
+        └── ConfigError       a setting is wrong: fatal, it stops the whole run at once
+                              (bad or revoked key, no quota, unknown model, wrong width)
 
 Every error that concerns one file carries its ``path`` so a failure report can name it, and
 the task sets ``attempts`` before giving up so the report can say how hard it tried.
@@ -79,3 +80,12 @@ def is_transient(exc: BaseException) -> bool:
 def error_kind(exc: BaseException) -> str:
     """``transient`` or ``permanent``, as recorded next to a failed file."""
     return "transient" if is_transient(exc) else "permanent"
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Whether the error is the run's, not the file's: no other file can succeed either.
+
+    A refused key or a vector-width mismatch fails every file the same way, so the run stops
+    at the first one instead of recording the whole corpus as failed.
+    """
+    return isinstance(exc, ConfigError)

@@ -15,11 +15,13 @@ from dataclasses import replace
 
 from tidal.chunking import CHUNKER_VERSION, ENCODING, ChunkingOptions, chunk_text
 from tidal.embedders import Embedder, open_embedder
+from tidal.errors import PermanentError, TidalError, TransientError, is_transient
 from tidal.parsing import PARSER_VERSION, parse
 from tidal.records import Chunk, Document, EmbeddedChunk, FileResult, SourceFile
 from tidal.settings import Settings
 from tidal.sources import Source, open_source
 from tidal.store import Store, open_store
+from tidal.sync import is_unchanged
 
 log = logging.getLogger("tidal.pipeline")
 
@@ -68,10 +70,23 @@ class Pipeline:
         The file is claimed first, so two runs or two workers never work on it at once: the
         second waits, then finds it current and skips it. Writing happens last and in one
         transaction ("be pessimistic"): a crash at any earlier point leaves the old version.
+
+        Raises only TidalError: anything else that escapes the stages came from this file's
+        bytes (or a bug they reach), so it is re-raised as the file's error, named by type.
+        That is how a run tells a file's failure from the orchestrator's own.
         """
+        try:
+            return self._ingest(file, attempt)
+        except TidalError:
+            raise
+        except Exception as exc:
+            error = TransientError if is_transient(exc) else PermanentError
+            raise error(f"{type(exc).__name__}: {exc}", path=file.path) from exc
+
+    def _ingest(self, file: SourceFile, attempt: int) -> FileResult:
         started = time.perf_counter()
         with self.store.claim(file.path):
-            if self.store.is_current(file, self.fingerprint):
+            if is_unchanged(file, self.store.current_files(self.fingerprint, [file.path])):
                 return FileResult(file.path, "skipped", seconds=time.perf_counter() - started)
             document = parse(file.path, self.source.read(file))
             chunks = self.chunk(document)
@@ -164,10 +179,11 @@ def _fit(chunks: list[Chunk], embedder: Embedder) -> list[Chunk]:
     return fitted
 
 
-def build_pipeline(settings: Settings) -> Pipeline:
-    """Open every backend the settings name. Slow (loads the model): do it once per run."""
+def build_pipeline(settings: Settings, *, embedder: Embedder | None = None) -> Pipeline:
+    """Open every backend the settings name. Slow (loads the model): ``tidal.runtime`` does it
+    once per process; pass ``embedder`` to share a loaded model."""
     source = open_source(settings)
-    embedder = open_embedder(settings)
+    embedder = embedder or open_embedder(settings)
     # Each running file holds one connection for its claim and briefly uses a second.
     store = open_store(
         settings, dimension=embedder.dimension, pool_size=2 * settings.concurrency + 1

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 FileKind = Literal["design", "prd", "other"]
-FileStatus = Literal["ingested", "skipped", "failed"]
+FileStatus = Literal["ingested", "skipped", "failed", "stopped"]
+"""``stopped``: not processed because the run stopped early on a fatal error."""
+STATUSES: tuple[FileStatus, ...] = ("ingested", "skipped", "failed", "stopped")
 
 
 def file_kind(path: str) -> FileKind:
@@ -90,13 +92,13 @@ class RunSummary:
     source: str = ""
     deleted: tuple[str, ...] = ()
     deletion_refused: str | None = None
+    stopped: str | None = None
+    """Why the run stopped early (a fatal error: the cause and the fix), or None."""
     counts: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
         counted = Counter(r.status for r in self.results)
-        object.__setattr__(
-            self, "counts", {s: counted.get(s, 0) for s in ("ingested", "skipped", "failed")}
-        )
+        object.__setattr__(self, "counts", {s: counted.get(s, 0) for s in STATUSES})
 
     @property
     def failed(self) -> tuple[FileResult, ...]:
@@ -117,9 +119,11 @@ class RunSummary:
     def render(self) -> str:
         """The closing lines a person reads after a run."""
         c = self.counts
+        stopped = f", not processed {c['stopped']}" if c["stopped"] else ""
         lines = [
             f"Tidal: {len(self.results)} files from {self.source}",
-            f"  ingested {c['ingested']}, skipped {c['skipped']} (unchanged), failed {c['failed']}",
+            f"  ingested {c['ingested']}, skipped {c['skipped']} (unchanged), failed {c['failed']}"
+            + stopped,
             f"  chunks {self.chunks} ({self.reused} reused), tokens {self.tokens}, "
             f"{self.seconds:.1f} s",
         ]
@@ -127,6 +131,8 @@ class RunSummary:
             lines.append(f"  deleted {len(self.deleted)} file(s) gone from the source")
         if self.deletion_refused:
             lines.append(f"  deletion refused: {self.deletion_refused}")
+        if self.stopped:
+            lines.append(f"  STOPPED EARLY: {self.stopped}")
         for r in self.failed:
             lines.append(f"  FAILED {r.path} ({r.error_kind}, {r.attempts} attempt(s)): {r.error}")
         return "\n".join(lines)

@@ -26,6 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CORPUS = REPO_ROOT / "examples" / "corpus"
 
 EmbedderName = Literal["local", "openai"]
+TaskRunnerName = Literal["threads", "dask"]
 
 # Chunk sizes that fit each embedder's input limit, in cl100k_base tokens.
 # all-MiniLM-L6-v2 truncates at 256 word pieces; design JSON turns into key paths that cost
@@ -114,7 +115,24 @@ class Settings(BaseSettings):
     openai_tpm: int = Field(
         default=1_000_000, ge=1, description="embedding tokens per minute, shared by every worker"
     )
+    openai_window_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        description="the window TIDAL_OPENAI_RPM and _TPM are counted over (60: per minute)",
+    )
     concurrency: int = Field(default=2, ge=1, le=64, description="files processed at once (1-64)")
+    task_runner: TaskRunnerName = Field(
+        default="threads",
+        description="threads (one process) or dask (local processes, or TIDAL_DASK_ADDRESS)",
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="an existing Dask scheduler, tcp://host:8786; unset starts a local cluster",
+    )
+    dask_workers: int = Field(
+        default=2, ge=1, le=256, description="processes of the local Dask cluster (1-256)"
+    )
     chunk_tokens: int | None = Field(
         default=None, ge=16, le=8191, description="tokens per chunk (16-8191)"
     )
@@ -206,6 +224,22 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("dask_address")
+    @classmethod
+    def _dask_scheme(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("tcp", "tls", "ws", "wss"):
+            raise ValueError("must be a Dask scheduler address such as tcp://scheduler:8786")
+        return value
+
+    @model_validator(mode="after")
+    def _a_cluster_needs_shared_services(self) -> Settings:
+        if self.task_runner == "dask" and self.dask_address and self.database_url is None:
+            raise ValueError(
+                "TIDAL_DASK_ADDRESS sends files to other machines, which cannot reach the "
+                "embedded Postgres; set TIDAL_DATABASE_URL to a Postgres every worker can reach"
+            )
+        return self
+
     @model_validator(mode="after")
     def _overlap_below_half_a_chunk(self) -> Settings:
         if self.effective_chunk_overlap * 2 >= self.effective_chunk_tokens:
@@ -247,7 +281,15 @@ class Settings(BaseSettings):
             + (f" via {redact_url(self.openai_base_url)}" if self.openai_base_url else ""),
             "chunking": f"{self.effective_chunk_tokens}/{self.effective_chunk_overlap} tokens",
             "concurrency": str(self.concurrency),
+            "task runner": self._runner(),
         }
+
+    def _runner(self) -> str:
+        if self.task_runner == "threads":
+            return "threads"
+        if self.dask_address:
+            return f"dask at {self.dask_address}"
+        return f"dask, local cluster of {self.dask_workers} processes"
 
 
 def redact_url(url: SecretStr | str) -> str:

@@ -6,13 +6,16 @@ run (``tidal plan``) so the two cannot disagree.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tidal.errors import TidalError
 from tidal.parsing import parse
-from tidal.pipeline import Pipeline
 from tidal.records import SourceFile
+
+if TYPE_CHECKING:
+    from tidal.pipeline import Pipeline
 
 # USD per million input tokens, for the dry run's estimate (OpenAI's published prices).
 PRICE_PER_MILLION_TOKENS = {
@@ -79,6 +82,16 @@ class Changes:
         return len(self.added) + len(self.changed) + len(self.unchanged)
 
 
+def is_unchanged(file: SourceFile, current: Mapping[str, str]) -> bool:
+    """The one test of "nothing to do": the index holds exactly these bytes, ingested by this
+    very pipeline (``current`` comes from ``Store.current_files`` for the run's fingerprint).
+
+    The run asks it of the whole listing before mapping anything; the pipeline asks it again
+    under the file's claim, where a concurrent run may just have done the work.
+    """
+    return current.get(file.path) == file.content_hash
+
+
 def split_by_state(
     files: Sequence[SourceFile], current: dict[str, str], stored: set[str]
 ) -> Changes:
@@ -88,9 +101,9 @@ def split_by_state(
     ``stored`` is every path the index knows. A file is changed when its bytes or the pipeline
     changed since it was stored, or when it failed last time.
     """
-    unchanged = [f for f in files if current.get(f.path) == f.content_hash]
+    unchanged = [f for f in files if is_unchanged(f, current)]
     added = [f for f in files if f.path not in stored]
-    changed = [f for f in files if f.path in stored and current.get(f.path) != f.content_hash]
+    changed = [f for f in files if f.path in stored and not is_unchanged(f, current)]
     return Changes(added, changed, unchanged)
 
 

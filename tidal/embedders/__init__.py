@@ -41,7 +41,12 @@ def open_embedder(settings: Settings) -> Embedder:
             api_key=settings.openai_api_key.get_secret_value(),
             base_url=settings.openai_base_url,
             dimensions=settings.embedding_dimensions,
-            budget=RateBudget(redis_url, settings.openai_rpm, settings.openai_tpm),
+            budget=RateBudget(
+                redis_url,
+                settings.openai_rpm,
+                settings.openai_tpm,
+                window_seconds=settings.openai_window_seconds,
+            ),
         )
     from tidal.embedders.local import LocalEmbedder
 

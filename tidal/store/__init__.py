@@ -38,11 +38,12 @@ class FailedFile:
 class Store(Protocol):
     """A vector index plus a table of which file versions it holds (the source of truth)."""
 
-    def current_files(self, fingerprint: str) -> dict[str, str]:
-        """Path → change key of every file ingested under ``fingerprint``."""
+    def current_files(
+        self, fingerprint: str, paths: Sequence[str] | None = None
+    ) -> dict[str, str]:
+        """Path → change key of every file ingested under ``fingerprint`` (of ``paths`` only,
+        when given). ``tidal.sync.is_unchanged`` reads it: the one place "unchanged" is decided."""
         ...
-
-    def is_current(self, file: SourceFile, fingerprint: str) -> bool: ...
 
     def replace_file(
         self,

@@ -64,23 +64,20 @@ class PostgresStore:
         with _connection_errors(what), self._pool.connection() as conn:
             yield conn
 
-    def current_files(self, fingerprint: str) -> dict[str, str]:
+    def current_files(
+        self, fingerprint: str, paths: Sequence[str] | None = None
+    ) -> dict[str, str]:
+        query = (
+            "select path, content_hash from ingested_files"
+            " where status = 'ingested' and fingerprint = %s"
+        )
+        params: tuple[Any, ...] = (fingerprint,)
+        if paths is not None:
+            query += " and path = any(%s)"
+            params += (list(paths),)
         with self._conn("read the file table") as conn:
-            rows = conn.execute(
-                "select path, content_hash from ingested_files"
-                " where status = 'ingested' and fingerprint = %s",
-                (fingerprint,),
-            ).fetchall()
+            rows = conn.execute(query, params).fetchall()
         return {path: content_hash for path, content_hash in rows}
-
-    def is_current(self, file: SourceFile, fingerprint: str) -> bool:
-        with self._conn("read the file table") as conn:
-            row = conn.execute(
-                "select 1 from ingested_files where path = %s and content_hash = %s"
-                " and fingerprint = %s and status = 'ingested'",
-                (file.path, file.content_hash, fingerprint),
-            ).fetchone()
-        return row is not None
 
     def replace_file(
         self,

@@ -1,0 +1,61 @@
+"""The task runner a run's settings ask for: threads in this process, or Dask processes.
+
+A Dask run needs a Prefect server that every Dask worker reaches: with the temporary server
+``python flows/ingest.py`` starts when ``PREFECT_API_URL`` is unset, each worker process would
+start a temporary server of its own and report to it, not to the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from prefect.settings import get_current_settings
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from tidal.errors import ConfigError
+from tidal.settings import Settings
+
+
+def slots(settings: Settings) -> int:
+    """Files in flight at once: ``concurrency``, rounded up to fill every local Dask worker."""
+    if settings.task_runner == "dask" and not settings.dask_address:
+        return settings.dask_workers * _threads_per_worker(settings)
+    return settings.concurrency
+
+
+def _threads_per_worker(settings: Settings) -> int:
+    return math.ceil(settings.concurrency / settings.dask_workers)
+
+
+def task_runner(settings: Settings) -> TaskRunner:
+    """``ThreadPoolTaskRunner`` of ``concurrency`` threads, or a ``DaskTaskRunner``."""
+    if settings.task_runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=settings.concurrency)
+    api_url = get_current_settings().api.url
+    if not api_url:
+        raise ConfigError(
+            "TIDAL_TASK_RUNNER=dask needs a Prefect server every Dask worker can reach; start "
+            "one (scripts/stack.sh, or `prefect server start`) and set PREFECT_API_URL"
+        )
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        raise ConfigError(
+            "TIDAL_TASK_RUNNER=dask needs prefect-dask: .venv/bin/pip install -e '.[dask]'"
+        ) from None
+
+    if settings.dask_address:
+        return DaskTaskRunner(address=settings.dask_address)
+    # A local cluster's scheduler and nannies log every worker's comings and goings at INFO.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": settings.dask_workers,
+            "threads_per_worker": _threads_per_worker(settings),
+            "processes": True,
+            "dashboard_address": None,
+            # The worker processes report to this run's server, whichever way it was set.
+            "env": {"PREFECT_API_URL": api_url, "DASK_LOGGING__DISTRIBUTED": "warning"},
+        }
+    )

@@ -1,0 +1,188 @@
+"""One run spread over a real local Dask cluster - two worker processes on loopback - reporting
+to a real Prefect server, with the fake OpenAI server and the real Postgres and Redis: every file
+lands once, the shared OpenAI budget holds across processes, and a Dask worker killed mid-run
+costs nothing but a retry of its files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+
+from tests.fakes.openai_server import FakeOpenAI
+from tests.flowkit import chunks_by_path, file_rows
+from tests.test_deployment import _free_port
+from tidal.settings import REPO_ROOT
+
+OPENAI_KEY = "sk-dask-test-key-never-logged"
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real Prefect server on a free port with its own home: what a Dask run reports to."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
+    env.update(PREFECT_HOME=str(home), DO_NOT_TRACK="1")
+    log = (home / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
+        + ["--port", str(port), "--analytics-off"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{api}/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, (home / "server.log").read_text()[-3000:]
+                time.sleep(0.5)
+        else:
+            pytest.fail("the Prefect server did not answer in 120 s")
+        yield {**env, "PREFECT_API_URL": api}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def openai_api() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(api_key=OPENAI_KEY, dimension=1536) as fake:
+        yield fake
+
+
+def _corpus(root: Path, n: int) -> dict[str, str]:
+    texts = {}
+    for i in range(n):
+        path = f"prds/notes/note-{i:03d}.md"
+        texts[path] = (
+            f"# Note {i}\n\nNote {i} says the sync of group {i} must finish in a minute.\n"
+        )
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(texts[path])
+    return texts
+
+
+def _start(
+    prefect_api: dict[str, str],
+    corpus: Path,
+    database_url: str,
+    redis_url: str,
+    api: FakeOpenAI,
+    tmp_path: Path,
+    **extra: str,
+) -> subprocess.Popen[str]:
+    env = {
+        **prefect_api,
+        "TIDAL_SOURCE": str(corpus),
+        "TIDAL_DATABASE_URL": database_url,
+        "TIDAL_REDIS_URL": redis_url,
+        "TIDAL_DATA_DIR": str(tmp_path / "data"),
+        "TIDAL_EMBEDDER": "openai",
+        "OPENAI_API_KEY": OPENAI_KEY,
+        "OPENAI_BASE_URL": api.base_url,
+        "TIDAL_TASK_RUNNER": "dask",
+        "TIDAL_DASK_WORKERS": "2",
+        "TIDAL_RETRY_DELAY_SECONDS": "0.05",
+        **extra,
+    }
+    return subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "flows" / "ingest.py")],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _assert_every_file_once(database_url: str, texts: dict[str, str]) -> None:
+    assert chunks_by_path(database_url) == dict.fromkeys(texts, 1)
+    assert {p: row[0] for p, row in file_rows(database_url).items()} == dict.fromkeys(
+        texts, "ingested"
+    )
+    with psycopg.connect(database_url) as conn:
+        stored = dict(conn.execute("select source_path, content from documents").fetchall())
+    assert stored == texts
+
+
+def test_a_dask_run_lands_every_file_once_within_the_shared_budget(
+    prefect_api: dict[str, str],
+    database_url: str,
+    redis_url: str,
+    redis_client,  # type: ignore[no-untyped-def]
+    openai_api: FakeOpenAI,
+    tmp_path: Path,
+) -> None:
+    texts = _corpus(tmp_path / "corpus", 24)
+    # 6 requests per 2 s for the whole cluster; the server refuses a 7th within any 2 s.
+    openai_api.limit(rpm=6, window_seconds=2)
+    run = _start(
+        prefect_api,
+        tmp_path / "corpus",
+        database_url,
+        redis_url,
+        openai_api,
+        tmp_path,
+        TIDAL_OPENAI_RPM="6",
+        TIDAL_OPENAI_WINDOW_SECONDS="2",
+        TIDAL_CONCURRENCY="4",
+    )
+    out, _ = run.communicate(timeout=600)
+
+    assert run.returncode == 0, out[-4000:]
+    assert "dask, local cluster of 2 processes" in out
+    _assert_every_file_once(database_url, texts)
+    assert sorted(openai_api.inputs_embedded) == sorted(texts.values())  # each bought once
+    assert set(openai_api.statuses()) == {200}  # no 429: the budget held across processes
+    assert openai_api.busiest(2.0)[0] <= 6
+    assert OPENAI_KEY not in out
+    assert len(redis_client.keys("tidal:*")) == len(texts)  # results persisted by the workers
+
+
+def test_a_killed_dask_worker_costs_a_retry_and_nothing_is_duplicated(
+    prefect_api: dict[str, str],
+    database_url: str,
+    redis_url: str,
+    openai_api: FakeOpenAI,
+    tmp_path: Path,
+) -> None:
+    texts = _corpus(tmp_path / "corpus", 40)
+    openai_api.delay_next(0.4, times=10**6)  # each request takes a while: files are in flight
+    run = _start(prefect_api, tmp_path / "corpus", database_url, redis_url, openai_api, tmp_path)
+    try:
+        deadline = time.monotonic() + 300
+        while len(openai_api.statuses()) < 8:
+            assert run.poll() is None and time.monotonic() < deadline, "the run never got going"
+            time.sleep(0.1)
+        workers = [
+            p for p in psutil.Process(run.pid).children() if "spawn_main" in " ".join(p.cmdline())
+        ]
+        assert len(workers) == 2, [p.cmdline() for p in workers]
+        workers[0].send_signal(signal.SIGKILL)
+        killed_at = len(openai_api.statuses())
+        out, _ = run.communicate(timeout=600)
+    finally:
+        if run.poll() is None:
+            run.kill()
+
+    assert run.returncode == 0, out[-4000:]
+    assert killed_at < len(texts)  # the kill struck mid-run
+    _assert_every_file_once(database_url, texts)

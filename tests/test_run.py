@@ -1,0 +1,257 @@
+"""The run's decisions (``tidal.run``) on the in-memory Source, Store and Embedder: no Prefect,
+no services, milliseconds a test. The real backends have their own tests; the same run over
+them, inside the real flow, is tested in test_flow, test_sync and test_production_path."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import pytest
+
+from tidal.chunking import ChunkingOptions
+from tidal.embedders.hashing import HashEmbedder
+from tidal.errors import ConfigError, TransientError
+from tidal.pipeline import Pipeline
+from tidal.records import FileResult, SourceFile
+from tidal.run import (
+    IngestFailed,
+    IngestRun,
+    RunStopped,
+    drive,
+    raise_for_outcome,
+    run_in_threads,
+)
+from tidal.sources.memory import MemorySource
+from tidal.store.memory import MemoryStore
+
+
+def _doc(i: int) -> bytes:
+    return f"# Note {i}\n\nThe body of note {i}, with a sentence or two.\n".encode()
+
+
+def _pipeline(files: dict[str, bytes], embedder: HashEmbedder | None = None) -> Pipeline:
+    return Pipeline(
+        source=MemorySource(files),
+        embedder=embedder or HashEmbedder(),
+        store=MemoryStore(),
+        chunking=ChunkingOptions(64, 8),
+    )
+
+
+def _run(pipeline: Pipeline, **options) -> IngestRun:  # type: ignore[no-untyped-def]
+    return IngestRun(pipeline, **options)
+
+
+def _corpus(n: int) -> dict[str, bytes]:
+    return {f"prds/note-{i:04d}.md": _doc(i) for i in range(n)}
+
+
+def test_a_run_ingests_every_file_and_an_unchanged_rerun_runs_none() -> None:
+    pipeline = _pipeline(_corpus(20))
+    summary = run_in_threads(_run(pipeline), concurrency=3)
+    assert summary.counts == {"ingested": 20, "skipped": 0, "failed": 0, "stopped": 0}
+    assert set(pipeline.store.current_files(pipeline.fingerprint)) == set(_corpus(20))
+
+    source: MemorySource = pipeline.source  # type: ignore[assignment]
+    embedder: HashEmbedder = pipeline.embedder  # type: ignore[assignment]
+    source.reads.clear()
+    embedder.calls.clear()
+    run = _run(pipeline)
+    work = run.prepare()
+    assert work.todo == () and len(work.changes.unchanged) == 20
+    submitted = _drive_with(run, pipeline.ingest)
+    again = run.finish()
+    assert submitted == [] and source.reads == [] and embedder.calls == []
+    assert again.counts == {"ingested": 0, "skipped": 20, "failed": 0, "stopped": 0}
+    assert [r.path for r in again.results] == sorted(_corpus(20))
+
+
+def test_edits_and_deletions_touch_only_those_files() -> None:
+    files = _corpus(10)
+    pipeline = _pipeline(files)
+    run_in_threads(_run(pipeline), concurrency=2)
+    source: MemorySource = pipeline.source  # type: ignore[assignment]
+    source.files["prds/note-0003.md"] = b"# Note 3, edited\n\nNew words.\n"
+    del source.files["prds/note-0007.md"]
+    source.reads.clear()
+
+    summary = run_in_threads(_run(pipeline), concurrency=2)
+
+    assert source.reads == ["prds/note-0003.md"]
+    assert summary.counts == {"ingested": 1, "skipped": 8, "failed": 0, "stopped": 0}
+    assert summary.deleted == ("prds/note-0007.md",)
+    assert "prds/note-0007.md" not in pipeline.store.stored_paths()
+
+
+def test_a_bad_file_fails_alone_is_recorded_and_goes_first_next_time() -> None:
+    files = {**_corpus(5), "designs/a/broken.json": b'{"title": "Broken", "screens": ['}
+    pipeline = _pipeline(files)
+    summary = run_in_threads(_run(pipeline), concurrency=2)
+
+    assert summary.counts == {"ingested": 5, "skipped": 0, "failed": 1, "stopped": 0}
+    [failed] = summary.failed
+    assert failed.error_kind == "permanent" and "invalid JSON" in (failed.error or "")
+    [recorded] = pipeline.store.failed_files()
+    assert recorded.path == "designs/a/broken.json" and recorded.error == failed.error
+    with pytest.raises(IngestFailed, match="designs/a/broken.json"):
+        raise_for_outcome(summary)
+
+    source: MemorySource = pipeline.source  # type: ignore[assignment]
+    source.files["prds/note-0004.md"] = b"# Changed\n\ntoo.\n"
+    work = _run(pipeline).prepare()
+    assert [f.path for f in work.todo] == ["designs/a/broken.json", "prds/note-0004.md"]
+
+
+def test_an_unexpected_exception_inside_the_pipeline_is_the_files_own_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tidal.pipeline
+
+    real = tidal.pipeline.parse
+
+    def parse(path: str, data: bytes):  # type: ignore[no-untyped-def]
+        if path.endswith("0001.md"):
+            raise KeyError("heading")
+        return real(path, data)
+
+    monkeypatch.setattr(tidal.pipeline, "parse", parse)
+    pipeline = _pipeline(_corpus(3))
+    summary = run_in_threads(_run(pipeline), concurrency=2)
+    [failed] = summary.failed
+    assert (failed.path, failed.error_kind) == ("prds/note-0001.md", "permanent")
+    assert failed.error == "KeyError: 'heading'"
+
+
+class _Refusing(HashEmbedder):
+    """Refuses every request as OpenAI refuses a revoked key; counts the requests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests = 0
+        self._lock = threading.Lock()
+
+    def embed(self, texts):  # type: ignore[no-untyped-def]
+        with self._lock:
+            self.requests += 1
+        raise ConfigError("OpenAI refused OPENAI_API_KEY (HTTP 401); check the key")
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, 4])
+def test_a_fatal_error_stops_the_run_with_at_most_concurrency_files_started(
+    concurrency: int,
+) -> None:
+    embedder = _Refusing()
+    pipeline = _pipeline(_corpus(1000), embedder)
+    pipeline.store.record_failure(
+        "prds/gone.md",
+        "x",
+        fingerprint=pipeline.fingerprint,
+        error="old",
+        kind="permanent",
+        attempts=1,
+    )
+
+    summary = run_in_threads(_run(pipeline), concurrency=concurrency)
+
+    assert 1 <= embedder.requests <= concurrency
+    assert summary.counts == {"ingested": 0, "skipped": 0, "failed": 0, "stopped": 1000}
+    assert summary.stopped and "OPENAI_API_KEY" in summary.stopped
+    assert [f.path for f in pipeline.store.failed_files()] == ["prds/gone.md"]  # none added
+    assert summary.deleted == ()  # a stopped run deletes nothing
+    assert "prds/gone.md" in pipeline.store.stored_paths()
+    with pytest.raises(RunStopped, match="OPENAI_API_KEY.*1000 file"):
+        raise_for_outcome(summary)
+
+
+def _drive_with(
+    run: IngestRun, outcomes: Callable[[SourceFile], FileResult | BaseException]
+) -> list[str]:
+    """Drive ``run`` on a pool where ``outcomes`` stands for whatever the executor returned."""
+    submitted: list[str] = []
+    with ThreadPoolExecutor(2) as pool:
+
+        def submit(file: SourceFile) -> Future[FileResult | BaseException]:
+            submitted.append(file.path)
+            return pool.submit(outcomes, file)
+
+        drive(run, submit, lambda f: f.result(), window=2)
+    return submitted
+
+
+def test_an_orchestration_error_reruns_the_file_and_is_never_permanent() -> None:
+    pipeline = _pipeline(_corpus(3))
+    run = _run(pipeline)
+    run.prepare()
+    errors = {"prds/note-0001.md": 1, "prds/note-0002.md": 2}
+
+    def executor(file: SourceFile) -> FileResult | BaseException:
+        if errors.get(file.path, 0) > 0:
+            errors[file.path] -= 1
+            return RuntimeError("OrderedDict mutated during iteration")
+        return pipeline.ingest(file)
+
+    submitted = _drive_with(run, executor)
+    summary = run.finish()
+
+    assert submitted.count("prds/note-0001.md") == 2  # once more, then it landed
+    assert submitted.count("prds/note-0002.md") == 2  # twice the orchestrator's fault: recorded
+    by_path = {r.path: r for r in summary.results}
+    assert by_path["prds/note-0001.md"].status == "ingested"
+    failed = by_path["prds/note-0002.md"]
+    assert (failed.status, failed.error_kind) == ("failed", "orchestration")
+    [recorded] = pipeline.store.failed_files()
+    assert recorded.error_kind == "orchestration"
+    assert _run(pipeline).prepare().todo[0].path == "prds/note-0002.md"
+
+
+def test_a_transient_error_is_recorded_as_transient_with_its_attempts() -> None:
+    pipeline = _pipeline(_corpus(2))
+    run = _run(pipeline)
+    run.prepare()
+
+    def executor(file: SourceFile) -> FileResult | BaseException:
+        if file.path.endswith("0000.md"):
+            return TransientError("storage answered 503", path=file.path, attempts=4)
+        return pipeline.ingest(file)
+
+    _drive_with(run, executor)
+    [failed] = run.finish().failed
+    assert (failed.error_kind, failed.attempts) == ("transient", 4)
+
+
+def test_paths_run_only_those_files_and_delete_nothing() -> None:
+    pipeline = _pipeline(_corpus(4))
+    run_in_threads(_run(pipeline), concurrency=2)
+    source: MemorySource = pipeline.source  # type: ignore[assignment]
+    del source.files["prds/note-0000.md"]
+    source.files["prds/note-0001.md"] = b"# One\n\nchanged\n"
+    source.files["prds/note-0002.md"] = b"# Two\n\nchanged\n"
+    source.reads.clear()
+
+    summary = run_in_threads(
+        _run(pipeline, paths=["prds/note-0001.md", "prds/missing.md"]), concurrency=2
+    )
+
+    assert source.reads == ["prds/note-0001.md"]
+    assert [r.path for r in summary.results] == ["prds/note-0001.md"]
+    assert summary.deleted == () and "prds/note-0000.md" in pipeline.store.stored_paths()
+
+
+def test_the_plan_counts_what_the_run_then_does() -> None:
+    pipeline = _pipeline(_corpus(6))
+    run_in_threads(_run(pipeline), concurrency=2)
+    source: MemorySource = pipeline.source  # type: ignore[assignment]
+    source.files["prds/new.md"] = b"# New\n\nA new note.\n"
+    embedder: HashEmbedder = pipeline.embedder  # type: ignore[assignment]
+
+    dry = _run(pipeline)
+    dry.prepare()
+    plan = dry.plan()
+    embedder.calls.clear()
+    summary = run_in_threads(_run(pipeline), concurrency=2)
+
+    assert plan.added == ("prds/new.md",) and len(plan.unchanged) == 6
+    assert plan.chunks_to_embed == sum(len(batch) for batch in embedder.calls)
+    assert summary.counts["ingested"] == 1

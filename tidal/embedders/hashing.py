@@ -1,0 +1,38 @@
+"""A deterministic stand-in embedder: vectors from a hash of the text, no model, no network.
+
+For tests of the run's logic and for measuring Tidal's own overhead; its vectors carry no
+meaning, so searching an index built with it finds nothing useful.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from tidal.chunking import encoding
+
+
+class HashEmbedder:
+    """Unit vectors seeded by each text's sha256; counts tokens in cl100k_base."""
+
+    def __init__(self, dimension: int = 8, *, max_input_tokens: int = 8191) -> None:
+        self.name = f"hash:{dimension}"
+        self.dimension = dimension
+        self.max_input_tokens = max_input_tokens
+        self.calls: list[list[str]] = []
+        """Every batch asked for, in order: what a test asserts about requests."""
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        enc = encoding()
+        return [len(enc.encode_ordinary(text)) for text in texts]
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.calls.append(list(texts))
+        vectors = []
+        for text in texts:
+            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+            vector = np.random.default_rng(seed).standard_normal(self.dimension)
+            vectors.append((vector / np.linalg.norm(vector)).tolist())
+        return vectors

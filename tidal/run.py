@@ -1,0 +1,304 @@
+"""One ingest run, start to end, with no orchestrator in it.
+
+``IngestRun`` makes every decision of a run: what the listing means (``prepare``), what one
+file's outcome means (``settle``) and how the run ends (``finish``). ``drive`` keeps a bounded
+number of files in flight on any executor and settles each as it completes. The Prefect flow is
+a thin shell over these two (task runs, retries, artifacts); ``run_in_threads`` drives the same
+objects with a plain thread pool, for the CLI, the benchmark's baseline and tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tidal.errors import TidalError, error_kind, is_fatal
+from tidal.pipeline import Pipeline
+from tidal.records import FileResult, RunSummary, SourceFile
+from tidal.sync import Changes, Deletion, Plan, make_plan, plan_deletions, split_by_state
+
+log = logging.getLogger("tidal.run")
+
+ORCHESTRATION = "orchestration"
+"""The error kind of a failure that came from the orchestrator, not from the file."""
+
+Outcome = FileResult | BaseException
+
+
+@dataclass(frozen=True)
+class Work:
+    """What ``prepare`` made of one listing."""
+
+    todo: tuple[SourceFile, ...]
+    """New, changed and previously failed files, failed ones first: the only files run."""
+    changes: Changes
+    deletion: Deletion
+
+    @property
+    def total(self) -> int:
+        return self.changes.total
+
+
+class IngestFailed(Exception):
+    """Some files failed; every other file was still processed. Carries the full summary."""
+
+    def __init__(self, summary: RunSummary) -> None:
+        self.summary = summary
+        failed = [r.path for r in summary.failed]
+        more = f" and {len(failed) - 10} more" if len(failed) > 10 else ""
+        names = ", ".join(failed[:10]) + more
+        super().__init__(f"{len(failed)} of {len(summary.results)} files failed: {names}")
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.summary,))
+
+
+class RunStopped(Exception):
+    """A fatal error stopped the run early: one message, naming the cause and the fix."""
+
+    def __init__(self, summary: RunSummary) -> None:
+        self.summary = summary
+        left = summary.counts["stopped"]
+        super().__init__(f"{summary.stopped} (the run stopped; {left} file(s) not processed)")
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.summary,))
+
+
+def raise_for_outcome(summary: RunSummary) -> RunSummary:
+    """The summary of a clean run; RunStopped or IngestFailed otherwise."""
+    if summary.stopped:
+        raise RunStopped(summary)
+    if summary.failed:
+        raise IngestFailed(summary)
+    return summary
+
+
+class IngestRun:
+    """The decisions of one run over ``pipeline``; see the module docstring for the order."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        max_delete_share: float = 0.5,
+        force_delete: bool = False,
+        paths: Sequence[str] | None = None,
+        price_per_million: float | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.max_delete_share = max_delete_share
+        self.force_delete = force_delete
+        self.paths = tuple(paths) if paths else None
+        self.price_per_million = price_per_million
+        self.stopped: TidalError | None = None
+        self._work: Work | None = None
+        self._results: dict[str, FileResult] = {}
+        self._rerun: set[str] = set()
+        self._started = time.perf_counter()
+
+    @property
+    def work(self) -> Work:
+        if self._work is None:
+            raise RuntimeError("IngestRun.prepare() has not run")
+        return self._work
+
+    @property
+    def done(self) -> int:
+        """Files accounted for so far, unchanged ones included."""
+        return len(self._results)
+
+    def prepare(self) -> Work:
+        """List the source and sort every file by what the run must do with it.
+
+        A listing error raises here, before anything is decided: nothing is deleted. Unchanged
+        files are settled on the spot, never run: a daily run over an unchanged corpus costs a
+        listing and one read of the file table.
+        """
+        source, store = self.pipeline.source, self.pipeline.store
+        files = list(source.list())
+        stored = store.stored_paths()
+        deletion = Deletion()
+        if self.paths is not None:
+            files = self._only(files)
+        else:
+            deletion = plan_deletions(
+                [f.path for f in files],
+                stored,
+                covers=source.covers,
+                max_share=self.max_delete_share,
+                force=self.force_delete,
+            )
+        changes = split_by_state(files, store.current_files(self.pipeline.fingerprint), stored)
+        failed_before = {f.path for f in store.failed_files()}
+        todo = sorted(
+            [*changes.added, *changes.changed], key=lambda f: (f.path not in failed_before, f.path)
+        )
+        for file in changes.unchanged:
+            self._results[file.path] = FileResult(file.path, "skipped")
+        self._work = Work(tuple(todo), changes, deletion)
+        return self._work
+
+    def plan(self) -> Plan:
+        """The dry run of the prepared work: read, parse, chunk and price; change nothing."""
+        return make_plan(
+            self.pipeline,
+            self.work.changes,
+            deletion=self.work.deletion,
+            price_per_million=self.price_per_million,
+        )
+
+    def settle(self, file: SourceFile, outcome: Outcome) -> FileResult | None:
+        """Account for one file's outcome; None asks the driver to run the file once more.
+
+        * a FileResult: the file is done (ingested, or found current under its claim);
+        * a fatal error (``is_fatal``): the run stops; the file is not recorded as failed,
+          since it is not the file's fault;
+        * any other TidalError: the file failed; recorded with its reason, kind and attempts;
+        * anything else came from the orchestrator (the pipeline raises only TidalError), not
+          from the file: it is run once more, and a second such failure is recorded with kind
+          ``orchestration``, which is never permanent: the next run tries the file first.
+        """
+        if isinstance(outcome, FileResult):
+            return self._keep(outcome)
+        if is_fatal(outcome):
+            assert isinstance(outcome, TidalError)
+            if self.stopped is None:
+                self.stopped = outcome
+                log.error("stopping the run: %s", outcome.message)
+            return self._keep(
+                FileResult(file.path, "stopped", error=outcome.message, error_kind="fatal")
+            )
+        if isinstance(outcome, TidalError):
+            message, attempts, kind = outcome.message, outcome.attempts or 1, error_kind(outcome)
+        else:
+            if file.path not in self._rerun:
+                self._rerun.add(file.path)
+                log.warning(
+                    "%r: the orchestrator failed around it (%s: %s); running it once more",
+                    file.path,
+                    type(outcome).__name__,
+                    outcome,
+                )
+                return None
+            message, attempts, kind = f"{type(outcome).__name__}: {outcome}", 1, ORCHESTRATION
+        self.pipeline.store.record_failure(
+            file.path,
+            file.content_hash,
+            fingerprint=self.pipeline.fingerprint,
+            error=message,
+            kind=kind,
+            attempts=attempts,
+        )
+        return self._keep(
+            FileResult(file.path, "failed", attempts=attempts, error=message, error_kind=kind)
+        )
+
+    def finish(self) -> RunSummary:
+        """Delete what the source no longer lists (unless the run stopped) and sum up."""
+        work = self.work
+        if self.stopped is not None:
+            for file in work.todo:
+                if file.path not in self._results:
+                    self._keep(
+                        FileResult(file.path, "stopped", error="not started", error_kind="fatal")
+                    )
+        deletion = work.deletion
+        deleted: tuple[str, ...] = ()
+        if deletion.refused:
+            log.warning("not deleting %d file(s): %s", len(deletion.paths), deletion.refused)
+        elif deletion.paths and self.stopped is None:
+            chunks = self.pipeline.store.delete_files(deletion.paths)
+            deleted = deletion.paths
+            log.info("deleted %d file(s) gone from the source (%d chunks)", len(deleted), chunks)
+        return RunSummary(
+            tuple(sorted(self._results.values(), key=lambda r: r.path)),
+            seconds=time.perf_counter() - self._started,
+            source=self.pipeline.source.uri,
+            deleted=deleted,
+            deletion_refused=deletion.refused,
+            stopped=self.stopped.message if self.stopped is not None else None,
+        )
+
+    def _keep(self, result: FileResult) -> FileResult:
+        self._results[result.path] = result
+        return result
+
+    def _only(self, files: Sequence[SourceFile]) -> list[SourceFile]:
+        """The listed files among ``paths``; a path the source does not list is reported."""
+        wanted = set(self.paths or ())
+        chosen = [f for f in files if f.path in wanted]
+        for missing in sorted(wanted - {f.path for f in chosen}):
+            log.warning("%r: not in the source listing, nothing to retry", missing)
+        return chosen
+
+
+class Handle(Protocol):
+    """What an executor's ``submit`` returns: a concurrent.futures or Prefect future."""
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None: ...
+
+
+def drive(
+    run: IngestRun,
+    submit: Callable[[SourceFile], Handle],
+    outcome: Callable[[Any], Outcome],
+    *,
+    window: int,
+    on_settled: Callable[[FileResult], None] | None = None,
+) -> None:
+    """Run the prepared work, ``window`` files at a time, settling each as it completes.
+
+    Files are submitted as slots free up rather than all at once, so a fatal error stops the
+    run with at most ``window`` files started, and ten thousand files never mean ten thousand
+    futures held at once.
+    """
+    finished: queue.SimpleQueue[tuple[Handle, SourceFile]] = queue.SimpleQueue()
+    pending = deque(run.work.todo)
+    in_flight = 0
+    while True:
+        while pending and in_flight < window and run.stopped is None:
+            file = pending.popleft()
+            handle = submit(file)
+            handle.add_done_callback(lambda h, f=file: finished.put((h, f)))
+            in_flight += 1
+        if not in_flight:
+            return
+        handle, file = finished.get()
+        in_flight -= 1
+        result = run.settle(file, outcome(handle))
+        if result is None:
+            pending.appendleft(file)
+        elif on_settled is not None:
+            on_settled(result)
+
+
+def run_in_threads(
+    run: IngestRun,
+    *,
+    concurrency: int,
+    on_settled: Callable[[FileResult], None] | None = None,
+) -> RunSummary:
+    """The whole run on a plain thread pool: no Prefect, no task retries, same decisions."""
+    if run._work is None:
+        run.prepare()
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="tidal") as pool:
+        drive(
+            run,
+            lambda file: pool.submit(run.pipeline.ingest, file),
+            _future_outcome,
+            window=concurrency,
+            on_settled=on_settled,
+        )
+    return run.finish()
+
+
+def _future_outcome(future: Future[FileResult]) -> Outcome:
+    exc = future.exception()
+    return exc if exc is not None else future.result()

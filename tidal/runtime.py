@@ -1,0 +1,121 @@
+"""Pipelines opened once per process and shared by every file that process runs.
+
+A task gets plain data - the file and a ``PipelineSpec`` - and asks ``shared_pipeline`` for
+the pipeline. The first call in a process opens the backends (the connection pool, the model);
+later calls, from any thread, reuse them. That is what lets one run spread over threads, local
+processes or a cluster's machines: nothing live crosses a process boundary, and no secret
+travels with the work - each worker reads its own from its environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from tidal.embedders import Embedder, open_embedder
+from tidal.errors import ConfigError
+from tidal.pipeline import Pipeline, build_pipeline
+from tidal.settings import Settings, load_settings
+
+_lock = threading.Lock()
+_pipelines: dict[str, Pipeline] = {}
+_embedders: dict[str, Embedder] = {}
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """The run's configuration minus its secrets: safe to show in the UI and to pickle.
+
+    ``settings`` holds every non-secret setting the flow resolved, so a worker builds exactly
+    the flow's pipeline whatever its own ``TIDAL_*`` variables say; only secrets (database and
+    Redis URLs, keys) come from the worker's environment. ``fingerprint`` pins the pipeline the
+    flow built: a worker whose secrets lead elsewhere (another model width, say) refuses.
+    """
+
+    settings: tuple[tuple[str, Any], ...]
+    fingerprint: str | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> PipelineSpec:
+        public = {
+            name: str(value) if isinstance(value, Path) else value
+            for name, value in settings
+            if not isinstance(value, SecretStr)
+        }
+        public["data_dir"] = str(settings.data_dir.resolve())  # the same folder from any cwd
+        return cls(tuple(sorted(public.items())))
+
+    def pinned(self, fingerprint: str) -> PipelineSpec:
+        return replace(self, fingerprint=fingerprint)
+
+    def load(self) -> Settings:
+        """The settings: these values, with secrets from this process's environment."""
+        return load_settings(**dict(self.settings))
+
+
+def shared_pipeline(spec: PipelineSpec) -> Pipeline:
+    """This process's pipeline for ``spec``, opened on first use.
+
+    Keyed by every resolved setting (secrets included, hashed), so a changed environment never
+    gets a pipeline opened for the old one.
+    """
+    settings = spec.load()
+    key = _digest(settings)
+    with _lock:
+        pipeline = _pipelines.get(key)
+        if pipeline is None:
+            embedder = _embedders.get(embedder_key := _embedder_key(settings))
+            if embedder is None:
+                embedder = _embedders[embedder_key] = open_embedder(settings)
+            pipeline = _pipelines[key] = build_pipeline(settings, embedder=embedder)
+    if spec.fingerprint is not None and pipeline.fingerprint != spec.fingerprint:
+        raise ConfigError(
+            f"this worker builds pipeline {pipeline.fingerprint} but the run's is "
+            f"{spec.fingerprint}: give workers the flow's secrets (TIDAL_DATABASE_URL, "
+            "OPENAI_API_KEY, ...) and the same model"
+        )
+    return pipeline
+
+
+def close_shared(*, embedders: bool = False) -> None:
+    """Close every shared pipeline (and drop the models too, with ``embedders``)."""
+    with _lock:
+        pipelines = list(_pipelines.values())
+        _pipelines.clear()
+        if embedders:
+            _embedders.clear()
+    for pipeline in pipelines:
+        pipeline.close()
+
+
+def _embedder_key(settings: Settings) -> str:
+    """What decides the embedder: the rest (source, database, chunking) shares one model."""
+    return _digest(
+        settings,
+        include=(
+            "embedder",
+            "embedding_model",
+            "embedding_dimensions",
+            "openai_api_key",
+            "openai_base_url",
+            "openai_rpm",
+            "openai_tpm",
+            "openai_window_seconds",
+            "redis_url",
+        ),
+    )
+
+
+def _digest(settings: Settings, *, include: tuple[str, ...] | None = None) -> str:
+    values = {
+        name: value.get_secret_value() if isinstance(value, SecretStr) else value
+        for name, value in settings
+        if include is None or name in include
+    }
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
