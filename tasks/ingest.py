@@ -7,7 +7,7 @@ from the process-wide cache, so the same task runs on threads, local processes o
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
+import logging
 from typing import Any
 
 from prefect import Task, task
@@ -22,6 +22,22 @@ from tidal.runtime import PipelineSpec, shared_pipeline
 from tidal.settings import Settings
 
 CACHE_PREFIX = "tidal"
+
+
+class _QuietCompletions(logging.Filter):
+    """Drops the task engine's "Finished in state Completed()" line.
+
+    The flow already logs one line per file, with its chunks and tokens; a second line per
+    file would double the log records sent to the API (thousands a run) and say only what the
+    task run's state shows. Retries, failures and crashes are still logged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        finished = isinstance(record.msg, str) and record.msg.startswith("Finished in state ")
+        return not (finished and record.levelno == logging.INFO)
+
+
+logging.getLogger("prefect.task_runs").addFilter(_QuietCompletions())
 
 
 def file_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -73,11 +89,13 @@ def ingest_file(file: SourceFile, spec: PipelineSpec) -> FileResult:
 
 
 def configured_ingest_task(
-    settings: Settings, storage: WritableFileSystem | Path
+    settings: Settings, storage: WritableFileSystem | None
 ) -> Task[..., FileResult]:
-    """``ingest_file`` with this run's retry policy and result storage (see ``result_storage``)."""
+    """``ingest_file`` with this run's retry policy and result storage (see ``result_storage``;
+    None: results are not persisted)."""
     return ingest_file.with_options(
         retries=settings.retries,
         retry_delay_seconds=backoff(settings.retry_delay_seconds, settings.retries) or 0,
         result_storage=storage,
+        persist_result=storage is not None,
     )

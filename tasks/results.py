@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect.filesystems import WritableFileSystem
 from prefect_redis import RedisDatabase
 
@@ -12,15 +10,18 @@ from tidal.settings import Settings
 BLOCK_NAME = "tidal-results"
 
 
-def result_storage(settings: Settings) -> WritableFileSystem | Path:
-    """A saved ``RedisDatabase`` block when ``TIDAL_REDIS_URL`` is set, else a local folder.
+def result_storage(settings: Settings) -> WritableFileSystem | None:
+    """A saved ``RedisDatabase`` block when ``TIDAL_REDIS_URL`` is set, else None: results
+    are then not persisted. Nothing reads them back (the index's file table says what is done,
+    the run's CSV and artifacts what happened), and writing one file per task costs more
+    orchestration time than some files take to ingest.
 
     Prefect refuses an unsaved block as result storage, and one assigned after the task is
     built fails to save yet still reports Completed; so the block is saved server-side here,
     before any task is configured with it.
     """
     if settings.redis_url is None:
-        return (settings.data_dir / "results").resolve()
+        return None
     block = RedisDatabase(connection_url=settings.redis_url)
     block.save(BLOCK_NAME, overwrite=True)
     return block

@@ -61,7 +61,7 @@ def test_describe_defaults() -> None:
     d = load_settings().describe()
     assert d["source"] == str(SAMPLE_CORPUS)
     assert d["database"] == "embedded"
-    assert d["results"] == "local files"
+    assert d["results"] == "not persisted"
     assert d["embedder"] == "local:all-MiniLM-L6-v2"
     assert d["chunking"] == "160/24 tokens"
     assert d["concurrency"] == "2"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +27,9 @@ from tidal.settings import Settings, load_settings
 _lock = threading.Lock()
 _pipelines: dict[str, Pipeline] = {}
 _embedders: dict[str, Embedder] = {}
+_resolved: dict[tuple[object, ...], Pipeline] = {}
+"""(spec, environment) -> pipeline: the per-file fast path, with no settings to validate."""
+_ENV_PREFIXES = ("TIDAL_", "SUPABASE_", "OPENAI_")
 
 
 @dataclass(frozen=True)
@@ -63,17 +67,22 @@ def shared_pipeline(spec: PipelineSpec) -> Pipeline:
     """This process's pipeline for ``spec``, opened on first use.
 
     Keyed by every resolved setting (secrets included, hashed), so a changed environment never
-    gets a pipeline opened for the old one.
+    gets a pipeline opened for the old one. Validating settings costs milliseconds, more than
+    some files take, so a spec seen before in an unchanged environment skips it.
     """
-    settings = spec.load()
-    key = _digest(settings)
-    with _lock:
-        pipeline = _pipelines.get(key)
-        if pipeline is None:
-            embedder = _embedders.get(embedder_key := _embedder_key(settings))
-            if embedder is None:
-                embedder = _embedders[embedder_key] = open_embedder(settings)
-            pipeline = _pipelines[key] = build_pipeline(settings, embedder=embedder)
+    seen = (spec.settings, _environment())
+    pipeline = _resolved.get(seen)
+    if pipeline is None:
+        settings = spec.load()
+        key = _digest(settings)
+        with _lock:
+            pipeline = _pipelines.get(key)
+            if pipeline is None:
+                embedder = _embedders.get(embedder_key := _embedder_key(settings))
+                if embedder is None:
+                    embedder = _embedders[embedder_key] = open_embedder(settings)
+                pipeline = _pipelines[key] = build_pipeline(settings, embedder=embedder)
+            _resolved[seen] = pipeline
     if spec.fingerprint is not None and pipeline.fingerprint != spec.fingerprint:
         raise ConfigError(
             f"this worker builds pipeline {pipeline.fingerprint} but the run's is "
@@ -88,10 +97,22 @@ def close_shared(*, embedders: bool = False) -> None:
     with _lock:
         pipelines = list(_pipelines.values())
         _pipelines.clear()
+        _resolved.clear()
         if embedders:
             _embedders.clear()
     for pipeline in pipelines:
         pipeline.close()
+
+
+def _environment() -> tuple[object, ...]:
+    """What settings are read from besides the spec: the variables and the ``.env`` file."""
+    variables = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)))
+    try:
+        dotenv = os.stat(".env")
+        env_file: tuple[object, ...] = (os.getcwd(), dotenv.st_mtime_ns, dotenv.st_size)
+    except OSError:
+        env_file = ()
+    return variables, env_file
 
 
 def _embedder_key(settings: Settings) -> str:

@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     )
     redis_url: SecretStr | None = Field(
         default=None,
-        description="a redis:// URL for task results; unset keeps them under TIDAL_DATA_DIR",
+        description="a redis:// URL for task results and the shared OpenAI budget",
     )
     embedder: EmbedderName = Field(default="local", description="which embedder: local or openai")
     embedding_model: str | None = Field(
@@ -156,7 +156,7 @@ class Settings(BaseSettings):
         default=False, description="true to delete past TIDAL_MAX_DELETE_SHARE, once"
     )
     data_dir: Path = Field(
-        default=Path(".tidal"), description="where the embedded Postgres and local results live"
+        default=Path(".tidal"), description="where the embedded Postgres and the run reports live"
     )
 
     @field_validator("source")
@@ -276,7 +276,7 @@ class Settings(BaseSettings):
         return {
             "source": self.source,
             "database": redact_url(self.database_url) if self.database_url else "embedded",
-            "results": redact_url(self.redis_url) if self.redis_url else "local files",
+            "results": redact_url(self.redis_url) if self.redis_url else "not persisted",
             "embedder": f"{self.embedder}:{self.effective_model}"
             + (f" via {redact_url(self.openai_base_url)}" if self.openai_base_url else ""),
             "chunking": f"{self.effective_chunk_tokens}/{self.effective_chunk_overlap} tokens",
