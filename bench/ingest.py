@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -45,6 +44,7 @@ def make_corpus(root: Path, extra: int = 16) -> None:
 
 def one(corpus: str, concurrency: int) -> dict[str, float]:
     """Run the flow once in this process; report seconds, embedded inputs and peak RSS."""
+    from bench.common import peak_rss_mb
     from flows.ingest import tidal
 
     started = time.perf_counter()
@@ -56,7 +56,7 @@ def one(corpus: str, concurrency: int) -> dict[str, float]:
         "ingested": summary.counts["ingested"],
         "chunks": summary.chunks,
         "reused": summary.reused,
-        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_mb": peak_rss_mb(),
     }
 
 

@@ -24,14 +24,13 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,6 +40,8 @@ KEY = "sk-bench"
 
 def one(mode: str) -> dict[str, float]:
     """One run in this process, configured by the environment; returns what it measured."""
+    from bench.common import peak_rss_mb
+
     started = time.perf_counter()
     task_runs = 0
     if mode == "pipeline":
@@ -76,15 +77,6 @@ def one(mode: str) -> dict[str, float]:
     }
 
 
-def peak_rss_mb() -> float:
-    """This process's peak RSS. Not ``ru_maxrss``: on Linux a child started by fork and exec
-    reports its parent's peak at the fork when that is higher."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="500,2000", help="comma-separated file counts")
@@ -93,19 +85,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
 
+    from bench.common import Databases
     from bench.corpus import generate
     from tests.fakes.openai_server import FakeOpenAI
-    from tidal.store.embedded import embedded_database_url
 
     work = Path(tempfile.mkdtemp(prefix="tidal-scale-"))
-    base = embedded_database_url(work / "pg")
-    import psycopg
-
-    def fresh_db() -> str:
-        name = f"scale_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f'create database "{name}"')
-        return urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
+    databases = Databases(work / "pg")
 
     rows: defaultdict[tuple[int, str, str], list[dict[str, float]]] = defaultdict(list)
     with FakeOpenAI(api_key=KEY) as api:
@@ -146,7 +131,7 @@ def main() -> None:
             for round_ in range(args.rounds):
                 modes = ("pipeline", "flow") if round_ % 2 == 0 else ("flow", "pipeline")
                 for mode in modes:
-                    db = fresh_db()
+                    db = databases.fresh()
                     for run in ("full", "unchanged"):
                         r = measure(mode, corpus, db)
                         rows[(size, run, mode)].append(r)
@@ -157,20 +142,14 @@ def main() -> None:
                             file=sys.stderr,
                         )
     _table(rows, args)
-
-
-def _span(values: list[float], fmt: str = "{:.0f}") -> str:
-    low, high = min(values), max(values)
-    return (
-        fmt.format(low)
-        if fmt.format(low) == fmt.format(high)
-        else f"{fmt.format(low)}–{fmt.format(high)}"
-    )
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _table(
     rows: dict[tuple[int, str, str], list[dict[str, float]]], args: argparse.Namespace
 ) -> None:
+    from bench.common import span
+
     print(
         f"\nfake OpenAI at {args.latency} s/request, no rate limit; concurrency {args.concurrency};"
         f" {args.rounds} round(s), ranges are min–max\n"
@@ -184,10 +163,10 @@ def _table(
         alone, flow = rows[(size, run, "pipeline")], rows[(size, run, "flow")]
         ratios = [f["wall"] / a["wall"] for f, a in zip(flow, alone, strict=True)]
         print(
-            f"| {size:,} | {run} | {_span([a['wall'] for a in alone], '{:.1f}')} "
-            f"| {_span([f['wall'] for f in flow], '{:.1f}')} | {_span(ratios, '{:.2f}')} "
-            f"| {_span([f['cpu'] for f in flow])} | {_span([f['rss_mb'] for f in flow])} "
-            f"| {_span([f['task_runs'] for f in flow])} | {_span([f['requests'] for f in flow])} |"
+            f"| {size:,} | {run} | {span([a['wall'] for a in alone], '{:.1f}')} "
+            f"| {span([f['wall'] for f in flow], '{:.1f}')} | {span(ratios, '{:.2f}')} "
+            f"| {span([f['cpu'] for f in flow])} | {span([f['rss_mb'] for f in flow])} "
+            f"| {span([f['task_runs'] for f in flow])} | {span([f['requests'] for f in flow])} |"
         )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Sequence
 
 # Prefect reads these when it is imported; quiet the ephemeral API server before that.
@@ -157,6 +158,22 @@ def _describe(result: FileResult) -> str:
     return f"FAILED ({result.error_kind}, {result.attempts} attempt(s)): {result.error}"
 
 
+def _warm_up(settings: Settings) -> None:
+    """Open this process's pipeline (Postgres, pool, model) while Prefect starts its server.
+
+    The flow asks the same per-process cache and waits for this build instead of starting its
+    own. A failure here is left for the flow to meet again and report as the run's error.
+    """
+
+    def build() -> None:
+        try:
+            shared_pipeline(PipelineSpec.of(settings))
+        except Exception:  # noqa: BLE001 - the flow raises it again, with its context
+            return
+
+    threading.Thread(target=build, name="tidal-warm-up", daemon=True).start()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python flows/ingest.py [--dry-run] [--force-delete] [PATH...]``.
 
@@ -174,10 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        load_settings()
+        settings = load_settings()
     except TidalError as exc:
         print(f"tidal: {exc}", file=sys.stderr)
         return 2
+    _warm_up(settings)
     state = tidal(
         paths=args.paths or None,
         dry_run=args.dry_run,

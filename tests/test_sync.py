@@ -136,8 +136,14 @@ def test_two_concurrent_runs_embed_every_file_exactly_once(
 
 
 def test_the_dry_run_matches_the_following_real_run(
-    corpus: Path, env: str, embedded: list[str]
+    corpus: Path,
+    env: str,
+    embedded: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    from tidal.cli import main as cli_main
+
     run(corpus)
     (corpus / "prds" / "referral-program.md").write_text("# Referrals v2\n\n## Rules\n\nOne.\n")
     (corpus / "prds" / "new-doc.md").write_text("# New\n\nA brand new document.\n")
@@ -146,6 +152,9 @@ def test_the_dry_run_matches_the_following_real_run(
 
     _, plan = run(corpus, dry_run=True)
     assert embedded == [] and len(chunks_by_path(env)) == 5  # nothing embedded or written
+    monkeypatch.setenv("TIDAL_SOURCE", str(corpus))
+    assert cli_main(["plan"]) == 0  # the same run, driven without Prefect
+    assert capsys.readouterr().out.startswith(plan.render())
     _, summary = run(corpus)
 
     assert plan.added == ("prds/new-doc.md",)

@@ -11,6 +11,7 @@ from tidal.errors import TidalError
 from tidal.records import file_kind
 from tidal.settings import Settings, load_settings
 from tidal.store import FailedFile, SearchHit, database_url
+from tidal.sync import Plan
 
 
 def search(
@@ -79,6 +80,23 @@ def _db(settings: Settings, action: str, dimension: int | None) -> int:
     return 0
 
 
+def plan(settings: Settings) -> Plan:
+    """The next run's plan, from the same IngestRun the flow drives; no Prefect involved."""
+    from tidal.run import IngestRun
+    from tidal.runtime import PipelineSpec, shared_pipeline
+    from tidal.sync import PRICE_PER_MILLION_TOKENS
+
+    price = PRICE_PER_MILLION_TOKENS.get(settings.effective_model)
+    run = IngestRun(
+        shared_pipeline(PipelineSpec.of(settings)),
+        max_delete_share=settings.max_delete_share,
+        force_delete=settings.force_delete,
+        price_per_million=price if settings.embedder == "openai" else None,
+    )
+    run.prepare()
+    return run.plan()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tidal", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -88,7 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     find.add_argument("--type", choices=["design", "prd"], help="only designs or only PRDs")
     ingest = commands.add_parser("ingest", help="run the tidal flow once (python flows/ingest.py)")
     ingest.add_argument("--force-delete", action="store_true", help="delete past the guard")
-    commands.add_parser("plan", help="what the next run would do; embeds and writes nothing")
+    commands.add_parser(
+        "plan", help="what the next run would do; embeds and writes nothing (no Prefect)"
+    )
     commands.add_parser("failed", help="the files whose last attempt failed, with the reason")
     commands.add_parser("status", help="the latest run's state and counts, from the Prefect API")
     retry = commands.add_parser("retry", help="run the flow for these files only")
@@ -101,11 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        if args.command in ("ingest", "plan", "retry"):
+        if args.command in ("ingest", "retry"):
             from flows.ingest import main as ingest_main  # Prefect loads only for these
 
-            if args.command == "plan":
-                return ingest_main(["--dry-run"])
             if args.command == "ingest":
                 return ingest_main(["--force-delete"] if args.force_delete else [])
             paths = args.paths or [f.path for f in _failed(load_settings())]
@@ -120,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(status.render() if status else "no tidal run yet")
             return 0 if status else 1
         settings = load_settings()
+        if args.command == "plan":
+            print(plan(settings).render())
+            return 0
         if args.command == "failed":
             return _print_failed(_failed(settings))
         if args.command == "db":

@@ -1,0 +1,40 @@
+"""What the benchmarks share: fresh databases on one embedded Postgres, peak RSS, ranges."""
+
+from __future__ import annotations
+
+import resource
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. Not ``ru_maxrss``: on Linux a child started by fork and exec
+    reports its parent's peak at the fork when that is higher."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Databases:
+    """An embedded Postgres under ``folder``; ``fresh()`` makes an empty database on it."""
+
+    def __init__(self, folder: Path) -> None:
+        from tidal.store.embedded import embedded_database_url
+
+        self.base = embedded_database_url(folder)
+
+    def fresh(self, prefix: str = "bench") -> str:
+        import psycopg
+
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(self.base, autocommit=True) as conn:
+            conn.execute(f'create database "{name}"')
+        return urlunsplit(urlsplit(self.base)._replace(path=f"/{name}"))
+
+
+def span(values: list[float], fmt: str = "{:.0f}") -> str:
+    """``low–high`` over rounds, or one value when they agree at this precision."""
+    low, high = fmt.format(min(values)), fmt.format(max(values))
+    return low if low == high else f"{low}–{high}"

@@ -1,0 +1,70 @@
+"""The per-process pipeline cache and the spec a task carries: no secret travels with the work,
+a worker opens its backends once, and a worker that would build another pipeline refuses."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from pathlib import Path
+
+import pytest
+
+from tidal.errors import ConfigError
+from tidal.runtime import PipelineSpec, shared_pipeline
+from tidal.settings import load_settings
+
+PASSWORD = "pg-secret-never-in-a-spec"
+
+
+@pytest.fixture
+def configured(monkeypatch: pytest.MonkeyPatch, database_url: str, corpus: Path) -> str:
+    with_password = database_url.replace(
+        "postgresql://postgres@", f"postgresql://postgres:{PASSWORD}@"
+    )
+    monkeypatch.setenv("TIDAL_DATABASE_URL", with_password)  # trust auth ignores the password
+    monkeypatch.setenv("TIDAL_SOURCE", str(corpus))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-never-in-a-spec")
+    return with_password
+
+
+def test_a_spec_carries_every_setting_but_no_secret(configured: str) -> None:
+    settings = load_settings(chunk_tokens=96)
+    spec = PipelineSpec.of(settings)
+
+    shipped = pickle.dumps(spec)
+    assert PASSWORD.encode() not in shipped and b"sk-never-in-a-spec" not in shipped
+    assert dict(spec.settings)["chunk_tokens"] == 96
+    assert dict(spec.settings)["data_dir"] == str(settings.data_dir.resolve())
+    assert pickle.loads(shipped).load() == load_settings(
+        chunk_tokens=96, data_dir=settings.data_dir.resolve()
+    )
+
+
+def test_one_pipeline_per_process_and_environment(
+    configured: str, monkeypatch: pytest.MonkeyPatch, pg_base_url: str
+) -> None:
+    spec = PipelineSpec.of(load_settings())
+    opened: list[object] = []
+
+    def open_from_a_thread() -> None:
+        opened.append(shared_pipeline(spec))
+
+    threads = [threading.Thread(target=open_from_a_thread) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(p) for p in opened}) == 1  # opened once, shared by every thread
+
+    monkeypatch.setenv("TIDAL_DATABASE_URL", pg_base_url)  # the worker's secrets changed
+    other = shared_pipeline(spec)
+    assert other is not opened[0]
+    assert other.embedder is opened[0].embedder  # the same model: loaded once per process
+
+
+def test_a_worker_that_would_build_another_pipeline_refuses(
+    configured: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = PipelineSpec.of(load_settings()).pinned("0123456789abcdef")
+    with pytest.raises(ConfigError, match="the run's is 0123456789abcdef"):
+        shared_pipeline(spec)
