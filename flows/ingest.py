@@ -35,7 +35,7 @@ from tidal.run import (  # noqa: E402
 )
 from tidal.runtime import PipelineSpec, shared_pipeline  # noqa: E402
 from tidal.settings import EmbedderName, Settings, TaskRunnerName, load_settings  # noqa: E402
-from tidal.sync import PRICE_PER_MILLION_TOKENS, Plan  # noqa: E402
+from tidal.sync import Plan  # noqa: E402
 
 __all__ = ["IngestFailed", "RunStopped", "main", "tidal"]
 
@@ -80,13 +80,7 @@ def tidal(
     logger.info("Tidal settings: %s", settings.describe())
     spec = PipelineSpec.of(settings)
     pipeline = shared_pipeline(spec)
-    run = IngestRun(
-        pipeline,
-        max_delete_share=settings.max_delete_share,
-        force_delete=settings.force_delete,
-        paths=paths,
-        price_per_million=_price(settings),
-    )
+    run = IngestRun.configured(pipeline, settings, paths=paths)
     work = run.prepare()
     logger.info(
         "found %d files in %s: %d to ingest, %d unchanged",
@@ -140,12 +134,6 @@ def _outcome(future: PrefectFuture[FileResult]) -> Outcome:
     return RuntimeError(f"the task run ended {future.state.name} without a result")
 
 
-def _price(settings: Settings) -> float | None:
-    if settings.embedder != "openai":
-        return None
-    return PRICE_PER_MILLION_TOKENS.get(settings.effective_model)
-
-
 def _describe(result: FileResult) -> str:
     if result.status == "ingested":
         reused = f" ({result.reused} reused)" if result.reused else ""
@@ -155,6 +143,8 @@ def _describe(result: FileResult) -> str:
         return "unchanged, skipped"
     if result.status == "stopped":
         return f"not processed: {result.error}"
+    if result.status == "ignored":
+        return f"ignored: {result.error}"
     return f"FAILED ({result.error_kind}, {result.attempts} attempt(s)): {result.error}"
 
 

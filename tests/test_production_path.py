@@ -86,7 +86,13 @@ def test_bucket_to_openai_to_postgres(
     state, summary = _run()
 
     assert state.is_completed(), state.message
-    assert summary.counts == {"ingested": len(FILES), "skipped": 0, "failed": 0, "stopped": 0}
+    assert summary.counts == {
+        "ingested": len(FILES),
+        "skipped": 0,
+        "failed": 0,
+        "stopped": 0,
+        "ignored": 0,
+    }
     assert sorted(storage.downloads) == sorted(FILES)  # no placeholder, nothing outside prefixes
     stored = chunks_by_path(production_env)
     with psycopg.connect(production_env) as conn:
@@ -111,7 +117,13 @@ def test_bucket_to_openai_to_postgres(
     storage.downloads.clear()
     before = len(openai_api.requests)
     state, again = _run()
-    assert again.counts == {"ingested": 0, "skipped": len(FILES), "failed": 0, "stopped": 0}
+    assert again.counts == {
+        "ingested": 0,
+        "skipped": len(FILES),
+        "failed": 0,
+        "stopped": 0,
+        "ignored": 0,
+    }
     assert storage.downloads == []
     assert len(openai_api.requests) == before
 
@@ -119,7 +131,13 @@ def test_bucket_to_openai_to_postgres(
         "knowledge", "prds/referral-program.md", b"# Referrals v2\n\nInvite three friends.\n"
     )
     state, third = _run()
-    assert third.counts == {"ingested": 1, "skipped": len(FILES) - 1, "failed": 0, "stopped": 0}
+    assert third.counts == {
+        "ingested": 1,
+        "skipped": len(FILES) - 1,
+        "failed": 0,
+        "stopped": 0,
+        "ignored": 0,
+    }
     assert storage.downloads == ["prds/referral-program.md"]
 
 
@@ -175,6 +193,7 @@ def test_a_bad_openai_key_stops_the_run_at_the_first_refusal(
         "skipped": 0,
         "failed": 0,
         "stopped": 1000 + len(FILES),
+        "ignored": 0,
     }
     with psycopg.connect(production_env) as conn:
         assert conn.execute("select count(*) from ingested_files").fetchone() == (0,)
@@ -190,7 +209,13 @@ def test_a_429_is_waited_out_and_a_burst_of_500s_is_retried_until_every_file_lan
     state, summary = _run()
 
     assert state.is_completed(), state.message
-    assert summary.counts == {"ingested": len(FILES), "skipped": 0, "failed": 0, "stopped": 0}
+    assert summary.counts == {
+        "ingested": len(FILES),
+        "skipped": 0,
+        "failed": 0,
+        "stopped": 0,
+        "ignored": 0,
+    }
     first = {r.path: r for r in summary.results}["designs/Aurora_team/icon-set.json"]
     assert first.attempts == 3  # two task attempts lost to 500s; the 429 cost no attempt
     statuses = openai_api.statuses()

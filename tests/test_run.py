@@ -51,7 +51,7 @@ def _corpus(n: int) -> dict[str, bytes]:
 def test_a_run_ingests_every_file_and_an_unchanged_rerun_runs_none() -> None:
     pipeline = _pipeline(_corpus(20))
     summary = run_in_threads(_run(pipeline), concurrency=3)
-    assert summary.counts == {"ingested": 20, "skipped": 0, "failed": 0, "stopped": 0}
+    assert summary.counts == {"ingested": 20, "skipped": 0, "failed": 0, "stopped": 0, "ignored": 0}
     assert set(pipeline.store.current_files(pipeline.fingerprint)) == set(_corpus(20))
 
     source: MemorySource = pipeline.source  # type: ignore[assignment]
@@ -64,7 +64,7 @@ def test_a_run_ingests_every_file_and_an_unchanged_rerun_runs_none() -> None:
     submitted = _drive_with(run, pipeline.ingest)
     again = run.finish()
     assert submitted == [] and source.reads == [] and embedder.calls == []
-    assert again.counts == {"ingested": 0, "skipped": 20, "failed": 0, "stopped": 0}
+    assert again.counts == {"ingested": 0, "skipped": 20, "failed": 0, "stopped": 0, "ignored": 0}
     assert [r.path for r in again.results] == sorted(_corpus(20))
 
 
@@ -80,7 +80,7 @@ def test_edits_and_deletions_touch_only_those_files() -> None:
     summary = run_in_threads(_run(pipeline), concurrency=2)
 
     assert source.reads == ["prds/note-0003.md"]
-    assert summary.counts == {"ingested": 1, "skipped": 8, "failed": 0, "stopped": 0}
+    assert summary.counts == {"ingested": 1, "skipped": 8, "failed": 0, "stopped": 0, "ignored": 0}
     assert summary.deleted == ("prds/note-0007.md",)
     assert "prds/note-0007.md" not in pipeline.store.stored_paths()
 
@@ -90,7 +90,7 @@ def test_a_bad_file_fails_alone_is_recorded_and_goes_first_next_time() -> None:
     pipeline = _pipeline(files)
     summary = run_in_threads(_run(pipeline), concurrency=2)
 
-    assert summary.counts == {"ingested": 5, "skipped": 0, "failed": 1, "stopped": 0}
+    assert summary.counts == {"ingested": 5, "skipped": 0, "failed": 1, "stopped": 0, "ignored": 0}
     [failed] = summary.failed
     assert failed.error_kind == "permanent" and "invalid JSON" in (failed.error or "")
     [recorded] = pipeline.store.failed_files()
@@ -156,7 +156,13 @@ def test_a_fatal_error_stops_the_run_with_at_most_concurrency_files_started(
     summary = run_in_threads(_run(pipeline), concurrency=concurrency)
 
     assert 1 <= embedder.requests <= concurrency
-    assert summary.counts == {"ingested": 0, "skipped": 0, "failed": 0, "stopped": 1000}
+    assert summary.counts == {
+        "ingested": 0,
+        "skipped": 0,
+        "failed": 0,
+        "stopped": 1000,
+        "ignored": 0,
+    }
     assert summary.stopped and "OPENAI_API_KEY" in summary.stopped
     assert [f.path for f in pipeline.store.failed_files()] == ["prds/gone.md"]  # none added
     assert summary.deleted == ()  # a stopped run deletes nothing
@@ -255,3 +261,24 @@ def test_the_plan_counts_what_the_run_then_does() -> None:
     assert plan.added == ("prds/new.md",) and len(plan.unchanged) == 6
     assert plan.chunks_to_embed == sum(len(batch) for batch in embedder.calls)
     assert summary.counts["ingested"] == 1
+
+
+def test_files_of_other_types_are_ignored_by_name_and_never_read() -> None:
+    files = {**_corpus(2), "prds/diagram.png": b"\x89PNG", "prds/spec.pdf": b"%PDF-1.7"}
+    pipeline = _pipeline(files)
+    summary = run_in_threads(IngestRun(pipeline, extensions={".md"}), concurrency=2)
+
+    source: MemorySource = pipeline.source  # type: ignore[assignment]
+    assert sorted(source.reads) == sorted(_corpus(2))
+    assert summary.counts == {"ingested": 2, "skipped": 0, "failed": 0, "stopped": 0, "ignored": 2}
+    ignored = {r.path: r.error for r in summary.results if r.status == "ignored"}
+    assert ignored == {
+        "prds/diagram.png": "file type .png is not ingested (TIDAL_EXTENSIONS)",
+        "prds/spec.pdf": "file type .pdf is not ingested (TIDAL_EXTENSIONS)",
+    }
+    assert pipeline.store.failed_files() == []
+    assert raise_for_outcome(summary) is summary  # ignoring is not failing
+
+    del source.files["prds/diagram.png"]
+    again = run_in_threads(IngestRun(pipeline, extensions={".md"}), concurrency=2)
+    assert again.deleted == ()  # never indexed, so nothing to delete

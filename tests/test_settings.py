@@ -303,3 +303,13 @@ def test_redact_url_replaces_the_password(url: str, redacted: str) -> None:
 def test_redact_url_leaves_urls_without_password_unchanged(url: str) -> None:
     assert redact_url(url) == url
     assert redact_url(SecretStr(url)) == url
+
+
+def test_extensions_are_normalised_and_limited_to_what_tidal_parses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TIDAL_EXTENSIONS", " .MD, .json ")
+    assert load_settings().accepted_extensions == {".md", ".json"}
+    monkeypatch.setenv("TIDAL_EXTENSIONS", ".md,.pdf")
+    message = str(_config_error())
+    assert "TIDAL_EXTENSIONS" in message and ".pdf: Tidal parses only" in message

@@ -135,7 +135,7 @@ def test_resolve_and_read_refuse_paths_that_escape(corpus: Path, path: str) -> N
         source.read(SourceFile(path=path, size=1, content_hash="0" * 64))
 
 
-def test_symlink_escaping_the_root_is_refused_and_not_listed(corpus: Path) -> None:
+def test_symlink_escaping_the_root_is_refused_and_listed_as_ignored(corpus: Path) -> None:
     outside = corpus.parent / "secret.md"
     outside.write_bytes(b"# secret outside")
     os.symlink(outside, corpus / "prds" / "link.md")
@@ -144,10 +144,11 @@ def test_symlink_escaping_the_root_is_refused_and_not_listed(corpus: Path) -> No
     os.symlink(outside_dir, corpus / "prds" / "linked_dir")
 
     source = LocalSource(corpus)
-    paths = [f.path for f in source.list()]
-    assert "prds/link.md" not in paths
-    assert not any(p.startswith("prds/linked_dir") for p in paths)
-    assert len(paths) == 7
+    listed = {f.path: f for f in source.list()}
+    assert listed["prds/link.md"].ignored == "a link to outside the source folder"
+    assert listed["prds/linked_dir"].ignored == "a link to outside the source folder"
+    assert not any(p.startswith("prds/linked_dir/") for p in listed)
+    assert len([f for f in listed.values() if not f.ignored]) == 7
 
     for rel in ("prds/link.md", "prds/linked_dir/leak.md"):
         with pytest.raises(SourceError, match="escapes") as info:
@@ -161,7 +162,8 @@ def test_relative_symlink_escaping_the_root_is_refused(corpus: Path) -> None:
     (corpus.parent / "secret.md").write_bytes(b"# secret")
     os.symlink("../../secret.md", corpus / "prds" / "rel-link.md")
     source = LocalSource(corpus)
-    assert "prds/rel-link.md" not in [f.path for f in source.list()]
+    [link] = [f for f in source.list() if f.path == "prds/rel-link.md"]
+    assert link.ignored == "a link to outside the source folder"
     with pytest.raises(SourceError, match="escapes"):
         source.resolve("prds/rel-link.md")
 

@@ -84,15 +84,8 @@ def plan(settings: Settings) -> Plan:
     """The next run's plan, from the same IngestRun the flow drives; no Prefect involved."""
     from tidal.run import IngestRun
     from tidal.runtime import PipelineSpec, shared_pipeline
-    from tidal.sync import PRICE_PER_MILLION_TOKENS
 
-    price = PRICE_PER_MILLION_TOKENS.get(settings.effective_model)
-    run = IngestRun(
-        shared_pipeline(PipelineSpec.of(settings)),
-        max_delete_share=settings.max_delete_share,
-        force_delete=settings.force_delete,
-        price_per_million=price if settings.embedder == "openai" else None,
-    )
+    run = IngestRun.configured(shared_pipeline(PipelineSpec.of(settings)), settings)
     run.prepare()
     return run.plan()
 

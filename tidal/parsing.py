@@ -18,12 +18,13 @@ PARSER_VERSION = "1"
 
 TEXT_EXTENSIONS = {".md", ".markdown", ".txt"}
 JSON_EXTENSIONS = {".json"}
+SUPPORTED_EXTENSIONS = frozenset(TEXT_EXTENSIONS | JSON_EXTENSIONS)
 
 
 def parse(path: str, data: bytes) -> Document:
     """Turn one file's bytes into a Document, or raise ParseError saying why not."""
     ext = posixpath.splitext(path)[1].lower()
-    if ext not in TEXT_EXTENSIONS | JSON_EXTENSIONS:
+    if ext not in SUPPORTED_EXTENSIONS:
         raise ParseError(
             f"unsupported file type {ext or '(none)'!r}; expected .json, .md or .txt", path=path
         )
@@ -55,11 +56,15 @@ def json_to_text(path: str, text: str) -> str:
     """One line per scalar: ``screens[2].components[0].label: Save``."""
     try:
         value = json.loads(text)
+        leaves = list(_leaves(value, ""))
     except json.JSONDecodeError as exc:
         raise ParseError(
             f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", path=path
         ) from None
-    leaves = list(_leaves(value, ""))
+    except RecursionError:
+        raise ParseError(
+            "JSON nested too deeply to read (hundreds of levels of objects or arrays)", path=path
+        ) from None
     if not any(isinstance(leaf, str) for _, leaf in leaves):
         raise ParseError("JSON holds no text (no non-empty string values)", path=path)
     return "\n".join(f"{key}: {_text(leaf)}" if key else _text(leaf) for key, leaf in leaves)

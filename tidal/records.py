@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 FileKind = Literal["design", "prd", "other"]
-FileStatus = Literal["ingested", "skipped", "failed", "stopped"]
-"""``stopped``: not processed because the run stopped early on a fatal error."""
-STATUSES: tuple[FileStatus, ...] = ("ingested", "skipped", "failed", "stopped")
+FileStatus = Literal["ingested", "skipped", "failed", "stopped", "ignored"]
+"""``stopped``: not processed because the run stopped early on a fatal error; ``ignored``:
+listed by the source but not a document Tidal ingests (its type, or not a regular file)."""
+STATUSES: tuple[FileStatus, ...] = ("ingested", "skipped", "failed", "stopped", "ignored")
 
 
 def file_kind(path: str) -> FileKind:
@@ -35,6 +36,8 @@ class SourceFile:
     path: str
     size: int
     content_hash: str
+    ignored: str | None = None
+    """Why the source will not hand this entry out (a FIFO, a link loop...), or None."""
 
     @property
     def kind(self) -> FileKind:
@@ -120,6 +123,7 @@ class RunSummary:
         """The closing lines a person reads after a run."""
         c = self.counts
         stopped = f", not processed {c['stopped']}" if c["stopped"] else ""
+        stopped += f", ignored {c['ignored']}" if c["ignored"] else ""
         lines = [
             f"Tidal: {len(self.results)} files from {self.source}",
             f"  ingested {c['ingested']}, skipped {c['skipped']} (unchanged), failed {c['failed']}"

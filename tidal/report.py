@@ -46,12 +46,12 @@ def totals_markdown(summary: RunSummary) -> str:
     lines = [
         f"# Tidal run over `{summary.source}`",
         "",
-        "| files | ingested | skipped (unchanged) | failed | deleted | chunks | reused | tokens"
-        " | seconds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| files | ingested | skipped (unchanged) | failed | ignored | not processed | deleted"
+        " | chunks | reused | tokens | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         f"| {len(summary.results)} | {c['ingested']} | {c['skipped']} | {c['failed']} "
-        f"| {len(summary.deleted)} | {summary.chunks} | {summary.reused} | {summary.tokens} "
-        f"| {summary.seconds:.1f} |",
+        f"| {c['ignored']} | {c['stopped']} | {len(summary.deleted)} | {summary.chunks} "
+        f"| {summary.reused} | {summary.tokens} | {summary.seconds:.1f} |",
     ]
     if summary.failed:
         lines += [
@@ -65,6 +65,8 @@ def totals_markdown(summary: RunSummary) -> str:
             f"| `{r.path}` | {r.error_kind} | {r.attempts} | {(r.error or '').replace('|', '/')} |"
             for r in summary.failed
         ]
+    if summary.stopped:
+        lines += ["", f"**Stopped early:** {summary.stopped}"]
     if summary.deletion_refused:
         lines += ["", f"**Deletion refused:** {summary.deletion_refused}"]
     return "\n".join(lines)

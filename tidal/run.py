@@ -10,18 +10,29 @@ objects with a plain thread pool, for the CLI, the benchmark's baseline and test
 from __future__ import annotations
 
 import logging
+import posixpath
 import queue
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from tidal.errors import TidalError, error_kind, is_fatal
+from tidal.parsing import SUPPORTED_EXTENSIONS
 from tidal.pipeline import Pipeline
 from tidal.records import FileResult, RunSummary, SourceFile
-from tidal.sync import Changes, Deletion, Plan, make_plan, plan_deletions, split_by_state
+from tidal.settings import Settings
+from tidal.sync import (
+    PRICE_PER_MILLION_TOKENS,
+    Changes,
+    Deletion,
+    Plan,
+    make_plan,
+    plan_deletions,
+    split_by_state,
+)
 
 log = logging.getLogger("tidal.run")
 
@@ -91,8 +102,10 @@ class IngestRun:
         force_delete: bool = False,
         paths: Sequence[str] | None = None,
         price_per_million: float | None = None,
+        extensions: Collection[str] = SUPPORTED_EXTENSIONS,
     ) -> None:
         self.pipeline = pipeline
+        self.extensions = frozenset(e.lower() for e in extensions)
         self.max_delete_share = max_delete_share
         self.force_delete = force_delete
         self.paths = tuple(paths) if paths else None
@@ -102,6 +115,23 @@ class IngestRun:
         self._results: dict[str, FileResult] = {}
         self._rerun: set[str] = set()
         self._started = time.perf_counter()
+
+    @classmethod
+    def configured(
+        cls, pipeline: Pipeline, settings: Settings, *, paths: Sequence[str] | None = None
+    ) -> IngestRun:
+        """The run the settings describe: guard, file types and, for OpenAI, the price."""
+        price = None
+        if settings.embedder == "openai":
+            price = PRICE_PER_MILLION_TOKENS.get(settings.effective_model)
+        return cls(
+            pipeline,
+            max_delete_share=settings.max_delete_share,
+            force_delete=settings.force_delete,
+            paths=paths,
+            price_per_million=price,
+            extensions=settings.accepted_extensions,
+        )
 
     @property
     def work(self) -> Work:
@@ -122,19 +152,26 @@ class IngestRun:
         listing and one read of the file table.
         """
         source, store = self.pipeline.source, self.pipeline.store
-        files = list(source.list())
+        listed = list(source.list())
         stored = store.stored_paths()
         deletion = Deletion()
         if self.paths is not None:
-            files = self._only(files)
+            listed = self._only(listed)
         else:
             deletion = plan_deletions(
-                [f.path for f in files],
+                [f.path for f in listed],  # an ignored entry still exists: never deleted
                 stored,
                 covers=source.covers,
                 max_share=self.max_delete_share,
                 force=self.force_delete,
             )
+        files = []
+        for file in listed:
+            reason = file.ignored or self._unwanted(file.path)
+            if reason:
+                self._keep(FileResult(file.path, "ignored", error=reason))
+            else:
+                files.append(file)
         changes = split_by_state(files, store.current_files(self.pipeline.fingerprint), stored)
         failed_before = {f.path for f in store.failed_files()}
         todo = sorted(
@@ -147,12 +184,16 @@ class IngestRun:
 
     def plan(self) -> Plan:
         """The dry run of the prepared work: read, parse, chunk and price; change nothing."""
-        return make_plan(
+        plan = make_plan(
             self.pipeline,
             self.work.changes,
             deletion=self.work.deletion,
             price_per_million=self.price_per_million,
         )
+        ignored = tuple(
+            (r.path, r.error or "") for r in self._results.values() if r.status == "ignored"
+        )
+        return replace(plan, ignored=ignored)
 
     def settle(self, file: SourceFile, outcome: Outcome) -> FileResult | None:
         """Account for one file's outcome; None asks the driver to run the file once more.
@@ -225,6 +266,13 @@ class IngestRun:
             deletion_refused=deletion.refused,
             stopped=self.stopped.message if self.stopped is not None else None,
         )
+
+    def _unwanted(self, path: str) -> str | None:
+        """Why a file's name says it is not for ingesting, before anything downloads it."""
+        ext = posixpath.splitext(path)[1].lower()
+        if ext in self.extensions:
+            return None
+        return f"file type {ext or '(none)'} is not ingested (TIDAL_EXTENSIONS)"
 
     def _keep(self, result: FileResult) -> FileResult:
         self._results[result.path] = result

@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     retry_delay_seconds: float = Field(
         default=2.0, ge=0, description="first retry delay; doubles on each retry"
     )
+    extensions: str = Field(
+        default=".json,.md,.markdown,.txt",
+        description="the file types to ingest, comma-separated; other files are ignored by name",
+    )
     max_delete_share: float = Field(
         default=0.5,
         ge=0,
@@ -224,6 +228,20 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("extensions")
+    @classmethod
+    def _known_extensions(cls, value: str) -> str:
+        from tidal.parsing import SUPPORTED_EXTENSIONS
+
+        given = [e.strip().lower() for e in value.split(",") if e.strip()]
+        unknown = [e for e in given if e not in SUPPORTED_EXTENSIONS]
+        if not given or unknown:
+            raise ValueError(
+                f"{', '.join(unknown) or 'no extension'}: Tidal parses only "
+                f"{', '.join(sorted(SUPPORTED_EXTENSIONS))}"
+            )
+        return ",".join(given)
+
     @field_validator("dask_address")
     @classmethod
     def _dask_scheme(cls, value: str | None) -> str | None:
@@ -248,6 +266,10 @@ class Settings(BaseSettings):
                 f"TIDAL_CHUNK_TOKENS ({self.effective_chunk_tokens})"
             )
         return self
+
+    @property
+    def accepted_extensions(self) -> frozenset[str]:
+        return frozenset(self.extensions.split(","))
 
     @property
     def effective_model(self) -> str:

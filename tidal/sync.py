@@ -121,11 +121,14 @@ class Plan:
     tokens_to_embed: int
     embedder: str
     cost_usd: float | None
+    ignored: tuple[tuple[str, str], ...] = ()
+    """Listed entries that will not be ingested, with the reason."""
 
     def render(self) -> str:
+        ignored = f", {len(self.ignored)} ignored" if self.ignored else ""
         lines = [
             f"Plan ({self.embedder}): {len(self.added)} new, {len(self.changed)} changed, "
-            f"{len(self.unchanged)} unchanged, {len(self.deletion.allowed)} to delete",
+            f"{len(self.unchanged)} unchanged, {len(self.deletion.allowed)} to delete{ignored}",
             f"  chunks {self.chunks}, of which {self.chunks_to_embed} to embed "
             f"({self.tokens_to_embed} tokens); the rest reuse stored vectors",
         ]
@@ -135,6 +138,7 @@ class Plan:
         lines += [f"  ~ {p}" for p in self.changed]
         lines += [f"  - {p}" for p in self.deletion.allowed]
         lines += [f"  ! {p}: {reason}" for p, reason in self.would_fail]
+        lines += [f"  ? {p}: {reason}" for p, reason in self.ignored]
         if self.deletion.refused:
             lines.append(f"  deletion refused: {self.deletion.refused}")
         return "\n".join(lines)
