@@ -71,7 +71,9 @@ def test_status_reports_the_latest_run(
     assert "files 6: pending 0, running 0, completed 1, failed 1, skipped 4" in out
 
 
+@pytest.mark.parametrize("form", ["userinfo", "query"])
 def test_no_secret_reaches_any_log_line(
+    form: str,
     corpus: Path,
     database_url: str,
     monkeypatch: pytest.MonkeyPatch,
@@ -81,7 +83,12 @@ def test_no_secret_reaches_any_log_line(
     password = "pg-pass-w0rd-never-logged"
     parts = urlsplit(database_url)
     host = parts.netloc.rpartition("@")[2]
-    with_password = urlunsplit(parts._replace(netloc=f"postgres:{password}@{host}"))
+    if form == "userinfo":
+        with_password = urlunsplit(parts._replace(netloc=f"postgres:{password}@{host}"))
+        shown = "postgres:***@"
+    else:  # libpq's parameters: postgresql:///db?host=...&user=...&password=...
+        with_password = f"{database_url}&user=postgres&password={password}"
+        shown = "&password=***"
     monkeypatch.setenv("TIDAL_DATABASE_URL", with_password)  # trust auth ignores the password
     monkeypatch.setenv("OPENAI_API_KEY", "sk-unused-key-never-logged")
     caplog.set_level(logging.DEBUG)
@@ -90,5 +97,5 @@ def test_no_secret_reaches_any_log_line(
 
     assert state.is_completed()
     logs = caplog.text + "".join(capfd.readouterr())
-    assert "postgres:***@" in logs  # the URL is shown, masked
+    assert shown in logs  # the URL is shown, masked
     assert password not in logs and "sk-unused-key-never-logged" not in logs

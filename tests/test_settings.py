@@ -283,6 +283,17 @@ def test_describe_and_repr_mask_passwords() -> None:
             "rediss://default:***@cache.example:6380",
         ),
         (f"postgresql://u:{PASSWORD}@[::1]:5432/db", "postgresql://u:***@[::1]:5432/db"),
+        (
+            f"postgresql:///db?host=/run/pg&user=u&password={PASSWORD}&sslmode=off",
+            "postgresql:///db?host=/run/pg&user=u&password=***&sslmode=off",
+        ),
+        (f"postgresql://h/db?PassWord={PASSWORD}", "postgresql://h/db?PassWord=***"),
+        (
+            f"postgresql://u:{PASSWORD}@h/db?sslpassword={PASSWORD}",
+            "postgresql://u:***@h/db?sslpassword=***",
+        ),
+        (f"redis://localhost:6379/0?password={PASSWORD}", "redis://localhost:6379/0?password=***"),
+        (f"postgresql://h/db?pass%77ord={PASSWORD}", "postgresql://h/db?pass%77ord=***"),
     ],
 )
 def test_redact_url_replaces_the_password(url: str, redacted: str) -> None:
