@@ -23,9 +23,10 @@ from prefect.futures import PrefectFuture  # noqa: E402
 from tasks import configured_ingest_task, result_storage, slots, task_runner  # noqa: E402
 from tasks.artifacts import Progress, label_run, publish  # noqa: E402
 from tidal.errors import TidalError  # noqa: E402
-from tidal.records import FileResult, RunSummary  # noqa: E402
+from tidal.records import FileResult, RunSummary, shown  # noqa: E402
 from tidal.report import summary_frame, write_csv  # noqa: E402
 from tidal.run import (  # noqa: E402
+    DeletionRefused,
     IngestFailed,
     IngestRun,
     Outcome,
@@ -37,7 +38,8 @@ from tidal.runtime import PipelineSpec, shared_pipeline  # noqa: E402
 from tidal.settings import EmbedderName, Settings, TaskRunnerName, load_settings  # noqa: E402
 from tidal.sync import Plan  # noqa: E402
 
-__all__ = ["IngestFailed", "RunStopped", "main", "tidal"]
+__all__ = ["DeletionRefused", "IngestFailed", "RunStopped", "main", "tidal"]
+_ENDED_WITH_A_SUMMARY = (IngestFailed, RunStopped, DeletionRefused)
 
 
 @flow(name="tidal", log_prints=False)
@@ -98,7 +100,7 @@ def tidal(
     progress = Progress(work.total, done=run.done)
 
     def settled(result: FileResult) -> None:
-        logger.info("[%d/%d] %s: %s", run.done, work.total, result.path, _describe(result))
+        logger.info("[%d/%d] %s: %s", run.done, work.total, shown(result.path), _describe(result))
         progress.update(run.done)
 
     if work.todo:
@@ -169,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Validates the settings before Prefect starts, runs the flow, prints the summary (or the plan).
     Exit status: 0 all done, 1 some files failed, 2 the run itself could not go on (a bad
-    setting, or a fatal error that stopped it early).
+    setting, or a fatal error that stopped it early), 3 every file was processed but files gone
+    from the source were kept by the deletion guard.
     """
     import argparse
 
@@ -193,20 +196,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return_state=True,
     )
     outcome = state.result(raise_on_failure=False)
-    if isinstance(outcome, BaseException) and not isinstance(outcome, IngestFailed | RunStopped):
+    if isinstance(outcome, BaseException) and not isinstance(outcome, _ENDED_WITH_A_SUMMARY):
         print(f"tidal: the run failed: {outcome}", file=sys.stderr)
         return 2
     if isinstance(outcome, Plan):
         print(outcome.render())
         return 0
-    summary = outcome.summary if isinstance(outcome, IngestFailed | RunStopped) else outcome
+    summary = outcome.summary if isinstance(outcome, _ENDED_WITH_A_SUMMARY) else outcome
     if summary.results:
         print(summary_frame(summary).to_string(index=False, max_colwidth=60))
     print(summary.render())
     if summary.stopped:
         print(f"tidal: the run stopped: {summary.stopped}", file=sys.stderr)
         return 2
-    return 1 if summary.failed else 0
+    if summary.failed:
+        return 1
+    if summary.deletion_refused:
+        print(f"tidal: deletion refused: {summary.deletion_refused}", file=sys.stderr)
+        return 3
+    return 0
 
 
 if __name__ == "__main__":

@@ -246,3 +246,18 @@ def test_a_nul_byte_anywhere_marks_the_file_binary() -> None:
     data = b"# Title\n" + b"a" * 20000 + b"\x00"
     with pytest.raises(ParseError, match="binary"):
         parse("prds/late-nul.md", data)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_utf16_announced_by_its_bom_is_read(encoding: str) -> None:
+    import codecs
+
+    bom = {"utf-16": b"", "utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE}
+    data = bom[encoding] + "# Résumé\r\n\r\nÜber text.\r\n".encode(encoding)
+    document = parse("prds/notes.md", data)
+    assert document.text == "# Résumé\n\nÜber text.\n" and document.title == "Résumé"
+
+
+def test_utf16_without_a_bom_is_refused_with_a_hint() -> None:
+    with pytest.raises(ParseError, match="UTF-16 text needs a byte-order mark"):
+        parse("prds/notes.md", "# Title\n".encode("utf-16-le"))

@@ -16,6 +16,7 @@ from tidal.errors import ConfigError, TransientError
 from tidal.pipeline import Pipeline
 from tidal.records import FileResult, SourceFile
 from tidal.run import (
+    DeletionRefused,
     IngestFailed,
     IngestRun,
     RunStopped,
@@ -282,3 +283,17 @@ def test_files_of_other_types_are_ignored_by_name_and_never_read() -> None:
     del source.files["prds/diagram.png"]
     again = run_in_threads(IngestRun(pipeline, extensions={".md"}), concurrency=2)
     assert again.deleted == ()  # never indexed, so nothing to delete
+
+
+def test_a_refused_deletion_is_an_outcome_a_schedule_sees() -> None:
+    pipeline = _pipeline(_corpus(4))
+    run_in_threads(_run(pipeline), concurrency=2)
+    source: MemorySource = pipeline.source  # type: ignore[assignment]
+    for path in list(source.files)[:3]:
+        del source.files[path]
+
+    summary = run_in_threads(_run(pipeline), concurrency=2)
+
+    assert summary.deleted == () and summary.failed == ()
+    with pytest.raises(DeletionRefused, match="deletion refused: 3 of 4 indexed files"):
+        raise_for_outcome(summary)

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from tests.flowkit import chunks_by_path, file_rows, run
+from tidal.run import DeletionRefused
 from tidal.sync import plan_deletions
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -53,7 +54,11 @@ def test_removed_files_are_deleted_at_the_end_of_a_full_listing(corpus: Path, en
     assert len(chunks_by_path(env)) == 4
 
 
-def test_the_mass_delete_guard_refuses_then_force_deletes(corpus: Path, env: str) -> None:
+def test_the_mass_delete_guard_refuses_then_force_deletes(
+    corpus: Path, env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.ingest import main as ingest_main
+
     run(corpus)
     for rel in (
         "prds/referral-program.md",
@@ -62,10 +67,15 @@ def test_the_mass_delete_guard_refuses_then_force_deletes(corpus: Path, env: str
     ):
         (corpus / rel).unlink()
 
-    state, summary = run(corpus)  # 3 of 5 gone: 60 % > 50 %
+    state, refused = run(corpus)  # 3 of 5 gone: 60 % > 50 %
+    assert state.is_failed() and isinstance(refused, DeletionRefused)
+    assert "deletion refused: 3 of 5 indexed files" in state.message
+    summary = refused.summary
     assert summary.deleted == ()
     assert "3 of 5 indexed files (60%)" in summary.deletion_refused
     assert len(chunks_by_path(env)) == 5
+    monkeypatch.setenv("TIDAL_SOURCE", str(corpus))
+    assert ingest_main([]) == 3  # what a schedule or a shell script sees
 
     state, forced = run(corpus, force_delete=True)
     assert len(forced.deleted) == 3
@@ -77,7 +87,9 @@ def test_an_empty_listing_deletes_nothing(corpus: Path, env: str) -> None:
     for path in corpus.rglob("*"):
         if path.is_file():
             path.unlink()
-    state, summary = run(corpus, force_delete=True)
+    state, refused = run(corpus, force_delete=True)
+    assert state.is_failed() and isinstance(refused, DeletionRefused)
+    summary = refused.summary
     assert summary.deleted == () and "listed no files" in summary.deletion_refused
     assert len(chunks_by_path(env)) == 5
 

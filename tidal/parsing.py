@@ -6,6 +6,7 @@ mis-decoded document would be embedded as garbage and found by no search.
 
 from __future__ import annotations
 
+import codecs
 import json
 import posixpath
 from collections.abc import Iterator
@@ -37,11 +38,23 @@ def parse(path: str, data: bytes) -> Document:
 
 
 def decode(path: str, data: bytes) -> str:
-    """Strict UTF-8 (a leading BOM is dropped); binary or mis-encoded data is refused."""
+    """Strict UTF-8 (a leading BOM is dropped), or UTF-16 announced by its BOM; binary or
+    mis-encoded data is refused."""
     if not data:
         raise ParseError("file is empty", path=path)
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # its BOM names it
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise ParseError(
+                f"file is not valid UTF-16 despite its byte-order mark: {exc.reason}", path=path
+            ) from None
+        return text.replace("\r\n", "\n").replace("\r", "\n")
     if b"\x00" in data:
-        raise ParseError("file is binary (contains NUL bytes), not text", path=path)
+        raise ParseError(
+            "file is binary (contains NUL bytes), not text; UTF-16 text needs a byte-order mark",
+            path=path,
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

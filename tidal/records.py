@@ -29,6 +29,12 @@ def file_kind(path: str) -> FileKind:
     return "other"
 
 
+def shown(path: str) -> str:
+    """``path`` fit for one log line: a newline or other control character in a file name is
+    escaped, so one file never splits into two lines of a log."""
+    return path if path.isprintable() else repr(path)[1:-1]
+
+
 @dataclass(frozen=True)
 class SourceFile:
     """One object in the source; ``content_hash`` is its change key (sha256 or eTag)."""
@@ -138,5 +144,7 @@ class RunSummary:
         if self.stopped:
             lines.append(f"  STOPPED EARLY: {self.stopped}")
         for r in self.failed:
-            lines.append(f"  FAILED {r.path} ({r.error_kind}, {r.attempts} attempt(s)): {r.error}")
+            lines.append(
+                f"  FAILED {shown(r.path)} ({r.error_kind}, {r.attempts} attempt(s)): {r.error}"
+            )
         return "\n".join(lines)

@@ -82,12 +82,29 @@ class RunStopped(Exception):
         return (type(self), (self.summary,))
 
 
+class DeletionRefused(Exception):
+    """Every file was processed, but files gone from the source were kept: the guard refused.
+
+    A run that quietly keeps stale files looks healthy for ever; failing it is what makes a
+    schedule, an automation or a person notice and decide (``force_delete``, or fix the source).
+    """
+
+    def __init__(self, summary: RunSummary) -> None:
+        self.summary = summary
+        super().__init__(f"deletion refused: {summary.deletion_refused}")
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.summary,))
+
+
 def raise_for_outcome(summary: RunSummary) -> RunSummary:
-    """The summary of a clean run; RunStopped or IngestFailed otherwise."""
+    """The summary of a clean run; RunStopped, IngestFailed or DeletionRefused otherwise."""
     if summary.stopped:
         raise RunStopped(summary)
     if summary.failed:
         raise IngestFailed(summary)
+    if summary.deletion_refused:
+        raise DeletionRefused(summary)
     return summary
 
 
