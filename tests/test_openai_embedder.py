@@ -25,6 +25,7 @@ from tidal.chunking import encoding
 from tidal.embedders import Embedder
 from tidal.embedders.batching import batch_by_tokens, fit_input
 from tidal.embedders.openai import (
+    QUICK,
     RATE_LIMIT_RETRIES,
     OpenAIEmbedder,
     _decode,
@@ -446,18 +447,23 @@ def test_an_exhausted_quota_is_a_config_error_not_retried(api: FakeOpenAI) -> No
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
-def test_server_errors_are_transient_and_not_retried_inside_embed(
+def test_a_server_error_is_retried_quickly_by_that_batch_alone(
     api: FakeOpenAI, status: int
 ) -> None:
-    """Only 429s are retried in ``embed``; a 5xx goes straight to Tidal's task retry (one HTTP
-    request per attempt, SDK retries off), and the attempt after the burst succeeds."""
-    embedder = _embedder(api)
-    api.fail_next(status, times=2)
-    for _ in range(2):
-        with pytest.raises(TransientError, match=f"HTTP {status}"):
-            embedder.embed(["a"])
-    assert embedder.embed(["a"]) == [FakeOpenAI.vector("a")]
-    assert api.statuses() == [status, status, 200]
+    """Three batches, the first answered 5xx twice: only it is sent again, inside ``embed``;
+    the batches already bought are kept. A burst that outlasts the quick retries is transient,
+    for Tidal's task retry."""
+    embedder = _embedder(api, max_batch_inputs=2)
+    api.fail_next(status, times=2)  # the next two requests: the first batch's first tries
+    texts = ["a", "b", "c", "d", "e"]
+    assert embedder.embed(texts) == [FakeOpenAI.vector(t) for t in texts]
+    assert api.statuses() == [status, status, 200, 200, 200]
+    assert api.inputs_embedded == texts  # every text bought once
+
+    api.fail_next(status, times=100)
+    with pytest.raises(TransientError, match=f"HTTP {status}"):
+        embedder.embed(["f"])
+    assert api.statuses()[5:] == [status] * QUICK.attempts
 
 
 def test_a_wrong_key_is_a_config_error_naming_the_variable_not_the_key(api: FakeOpenAI) -> None:
@@ -503,11 +509,12 @@ def test_a_bad_request_is_permanent_with_the_servers_message(api: FakeOpenAI) ->
         _embedder(api, "text-embedding-ada-002", dimensions=256).embed(["a"])
 
 
-def test_a_timeout_is_transient(api: FakeOpenAI) -> None:
+def test_a_timeout_is_retried_quickly_then_transient(api: FakeOpenAI) -> None:
     api.delay_next(1.5)
+    assert _embedder(api, timeout=0.3).embed(["a"]) == [FakeOpenAI.vector("a")]
+    api.delay_next(1.5, times=100)
     with pytest.raises(TransientError, match="no answer"):
         _embedder(api, timeout=0.3).embed(["a"])
-    assert len(api.requests) == 1
 
 
 def test_a_refused_connection_is_transient() -> None:

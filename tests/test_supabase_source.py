@@ -19,6 +19,7 @@ import pytest
 from tests.fakes.storage_server import ANON_KEY, SERVICE_KEY, FakeStorage, StoredObject, fake_jwt
 from tidal.errors import ConfigError, PermanentError, SourceError, TransientError
 from tidal.records import SourceFile
+from tidal.retrying import IDEMPOTENT_READS
 from tidal.sources import Source
 from tidal.sources.supabase import SupabaseSource
 
@@ -197,13 +198,20 @@ def test_an_opaque_non_service_key_fails_instead_of_listing_nothing() -> None:
         (503, None),
     ],
 )
-def test_a_server_error_mid_listing_is_transient_never_a_short_list(fake, make, status, body):
+def test_a_server_error_mid_listing_is_retried_quickly_never_a_short_list(
+    fake, make, status, body
+):
     source = make("designs", "prds", page_size=3)
+    assert [f.path for f in source.list()] == WANTED
+    pages = fake.list_calls
     fake.fail_next("list-v2", status, body=body, after=2)
+    assert [f.path for f in source.list()] == WANTED  # the failed page was asked again
+    assert fake.list_calls == 2 * pages + 1
+
+    fake.fail_next("list-v2", status, body=body, after=2, times=100)  # it persists
     with pytest.raises(TransientError, match=str(status)):
         list(source.list())
-    assert fake.list_calls == 3
-    assert [f.path for f in source.list()] == WANTED  # the fault is spent: all is back
+    assert fake.list_calls == 2 * pages + 1 + 2 + IDEMPOTENT_READS.attempts
 
 
 def test_the_listing_is_sorted_whatever_order_the_server_sends(fake, make) -> None:
@@ -223,11 +231,11 @@ def test_a_page_claiming_more_without_a_cursor_is_refused(fake, make) -> None:
 
 def test_a_hanging_listing_times_out_as_transient(fake, make) -> None:
     source = make(timeout=0.5)
-    fake.fail_next("list-v2", None, delay=5)
+    fake.fail_next("list-v2", None, delay=5, times=100)
     started = time.monotonic()
     with pytest.raises(TransientError, match="timed out"):
         list(source.list())
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 2 * IDEMPOTENT_READS.total
 
 
 def test_an_unreachable_server_is_transient() -> None:
@@ -265,26 +273,31 @@ def test_a_missing_object_is_a_permanent_source_error(fake, make) -> None:
         source.read(listed["prds/billing.md"])
 
 
-def test_a_503_download_is_transient_and_the_retry_succeeds(fake, make) -> None:
+def test_a_503_download_is_retried_quickly_and_one_that_persists_is_transient(
+    fake, make
+) -> None:
     source = make()
     file = SourceFile("prds/billing.md", 28, _md5(CORPUS["prds/billing.md"]))
-    fake.fail_next("prds/billing.md", 503)
+    fake.fail_next("prds/billing.md", 503, times=2)
+    assert source.read(file) == CORPUS["prds/billing.md"]
+    assert fake.downloads == ["prds/billing.md"] * 3
+
+    fake.fail_next("prds/billing.md", 503, times=100)
     with pytest.raises(TransientError, match="503") as info:
         source.read(file)
     assert info.value.path == "prds/billing.md"
-    assert source.read(file) == CORPUS["prds/billing.md"]
-    assert fake.downloads == ["prds/billing.md", "prds/billing.md"]
+    assert len(fake.downloads) == 3 + IDEMPOTENT_READS.attempts
 
 
 def test_a_download_hanging_past_the_timeout_is_transient(fake, make) -> None:
     source = make(timeout=0.5)  # storage3 would truncate 0.5 s to 0 and fail every request
     file = SourceFile("prds/offline-sync.md", 40, "x")
     assert source.read(file) == CORPUS["prds/offline-sync.md"]
-    fake.fail_next("prds/offline-sync.md", None, delay=5)
+    fake.fail_next("prds/offline-sync.md", None, delay=5, times=100)
     started = time.monotonic()
     with pytest.raises(TransientError, match="timed out after 0.5 s") as info:
         source.read(file)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 2 * IDEMPOTENT_READS.total
     assert info.value.path == "prds/offline-sync.md"
 
 

@@ -109,6 +109,7 @@ class FakeOpenAI:
         self._lock = threading.Lock()
         self._faults: deque[tuple[int, dict[str, str] | None, str | None, str | None]] = deque()
         self._delays: deque[float] = deque()
+        self._flaky: tuple[float, int, random.Random] | None = None
         self._rpm: int | None = None
         self._tpm: int | None = None
         self._window = 60.0
@@ -296,8 +297,16 @@ class FakeOpenAI:
                 code="invalid_api_key",
             )
 
+    def flaky(self, share: float, status: int = 500, *, seed: int = 0) -> None:
+        """From now on, each authenticated request fails with ``status`` with probability
+        ``share`` (seeded: the same faults every time)."""
+        with self._lock:
+            self._flaky = (share, status, random.Random(seed))
+
     def _injected_fault(self) -> None:
         with self._lock:
+            if self._flaky is not None and self._flaky[2].random() < self._flaky[0]:
+                self._faults.appendleft((self._flaky[1], None, None, None))
             if not self._faults:
                 return
             status, headers, message, code = self._faults.popleft()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import random
 import re
 import threading
 import uuid
@@ -141,6 +142,9 @@ class FakeStorage:
         self.list_bodies: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []
         self._faults: list[_Fault] = []
+        self._flaky: list[tuple[str, float, int, random.Random]] = []
+        self.injected = 0
+        """Faults ``flaky`` has injected so far."""
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -214,8 +218,18 @@ class FakeStorage:
         with self._lock:
             self._faults.append(_Fault(match, status, times, body, delay, after))
 
+    def flaky(self, match: str, share: float, status: int = 503, *, seed: int = 0) -> None:
+        """From now on, each request whose path contains ``match`` fails with ``status`` with
+        probability ``share`` (seeded, so a test sees the same faults every time)."""
+        with self._lock:
+            self._flaky.append((match, share, status, random.Random(seed)))
+
     def _take_fault(self, path: str) -> _Fault | None:
         with self._lock:
+            for match, share, status, rng in self._flaky:
+                if (match in path or match in unquote(path)) and rng.random() < share:
+                    self.injected += 1
+                    return _Fault(match, status, 1, None, None, 0)
             for fault in self._faults:
                 if fault.match in path or fault.match in unquote(path):
                     if fault.after > 0:

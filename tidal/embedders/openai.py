@@ -8,8 +8,10 @@ Retries are layered on purpose, so they never multiply:
   server asks for (``retry-after-ms``, ``retry-after``, else the ``x-ratelimit-reset-*`` of the
   exhausted limit), each retry charged to the budget again as OpenAI counts it again. A 429
   is the one failure whose cure - waiting a known time - needs no new task attempt.
-* Every other transient failure (5xx, timeout, dropped connection) raises TransientError at
-  once, and Tidal's task retries, with their backoff, decide when to try again.
+* Every other transient failure (5xx, timeout, dropped connection) is retried quickly, by
+  this batch alone (``QUICK``, at most ``SERVER_ERROR_BUDGET`` seconds), so one bad answer
+  never throws away the file's good batches; what persists raises TransientError, and
+  Tidal's task retries, with their backoff, decide when to try again.
 
 Requests are charged to a shared ``RateBudget`` before they are sent, so with a budget at or
 under the account's limits a 429 should only come from traffic Tidal does not know about.
@@ -43,7 +45,8 @@ from tidal.embedders.batching import (
     fit_input,
 )
 from tidal.embedders.ratelimit import RateBudget
-from tidal.errors import ConfigError, PermanentError, TidalError, TransientError
+from tidal.errors import ConfigError, PermanentError, TidalError, TransientError, is_transient
+from tidal.retrying import QuickRetry
 
 log = logging.getLogger("tidal.embedders.openai")
 
@@ -55,6 +58,9 @@ KNOWN_DIMENSIONS = {
 RATE_LIMIT_RETRIES = 6
 MAX_SERVER_WAIT = 60.0
 """Longest 429 wait taken inside ``embed``; a longer one is left to the task's retry."""
+QUICK = QuickRetry(attempts=5, first_delay=0.2, max_delay=4.0)
+SERVER_ERROR_BUDGET = 20.0
+"""Seconds one batch may spend on quick retries of 5xx, timeouts and dropped connections."""
 _PROBE_TEXT = "dimension probe"
 
 
@@ -158,9 +164,15 @@ class OpenAIEmbedder:
         return _fold(vectors, owners, counts, len(texts))
 
     def _request(self, batch: list[str], tokens: int) -> list[list[float]]:
-        """One API call, waiting out 429s; every other failure becomes a Tidal error."""
+        """One batch, waiting out 429s and retrying 5xx and timeouts quickly, by itself.
+
+        A file's other batches are untouched by one batch's trouble: only this request is
+        sent again. Each try is charged to the budget, as OpenAI counts each.
+        """
         extra: dict[str, Any] = {"dimensions": self._dimensions} if self._dimensions else {}
-        for attempt in range(RATE_LIMIT_RETRIES + 1):
+        rate_limited = server_errors = 0
+        deadline = time.monotonic() + SERVER_ERROR_BUDGET
+        while True:
             if self._budget is not None:
                 self._budget.acquire(tokens)
             try:
@@ -171,16 +183,26 @@ class OpenAIEmbedder:
                 if exc.code == "insufficient_quota":
                     raise self._translate(exc) from None
                 wait = retry_delay(exc.response.headers)
-                wait = _backoff(attempt) if wait is None else wait
-                if attempt == RATE_LIMIT_RETRIES or wait > MAX_SERVER_WAIT:
-                    raise self._translate(exc, attempts=attempt + 1) from None
-                log.info("OpenAI answered 429; waiting %.2f s (retry %d)", wait, attempt + 1)
+                wait = _backoff(rate_limited) if wait is None else wait
+                if rate_limited == RATE_LIMIT_RETRIES or wait > MAX_SERVER_WAIT:
+                    raise self._translate(exc, attempts=rate_limited + 1) from None
+                rate_limited += 1
+                log.info("OpenAI answered 429; waiting %.2f s (retry %d)", wait, rate_limited)
                 time.sleep(wait)
             except openai.OpenAIError as exc:
-                raise self._translate(exc) from None
+                error = self._translate(exc)
+                wait = QUICK.delay(server_errors + 1, error) if is_transient(error) else 0.0
+                if (
+                    not is_transient(error)
+                    or server_errors + 1 >= QUICK.attempts
+                    or (time.monotonic() + wait > deadline)
+                ):
+                    raise error from None
+                server_errors += 1
+                log.info("%s; retrying this batch in %.2f s", error.message, wait)
+                time.sleep(wait)
             else:
                 return _decode(response.data, len(batch))
-        raise AssertionError("unreachable")
 
     def _translate(self, exc: openai.OpenAIError, *, attempts: int = 1) -> TidalError:
         """The Tidal error for an SDK error, keeping the server's words but never the key."""

@@ -27,6 +27,7 @@ from storage3.utils import StorageException
 
 from tidal.errors import ConfigError, SourceError, TidalError, TransientError
 from tidal.records import SourceFile
+from tidal.retrying import IDEMPOTENT_READS
 
 log = logging.getLogger("tidal.sources")
 
@@ -104,6 +105,9 @@ class SupabaseSource:
         yield from (found[path] for path in sorted(found))
 
     def read(self, file: SourceFile) -> bytes:
+        return IDEMPOTENT_READS.call(lambda: self._download(file), what=f"download {file.path!r}")
+
+    def _download(self, file: SourceFile) -> bytes:
         # storage3 percent-decodes the path before quoting it, so a literal '%' is pre-escaped.
         try:
             return self._storage.from_(self.bucket).download(file.path.replace("%", "%25"))
@@ -113,6 +117,9 @@ class SupabaseSource:
             raise SourceError(f"object name is not downloadable: {exc}", path=file.path) from None
 
     def _check_bucket(self) -> None:
+        IDEMPOTENT_READS.call(self._look_up_bucket, what="bucket lookup")
+
+    def _look_up_bucket(self) -> None:
         try:
             self._storage.get_bucket(self.bucket)
         except _CLIENT_ERRORS as exc:
@@ -136,10 +143,9 @@ class SupabaseSource:
             }
             if cursor is not None:
                 options["cursor"] = cursor
-            try:
-                page = bucket.list_v2(options)  # type: ignore[arg-type]
-            except _CLIENT_ERRORS as exc:
-                raise self._error(exc, f"listing {prefix or 'the bucket'!r}") from exc
+            page = IDEMPOTENT_READS.call(
+                lambda options=options: self._page(bucket, options, prefix), what="listing page"
+            )
             yield from page.objects
             if not page.hasNext:
                 return
@@ -149,6 +155,12 @@ class SupabaseSource:
                     "refusing to return a partial listing"
                 )
             cursor = page.nextCursor
+
+    def _page(self, bucket: Any, options: dict[str, Any], prefix: str) -> Any:
+        try:
+            return bucket.list_v2(options)
+        except _CLIENT_ERRORS as exc:
+            raise self._error(exc, f"listing {prefix or 'the bucket'!r}") from exc
 
     def _error(self, exc: BaseException, doing: str, path: str | None = None) -> TidalError:
         """Tidal's error for a failure of the client: transient only if a retry may succeed."""
