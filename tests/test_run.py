@@ -100,6 +100,15 @@ def test_a_bad_file_fails_alone_is_recorded_and_goes_first_next_time() -> None:
         raise_for_outcome(summary)
 
     source: MemorySource = pipeline.source  # type: ignore[assignment]
+    source.reads.clear()
+    again = run_in_threads(_run(pipeline), concurrency=2)  # the same broken bytes
+    assert source.reads == []  # not downloaded again: it would fail the same way
+    [still] = again.failed
+    assert still.error == f"unchanged since it failed: {failed.error}"
+    retry = _run(pipeline, paths=["designs/a/broken.json"])  # tidal retry: always tried
+    assert [f.path for f in retry.prepare().todo] == ["designs/a/broken.json"]
+
+    source.files["designs/a/broken.json"] = b'{"title": "Fixed?", "screens": ['
     source.files["prds/note-0004.md"] = b"# Changed\n\ntoo.\n"
     work = _run(pipeline).prepare()
     assert [f.path for f in work.todo] == ["designs/a/broken.json", "prds/note-0004.md"]
@@ -297,3 +306,15 @@ def test_a_refused_deletion_is_an_outcome_a_schedule_sees() -> None:
     assert summary.deleted == () and summary.failed == ()
     with pytest.raises(DeletionRefused, match="deletion refused: 3 of 4 indexed files"):
         raise_for_outcome(summary)
+
+
+def test_a_file_over_the_size_cap_is_ignored_before_download() -> None:
+    files = {**_corpus(2), "designs/a/huge.json": b'{"a": "' + b"x" * 3000 + b'"}'}
+    pipeline = _pipeline(files)
+    summary = run_in_threads(IngestRun(pipeline, max_file_bytes=2000), concurrency=2)
+
+    source: MemorySource = pipeline.source  # type: ignore[assignment]
+    assert "designs/a/huge.json" not in source.reads
+    [ignored] = [r for r in summary.results if r.status == "ignored"]
+    assert ignored.error == "too large: 0.0 MB, over TIDAL_MAX_FILE_MB=0.002"
+    assert summary.counts["ingested"] == 2 and summary.failed == ()

@@ -24,6 +24,7 @@ from tidal.parsing import SUPPORTED_EXTENSIONS
 from tidal.pipeline import Pipeline
 from tidal.records import FileResult, RunSummary, SourceFile
 from tidal.settings import Settings
+from tidal.store import FailedFile
 from tidal.sync import (
     PRICE_PER_MILLION_TOKENS,
     Changes,
@@ -120,9 +121,11 @@ class IngestRun:
         paths: Sequence[str] | None = None,
         price_per_million: float | None = None,
         extensions: Collection[str] = SUPPORTED_EXTENSIONS,
+        max_file_bytes: int | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.extensions = frozenset(e.lower() for e in extensions)
+        self.max_file_bytes = max_file_bytes
         self.max_delete_share = max_delete_share
         self.force_delete = force_delete
         self.paths = tuple(paths) if paths else None
@@ -148,6 +151,7 @@ class IngestRun:
             paths=paths,
             price_per_million=price,
             extensions=settings.accepted_extensions,
+            max_file_bytes=int(settings.max_file_mb * 1_000_000),
         )
 
     @property
@@ -184,16 +188,22 @@ class IngestRun:
             )
         files = []
         for file in listed:
-            reason = file.ignored or self._unwanted(file.path)
+            reason = file.ignored or self._unwanted(file)
             if reason:
                 self._keep(FileResult(file.path, "ignored", error=reason))
             else:
                 files.append(file)
         changes = split_by_state(files, store.current_files(self.pipeline.fingerprint), stored)
-        failed_before = {f.path for f in store.failed_files()}
-        todo = sorted(
+        failed_before = {f.path: f for f in store.failed_files()}
+        todo = []
+        for file in sorted(
             [*changes.added, *changes.changed], key=lambda f: (f.path not in failed_before, f.path)
-        )
+        ):
+            still = self._still_broken(file, failed_before.get(file.path))
+            if still is not None:
+                self._keep(still)
+            else:
+                todo.append(file)
         for file in changes.unchanged:
             self._results[file.path] = FileResult(file.path, "skipped")
         self._work = Work(tuple(todo), changes, deletion)
@@ -284,12 +294,38 @@ class IngestRun:
             stopped=self.stopped.message if self.stopped is not None else None,
         )
 
-    def _unwanted(self, path: str) -> str | None:
-        """Why a file's name says it is not for ingesting, before anything downloads it."""
-        ext = posixpath.splitext(path)[1].lower()
-        if ext in self.extensions:
+    def _still_broken(self, file: SourceFile, failure: FailedFile | None) -> FileResult | None:
+        """The recorded failure of a file whose bytes have not changed since it failed for a
+        reason of its own: fetching it again would fail the same way. ``paths`` (``tidal
+        retry``) always tries again."""
+        if (
+            failure is None
+            or self.paths is not None
+            or failure.error_kind != "permanent"
+            or failure.content_hash != file.content_hash
+            or failure.fingerprint != self.pipeline.fingerprint
+        ):
             return None
-        return f"file type {ext or '(none)'} is not ingested (TIDAL_EXTENSIONS)"
+        return FileResult(
+            file.path,
+            "failed",
+            attempts=failure.attempts,
+            error=f"unchanged since it failed: {failure.error}",
+            error_kind="permanent",
+        )
+
+    def _unwanted(self, file: SourceFile) -> str | None:
+        """Why the listing alone says a file is not for ingesting, before anything downloads
+        it: its type, or a size no document of ours has (a 20 MB JSON is 18,000 chunks)."""
+        ext = posixpath.splitext(file.path)[1].lower()
+        if ext not in self.extensions:
+            return f"file type {ext or '(none)'} is not ingested (TIDAL_EXTENSIONS)"
+        if self.max_file_bytes is not None and file.size > self.max_file_bytes:
+            return (
+                f"too large: {file.size / 1e6:.1f} MB, over TIDAL_MAX_FILE_MB="
+                f"{self.max_file_bytes / 1e6:g}"
+            )
+        return None
 
     def _keep(self, result: FileResult) -> FileResult:
         self._results[result.path] = result

@@ -150,6 +150,11 @@ class Settings(BaseSettings):
         default=".json,.md,.markdown,.txt",
         description="the file types to ingest, comma-separated; other files are ignored by name",
     )
+    max_file_mb: float = Field(
+        default=10.0,
+        gt=0,
+        description="the largest file to ingest, in MB; bigger ones are ignored before download",
+    )
     max_delete_share: float = Field(
         default=0.5,
         ge=0,

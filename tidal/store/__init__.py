@@ -32,6 +32,9 @@ class FailedFile:
     error_kind: str | None
     attempts: int
     updated_at: datetime
+    content_hash: str = ""
+    """The change key of the version that failed."""
+    fingerprint: str = ""
 
 
 @runtime_checkable

@@ -99,7 +99,15 @@ class MemoryStore:
     def failed_files(self) -> list[FailedFile]:
         with self._lock:
             failed = [
-                FailedFile(path, r.error, r.error_kind, r.attempts, r.updated_at)
+                FailedFile(
+                    path,
+                    r.error,
+                    r.error_kind,
+                    r.attempts,
+                    r.updated_at,
+                    r.content_hash,
+                    r.fingerprint,
+                )
                 for path, r in self.files.items()
                 if r.status == "failed"
             ]

@@ -240,8 +240,8 @@ def failed_files(url: str) -> list[FailedFile]:
 def _failed_files(conn: psycopg.Connection[Any]) -> list[FailedFile]:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            "select path, error, error_kind, attempts, updated_at from ingested_files"
-            " where status = 'failed' order by updated_at desc, path"
+            "select path, error, error_kind, attempts, updated_at, content_hash, fingerprint"
+            " from ingested_files where status = 'failed' order by updated_at desc, path"
         )
         return [FailedFile(**row) for row in cur.fetchall()]
 
