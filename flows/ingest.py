@@ -34,7 +34,7 @@ from tidal.run import (  # noqa: E402
     drive,
     raise_for_outcome,
 )
-from tidal.runtime import PipelineSpec, shared_pipeline  # noqa: E402
+from tidal.runtime import PipelineSpec, preflight, shared_pipeline  # noqa: E402
 from tidal.settings import EmbedderName, Settings, TaskRunnerName, load_settings  # noqa: E402
 from tidal.sync import Plan  # noqa: E402
 
@@ -185,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
+        preflight(settings)  # a wrong key or bucket fails here, not after Prefect's start-up
     except TidalError as exc:
         print(f"tidal: {exc}", file=sys.stderr)
         return 2

@@ -1,11 +1,13 @@
-"""Where task results are persisted: Redis through prefect-redis, or local files."""
+"""Where task results are persisted: Redis through prefect-redis, or nowhere."""
 
 from __future__ import annotations
 
+import redis
 from prefect.filesystems import WritableFileSystem
 from prefect_redis import RedisDatabase
 
-from tidal.settings import Settings
+from tidal.errors import ConfigError
+from tidal.settings import Settings, redact_url
 
 BLOCK_NAME = "tidal-results"
 
@@ -22,6 +24,22 @@ def result_storage(settings: Settings) -> WritableFileSystem | None:
     """
     if settings.redis_url is None:
         return None
+    check_redis(settings.redis_url.get_secret_value())
     block = RedisDatabase(connection_url=settings.redis_url)
     block.save(BLOCK_NAME, overwrite=True)
     return block
+
+
+def check_redis(url: str) -> None:
+    """One PING, so a Redis that is down fails the run at its start, naming the variable,
+    instead of failing every file's result one by one."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise ConfigError(
+            f"Redis at TIDAL_REDIS_URL ({redact_url(url)}) does not answer ({exc}); start it, "
+            "or fix the URL"
+        ) from None
+    finally:
+        client.close()

@@ -192,12 +192,43 @@ def test_two_budgets_on_one_namespace_share_it(where: str, request: pytest.Fixtu
     worker_a.clear()
 
 
-def test_an_unreachable_redis_is_transient() -> None:
+def test_a_redis_that_does_not_answer_at_start_up_is_a_config_error_naming_it() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    budget = RateBudget(f"redis://127.0.0.1:{port}/0", rpm=5, tpm=100)
-    with pytest.raises(TransientError, match="Redis"):
+    with pytest.raises(ConfigError, match="TIDAL_REDIS_URL") as caught:
+        RateBudget(f"redis://:hunter2@127.0.0.1:{port}/0", rpm=5, tpm=100)
+    assert "hunter2" not in str(caught.value) and ":***@" in str(caught.value)
+
+
+def test_a_redis_that_dies_mid_run_is_a_service_down(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Its own redis-server on a free port, stopped under a live budget."""
+    import shutil
+    import subprocess
+    import time
+
+    from tidal.errors import ServiceDown
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
+         "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        budget = RateBudget(f"redis://127.0.0.1:{port}/0", rpm=5, tpm=100)
+        assert budget.acquire(1) == 0.0
+    finally:
+        server.terminate()
+        server.wait(10)
+    with pytest.raises(ServiceDown, match="TIDAL_REDIS_URL"):
         budget.acquire(1)
 
 

@@ -260,3 +260,37 @@ def test_the_dry_run_prices_the_tokens_it_would_send_and_sends_none(
     _, summary = _run()
     assert len(openai_api.inputs_embedded) == plan.chunks_to_embed
     assert sum(r.chunks for r in summary.results) == plan.chunks
+
+
+@pytest.mark.parametrize(
+    ("source", "key", "url", "message"),
+    [
+        ("supabase://knowledge", "anon", None, "SUPABASE_SERVICE_ROLE_KEY"),
+        ("supabase://no-such-bucket", "service", None, "bucket 'no-such-bucket' not found"),
+        ("supabase://knowledge", "service", "http://127.0.0.1:9", "check SUPABASE_URL"),
+    ],
+)
+def test_a_wrong_bucket_key_or_url_fails_before_prefect_starts(
+    storage: FakeStorage, tmp_path, source: str, key: str, url: str | None, message: str
+) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    from tests.fakes.storage_server import ANON_KEY
+    from tests.test_main import INGEST, _clean_env
+
+    done = subprocess.run(
+        INGEST,
+        cwd=tmp_path,
+        env=_clean_env(
+            TIDAL_SOURCE=source,
+            SUPABASE_URL=url or storage.url,
+            SUPABASE_SERVICE_ROLE_KEY=ANON_KEY if key == "anon" else SERVICE_KEY,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert message in done.stderr
+    assert "Starting temporary server" not in done.stdout + done.stderr
+    assert SERVICE_KEY not in done.stdout + done.stderr

@@ -318,3 +318,17 @@ def test_a_file_over_the_size_cap_is_ignored_before_download() -> None:
     [ignored] = [r for r in summary.results if r.status == "ignored"]
     assert ignored.error == "too large: 0.0 MB, over TIDAL_MAX_FILE_MB=0.002"
     assert summary.counts["ingested"] == 2 and summary.failed == ()
+
+
+def test_a_service_that_stays_down_stops_the_run_rather_than_failing_every_file() -> None:
+    from tidal.errors import ServiceDown
+
+    class Unbudgeted(HashEmbedder):
+        def embed(self, texts):  # type: ignore[no-untyped-def]
+            raise ServiceDown("the OpenAI budget's Redis (TIDAL_REDIS_URL) stopped answering")
+
+    pipeline = _pipeline(_corpus(50), Unbudgeted())
+    summary = run_in_threads(_run(pipeline), concurrency=2)
+    assert summary.counts["stopped"] == 50 and summary.counts["failed"] == 0
+    assert summary.stopped and "TIDAL_REDIS_URL" in summary.stopped
+    assert pipeline.store.failed_files() == []

@@ -2,6 +2,8 @@
 
     TidalError
     ├── TransientError        retried with backoff (timeouts, 429, 5xx, dropped connections)
+    │   └── ServiceDown       a service every file needs (Redis) stopped answering: retried,
+    │                         then it stops the run instead of failing each remaining file
     └── PermanentError        fails its file at once, never retried
         ├── ParseError        the file itself is bad (binary, invalid JSON, no text)
         ├── SourceError       the source refuses the path (escapes the root, missing)
@@ -47,6 +49,10 @@ class TransientError(TidalError):
     kind = "transient"
 
 
+class ServiceDown(TransientError):
+    """A service the whole run needs is not answering; the message names its variable."""
+
+
 class PermanentError(TidalError):
     """Retrying cannot help; the file (or the configuration) must change first."""
 
@@ -85,7 +91,8 @@ def error_kind(exc: BaseException) -> str:
 def is_fatal(exc: BaseException) -> bool:
     """Whether the error is the run's, not the file's: no other file can succeed either.
 
-    A refused key or a vector-width mismatch fails every file the same way, so the run stops
-    at the first one instead of recording the whole corpus as failed.
+    A refused key or a vector-width mismatch fails every file the same way, and so does a
+    service that stayed down through a file's retries: the run stops at the first one
+    instead of recording the whole corpus as failed.
     """
-    return isinstance(exc, ConfigError)
+    return isinstance(exc, ConfigError | ServiceDown)

@@ -23,6 +23,7 @@ from tidal.embedders import Embedder, open_embedder
 from tidal.errors import ConfigError
 from tidal.pipeline import Pipeline, build_pipeline
 from tidal.settings import Settings, load_settings
+from tidal.sources import open_source
 
 _lock = threading.Lock()
 _pipelines: dict[str, Pipeline] = {}
@@ -90,6 +91,17 @@ def shared_pipeline(spec: PipelineSpec) -> Pipeline:
             "OPENAI_API_KEY, ...) and the same model"
         )
     return pipeline
+
+
+def preflight(settings: Settings) -> None:
+    """Check what can be checked in a second, before an orchestrator starts: the source's
+    location and credentials (a wrong Supabase key or bucket fails here, naming the variable).
+    """
+    source = open_source(settings)
+    try:
+        source.check()
+    finally:
+        source.close()
 
 
 def close_shared(*, embedders: bool = False) -> None:

@@ -47,7 +47,8 @@ from limits.errors import StorageError
 from limits.storage import MemoryStorage, RedisStorage, Storage
 from limits.strategies import MovingWindowRateLimiter
 
-from tidal.errors import ConfigError, TransientError
+from tidal.errors import ConfigError, ServiceDown, TransientError
+from tidal.settings import redact_url
 
 MAX_TOKEN_UNITS = 10_000
 """The most entries the token window keeps, whatever the TPM; sets the charging unit."""
@@ -88,6 +89,11 @@ class RateBudget:
         self.unit = token_unit(tpm) if tpm else 1
         self.wasted_requests = 0
         storage: Storage = _memory_storage() if redis_url is None else _redis_storage(redis_url)
+        if redis_url is not None and not storage.check():
+            raise ConfigError(
+                f"Redis at TIDAL_REDIS_URL ({redact_url(redis_url)}) does not answer; start it, "
+                "or fix the URL (the OpenAI budget every worker shares lives there)"
+            )
         self._limiter = MovingWindowRateLimiter(storage)
         self._requests = RateLimitItemPerSecond(rpm, span) if rpm else None
         self._tokens = RateLimitItemPerSecond(tpm // self.unit, span) if tpm else None
@@ -112,7 +118,9 @@ class RateBudget:
             try:
                 wait = self._try(cost)
             except StorageError as exc:  # Redis unreachable or failing: a retry may find it
-                raise TransientError(f"the OpenAI rate budget's Redis failed: {exc}") from exc
+                raise ServiceDown(
+                    f"the OpenAI budget's Redis (TIDAL_REDIS_URL) stopped answering: {exc}"
+                ) from exc
             if wait is None:
                 return slept
             if slept + wait > self.max_wait:

@@ -27,6 +27,10 @@ class Source(Protocol):
         """Whether ``path`` lies where this source lists; only such paths may be deletion-synced."""
         ...
 
+    def check(self) -> None:
+        """Fail fast, with the variable to fix, on a wrong location or credentials."""
+        ...
+
     def close(self) -> None:
         """Release connections; the source is not used afterwards."""
         ...

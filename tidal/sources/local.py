@@ -109,6 +109,9 @@ class LocalSource:
         except OSError as exc:
             raise TransientError(f"could not read file: {exc}", path=file.path) from exc
 
+    def check(self) -> None:
+        """The folder was checked when the source was opened."""
+
     def close(self) -> None:
         """Nothing to release: files are opened per read."""
 

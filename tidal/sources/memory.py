@@ -37,5 +37,8 @@ class MemorySource:
     def covers(self, path: str) -> bool:
         return True
 
+    def check(self) -> None:
+        """Always there."""
+
     def close(self) -> None:
         """Nothing to release."""

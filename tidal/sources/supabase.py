@@ -116,6 +116,10 @@ class SupabaseSource:
         except ValueError as exc:  # storage3 refuses '.' and '..' segments before any request
             raise SourceError(f"object name is not downloadable: {exc}", path=file.path) from None
 
+    def check(self) -> None:
+        """The key is checked on opening; this asks Storage for the bucket (one request)."""
+        self._check_bucket()
+
     def _check_bucket(self) -> None:
         IDEMPOTENT_READS.call(self._look_up_bucket, what="bucket lookup")
 
@@ -169,7 +173,8 @@ class SupabaseSource:
             return TransientError(f"timed out after {self.timeout:g} s {doing}", path=path)
         if isinstance(exc, (httpx.TransportError, httpx.DecodingError)):
             reason = self._scrub(f"{type(exc).__name__}: {exc}")
-            return TransientError(f"network error {doing} ({reason})", path=path)
+            hint = "; check SUPABASE_URL" if isinstance(exc, httpx.ConnectError) else ""
+            return TransientError(f"network error {doing} ({reason}){hint}", path=path)
         if isinstance(exc, ValidationError):
             return SourceError(f"unexpected answer from Storage {doing}", path=path)
         if not isinstance(exc, StorageException):  # e.g. too many redirects
