@@ -7,12 +7,15 @@ row is written in that same transaction, so "ingested" is recorded only with its
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import psycopg
@@ -20,9 +23,13 @@ from pgvector.psycopg import register_vector
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from tidal.errors import ConfigError, TransientError
+from tidal.errors import ConfigError, ServiceDown, TransientError
 from tidal.records import Document, EmbeddedChunk, SourceFile
 from tidal.store import FailedFile, SearchHit
+
+log = logging.getLogger("tidal.store")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _ID_NAMESPACE = uuid.UUID("5b0c1f55-7a1d-4c3e-9a4e-746964616c00")
 _SCHEMA_LOCK = 0x7469_6461_6C  # "tidal": serialises concurrent schema set-up
@@ -38,18 +45,66 @@ def schema_sql(dimension: int) -> str:
     return text.replace("__DIMENSION__", str(int(dimension)))
 
 
+OUTAGE_SECONDS = 60.0
+"""How long a call waits out a Postgres that does not answer before the run gives up on it."""
+
+
+def _riding_out(method: Callable[P, R]) -> Callable[P, R]:
+    """Run an idempotent call again while Postgres does not answer, for up to a minute.
+
+    A restart, a failover or a pooler hiccup then costs the run a pause, not its files. What
+    stays down past ``outage_seconds`` is ServiceDown: it stops the run with its summary.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        store = args[0]
+        assert isinstance(store, PostgresStore)
+        deadline = time.monotonic() + store.outage_seconds
+        delay = 0.25
+        while True:
+            try:
+                return method(*args, **kwargs)
+            except TransientError as exc:
+                if not isinstance(exc.__cause__, psycopg.OperationalError):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise ServiceDown(
+                        f"Postgres at TIDAL_DATABASE_URL did not answer for "
+                        f"{store.outage_seconds:g} s: {exc.message}"
+                    ) from exc
+                log.warning("Postgres does not answer (%s); again in %.1f s", exc.message, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    return wrapper
+
+
 class PostgresStore:
     """The Store on a Postgres URL; creates its schema for ``dimension``-wide vectors."""
 
-    def __init__(self, url: str, *, dimension: int, pool_size: int = 4) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        dimension: int,
+        pool_size: int = 4,
+        outage_seconds: float = OUTAGE_SECONDS,
+    ) -> None:
         self.dimension = dimension
+        self.outage_seconds = outage_seconds
         with _connection_errors("connect to Postgres"):
             with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
                 ensure_schema(conn, dimension)
             self._pool = ConnectionPool(
                 url,
-                min_size=1,
+                # No connection kept open for its own sake: a pool with a minimum reconnects in
+                # the background with a growing backoff, and was measured still failing 18 s
+                # after Postgres came back; with none, the next call connects at once. Each
+                # connection is checked on checkout, so one broken by a restart is replaced.
+                min_size=0,
                 max_size=max(pool_size, 1),
+                check=ConnectionPool.check_connection,
                 configure=register_vector,
                 # Supabase's transaction pooler (Supavisor, port 6543) cannot keep prepared
                 # statements between transactions; the few ms they save are not worth it.
@@ -64,6 +119,7 @@ class PostgresStore:
         with _connection_errors(what), self._pool.connection() as conn:
             yield conn
 
+    @_riding_out
     def current_files(
         self, fingerprint: str, paths: Sequence[str] | None = None
     ) -> dict[str, str]:
@@ -79,6 +135,7 @@ class PostgresStore:
             rows = conn.execute(query, params).fetchall()
         return {path: content_hash for path, content_hash in rows}
 
+    @_riding_out
     def replace_file(
         self,
         file: SourceFile,
@@ -145,10 +202,31 @@ class PostgresStore:
         session-level locks do not. (prefect-redis's lock manager leaves a stale lock behind
         after a kill, and the next run waits on it forever.)
         """
-        with self._conn("claim a file") as conn, conn.transaction():
-            conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 1))", (path,))
+        conn = self._locked(path)
+        try:
             yield
+        finally:
+            try:
+                conn.rollback()  # ends the lock's transaction, which wrote nothing
+            except psycopg.OperationalError:
+                # The connection died (a restart): the lock went with it. The file's own
+                # write is in replace_file's transaction, so there is nothing to undo.
+                log.debug("the claim on %r ended with its connection", path)
+            self._pool.putconn(conn)
 
+    @_riding_out
+    def _locked(self, path: str) -> psycopg.Connection[Any]:
+        """A connection of its own holding ``path``'s lock, waiting out an outage to get it."""
+        with _connection_errors("claim a file"):
+            conn = self._pool.getconn()
+            try:
+                conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 1))", (path,))
+            except BaseException:
+                self._pool.putconn(conn)
+                raise
+        return conn
+
+    @_riding_out
     def cached_embeddings(self, hashes: Sequence[str], embedder: str) -> dict[str, list[float]]:
         """Stored vectors for chunk texts already embedded by ``embedder``, by chunk hash."""
         if not hashes:
@@ -161,15 +239,18 @@ class PostgresStore:
             ).fetchall()
         return {hash_: vector.to_list() for hash_, vector in rows}
 
+    @_riding_out
     def stored_paths(self) -> set[str]:
         """Every path the index knows, ingested or failed."""
         with self._conn("read the file table") as conn:
             return {row[0] for row in conn.execute("select path from ingested_files")}
 
+    @_riding_out
     def failed_files(self) -> list[FailedFile]:
         with self._conn("read the file table") as conn:
             return _failed_files(conn)
 
+    @_riding_out
     def delete_files(self, paths: Sequence[str]) -> int:
         """Remove files' chunks and records in one transaction; returns the chunks deleted."""
         if not paths:
@@ -181,6 +262,7 @@ class PostgresStore:
             conn.execute("delete from ingested_files where path = any(%s)", (list(paths),))
         return deleted
 
+    @_riding_out
     def record_failure(
         self,
         path: str,
@@ -205,6 +287,7 @@ class PostgresStore:
                 (path, content_hash, fingerprint, error, kind, attempts),
             )
 
+    @_riding_out
     def search(
         self, embedding: Sequence[float], *, limit: int = 5, filter: dict[str, Any] | None = None
     ) -> list[SearchHit]:

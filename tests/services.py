@@ -1,0 +1,76 @@
+"""Services a test owns and may stop: a Postgres 16 with pgvector on a port of its own.
+
+Built from pgserver's binaries (they carry pgvector), but started on a TCP port, so a test can
+stop it mid-run and start it again, as an outage would, without touching the shared servers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pgserver
+from pgserver.utils import ensure_prefix_permissions
+
+BIN = Path(pgserver.__file__).parent / "pginstall" / "bin"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OwnPostgres:
+    """``initdb`` into ``folder``; ``start()``/``stop()`` as often as a test likes."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.data = folder / "pgdata"
+        self.port = free_port()
+        # Postgres refuses to run as root; pgserver's own user is there for that.
+        self.user = "pgserver" if os.geteuid() == 0 else None
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.user:
+            ensure_prefix_permissions(folder)  # the user must traverse down to the folder
+            shutil.chown(folder, self.user, self.user)
+        self._run("initdb", "-D", str(self.data), "--auth=trust", "-U", "postgres", "-E", "utf8")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -h 127.0.0.1 -k {self.folder}"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.folder / "log"),
+                  "-w", "start")  # fmt: skip
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def _run(self, exe: str, *args: str) -> None:
+        user = {"user": self.user} if self.user else {}
+        subprocess.run(
+            [str(BIN / exe), *args],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.folder,
+            timeout=60,
+            **user,  # type: ignore[arg-type]
+        )
+
+    def __enter__(self) -> OwnPostgres:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
+            self.stop()
+
+
+__all__ = ["OwnPostgres", "free_port"]
