@@ -114,32 +114,35 @@ class Pipeline:
 
         The stored rows are the cache, keyed by (chunk hash, embedder name; the name carries the
         dimensions): editing one section of a long PRD sends only that section's chunks out.
+        Each batch bought is kept in the store at once (``keep_embeddings``), so a crash or a
+        retry of this file pays again only for the batch in flight.
         Returns the vectors and how many came from the cache.
         """
         cached, missing = self._lookup(chunks)
-        fresh = dict(zip(missing, self.embed(missing), strict=True))
-        vectors = [cached[c.hash] if c.hash in cached else fresh[c.text] for c in chunks]
+        fresh: dict[str, list[float]] = {}
+        hashes = list(missing)
+        for start in range(0, len(hashes), self.batch_size):
+            batch = hashes[start : start + self.batch_size]
+            texts = [missing[h] for h in batch]
+            bought = dict(zip(batch, self.embedder.embed(texts), strict=True))
+            self.store.keep_embeddings(bought, self.embedder.name)
+            fresh.update(bought)
+        vectors = [cached[c.hash] if c.hash in cached else fresh[c.hash] for c in chunks]
         return vectors, sum(1 for c in chunks if c.hash in cached)
 
     def pending(self, chunks: Sequence[Chunk]) -> list[str]:
         """The texts that ``vectors`` would send to the embedder (for a dry run)."""
-        return self._lookup(chunks)[1]
+        return list(self._lookup(chunks)[1].values())
 
-    def _lookup(self, chunks: Sequence[Chunk]) -> tuple[dict[str, list[float]], list[str]]:
-        """Cached vectors by chunk hash, and the distinct texts still to embed."""
+    def _lookup(self, chunks: Sequence[Chunk]) -> tuple[dict[str, list[float]], dict[str, str]]:
+        """Cached vectors by chunk hash, and the distinct texts still to embed, by hash."""
         cached = self.store.cached_embeddings([c.hash for c in chunks], self.embedder.name)
-        return cached, list(dict.fromkeys(c.text for c in chunks if c.hash not in cached))
+        return cached, {c.hash: c.text for c in chunks if c.hash not in cached}
 
     def chunk(self, document: Document) -> list[Chunk]:
         """Token windows that each fit the embedder's input limit, re-split where needed."""
         chunks = _fit(chunk_text(document.text, self.chunking), self.embedder)
         return [replace(c, index=i) for i, c in enumerate(chunks)]
-
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        vectors: list[list[float]] = []
-        for start in range(0, len(texts), self.batch_size):
-            vectors.extend(self.embedder.embed(texts[start : start + self.batch_size]))
-        return vectors
 
     def close(self) -> None:
         try:

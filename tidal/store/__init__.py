@@ -66,7 +66,12 @@ class Store(Protocol):
         ...
 
     def cached_embeddings(self, hashes: Sequence[str], embedder: str) -> dict[str, list[float]]:
-        """Vectors already stored for these chunk hashes by this embedder."""
+        """Vectors already stored, or kept by ``keep_embeddings``, for these chunk hashes."""
+        ...
+
+    def keep_embeddings(self, vectors: dict[str, list[float]], embedder: str) -> None:
+        """Hold vectors just bought (by chunk hash) until their file is written, durably: a
+        crash or a retry then re-buys only the batch that was in flight."""
         ...
 
     def stored_paths(self) -> set[str]: ...

@@ -40,6 +40,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self.chunks: dict[str, list[tuple[EmbeddedChunk, str, Document]]] = {}
         self.files: dict[str, _Row] = {}
+        self.held: dict[tuple[str, str], list[float]] = {}
+        """(chunk hash, embedder) -> vector bought but not yet written with its file."""
         self._lock = threading.Lock()
         self._claims: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
@@ -66,6 +68,8 @@ class MemoryStore:
     ) -> None:
         with self._lock:
             self.chunks[file.path] = [(c, embedder, document) for c in chunks]
+            for c in chunks:
+                self.held.pop((c.chunk.hash, embedder), None)
             self.files[file.path] = _Row(
                 file.content_hash,
                 fingerprint,
@@ -85,12 +89,21 @@ class MemoryStore:
     def cached_embeddings(self, hashes: Sequence[str], embedder: str) -> dict[str, list[float]]:
         wanted = set(hashes)
         with self._lock:
-            return {
+            found = {
                 c.chunk.hash: c.embedding
                 for rows in self.chunks.values()
                 for c, by, _ in rows
                 if by == embedder and c.chunk.hash in wanted
             }
+            found.update(
+                {h: v for (h, by), v in self.held.items() if by == embedder and h in wanted}
+            )
+            return found
+
+    def keep_embeddings(self, vectors: dict[str, list[float]], embedder: str) -> None:
+        with self._lock:
+            for hash_, vector in vectors.items():
+                self.held.setdefault((hash_, embedder), vector)
 
     def stored_paths(self) -> set[str]:
         with self._lock:

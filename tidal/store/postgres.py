@@ -171,6 +171,10 @@ class PostgresStore:
         with self._conn("write chunks") as conn, conn.transaction():
             conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (file.path,))
             conn.execute("delete from documents where source_path = %s", (file.path,))
+            conn.execute(
+                "delete from embedding_cache where embedder = %s and chunk_hash = any(%s)",
+                (embedder, [e.chunk.hash for e in chunks]),
+            )
             with conn.cursor() as cur:
                 cur.executemany(
                     "insert into documents (id, content, metadata, embedding,"
@@ -233,11 +237,30 @@ class PostgresStore:
             return {}
         with self._conn("read cached embeddings") as conn:
             rows = conn.execute(
-                "select distinct on (chunk_hash) chunk_hash, embedding from documents"
-                " where chunk_hash = any(%s) and embedder = %s",
-                (list(hashes), embedder),
+                "select chunk_hash, embedding from embedding_cache"
+                " where chunk_hash = any(%s) and embedder = %s"
+                " union all"
+                " (select distinct on (chunk_hash) chunk_hash, embedding from documents"
+                " where chunk_hash = any(%s) and embedder = %s)",
+                (list(hashes), embedder, list(hashes), embedder),
             ).fetchall()
         return {hash_: vector.to_list() for hash_, vector in rows}
+
+    @_riding_out
+    def keep_embeddings(self, vectors: dict[str, list[float]], embedder: str) -> None:
+        if not vectors:
+            return
+        rows = [
+            (hash_, embedder, np.asarray(vector, dtype=np.float32))
+            for hash_, vector in vectors.items()
+        ]
+        with self._conn("keep bought embeddings") as conn, conn.cursor() as cur:
+            cur.executemany(
+                "insert into embedding_cache (chunk_hash, embedder, embedding)"
+                " values (%s, %s, %s) on conflict do nothing",
+                rows,
+            )
+            conn.commit()
 
     @_riding_out
     def stored_paths(self) -> set[str]:

@@ -38,6 +38,16 @@ create table if not exists ingested_files (
     updated_at   timestamptz not null default now()
 );
 
+-- Vectors bought but not yet written with their file: kept as each embedding batch returns, so
+-- a crash or a retry re-buys only the batch in flight. A file's write removes its rows here.
+create table if not exists embedding_cache (
+    chunk_hash text not null,
+    embedder   text not null,
+    embedding  vector(__DIMENSION__) not null,
+    created_at timestamptz not null default now(),
+    primary key (chunk_hash, embedder)
+);
+
 create or replace function match_documents(
     query_embedding vector(__DIMENSION__),
     match_count integer default null,
@@ -57,3 +67,4 @@ $$;
 -- bypasses RLS. Harmless on a plain Postgres.
 alter table documents enable row level security;
 alter table ingested_files enable row level security;
+alter table embedding_cache enable row level security;

@@ -1,0 +1,81 @@
+"""Vectors are kept as each batch is bought, in the real Postgres store: a retried or crashed
+file pays again only for the batch that was in flight, and the holding table empties as files
+are written."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import psycopg
+import pytest
+
+from tidal.chunking import ChunkingOptions
+from tidal.embedders.hashing import HashEmbedder
+from tidal.errors import TransientError
+from tidal.pipeline import Pipeline
+from tidal.records import SourceFile
+from tidal.sources.memory import MemorySource
+from tidal.store.postgres import PostgresStore
+
+TEXT = "\n\n".join(f"## Section {i}\n\n" + f"Section {i} says something. " * 30 for i in range(8))
+
+
+class _FailsOnce(HashEmbedder):
+    """Fails the ``fail_at``-th batch it is asked for, once; remembers every text asked."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__(dimension=8)
+        self.fail_at = fail_at
+        self.asked: list[str] = []
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if len(self.calls) + 1 == self.fail_at:
+            self.fail_at = 0
+            self.calls.append([])
+            raise TransientError("OpenAI server error (HTTP 500)")
+        self.asked.extend(texts)
+        return super().embed(texts)
+
+
+@pytest.fixture
+def store(database_url: str):  # type: ignore[no-untyped-def]
+    s = PostgresStore(database_url, dimension=8)
+    yield s
+    s.close()
+
+
+def _held(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute("select count(*) from embedding_cache").fetchone()[0]
+
+
+def test_a_retried_file_rebuys_only_the_batch_that_failed(
+    store: PostgresStore, database_url: str
+) -> None:
+    embedder = _FailsOnce(fail_at=3)
+    source = MemorySource({"prds/long.md": TEXT.encode()})
+    pipeline = Pipeline(
+        source=source,
+        embedder=embedder,
+        store=store,
+        chunking=ChunkingOptions(64, 8),
+        batch_size=4,
+    )
+    [file] = list(source.list())
+    chunks = pipeline.chunk(pipeline_document(pipeline, file))
+    assert len(chunks) > 12  # several batches of 4
+
+    with pytest.raises(TransientError):
+        pipeline.ingest(file)
+    assert _held(database_url) == 8  # the two batches bought before the failure, kept
+
+    result = pipeline.ingest(file, attempt=2)
+    assert result.status == "ingested" and result.reused >= 8  # the kept ones were reused
+    assert sorted(embedder.asked) == sorted({c.text for c in chunks})  # each text bought once
+    assert _held(database_url) == 0  # written with its file, no longer held
+
+
+def pipeline_document(pipeline: Pipeline, file: SourceFile):  # type: ignore[no-untyped-def]
+    from tidal.parsing import parse
+
+    return parse(file.path, pipeline.source.read(file))
