@@ -167,7 +167,7 @@ def _warm_up(settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python flows/ingest.py [--dry-run] [--force-delete] [PATH...]``.
+    """python flows/ingest.py [--dry-run] [--force-delete] [--verbose] [PATH...]
 
     Validates the settings before Prefect starts, runs the flow, prints the summary (or the plan).
     Exit status: 0 all done, 1 some files failed, 2 the run itself could not go on (a bad
@@ -181,6 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     parser.add_argument(
         "--force-delete", action="store_true", help="delete past TIDAL_MAX_DELETE_SHARE"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="list unchanged files in the table too"
     )
     args = parser.parse_args(argv)
     try:
@@ -204,8 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(outcome.render())
         return 0
     summary = outcome.summary if isinstance(outcome, _ENDED_WITH_A_SUMMARY) else outcome
-    if summary.results:
-        print(summary_frame(summary).to_string(index=False, max_colwidth=60))
+    table = summary_frame(summary)
+    if not args.verbose:  # unchanged files are counted below; the CSV and artifact list them all
+        table = table[table["status"] != "skipped"]
+    if len(table):
+        print(table.to_string(index=False, max_colwidth=60))
     print(summary.render())
     if summary.stopped:
         print(f"tidal: the run stopped: {summary.stopped}", file=sys.stderr)

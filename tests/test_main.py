@@ -123,6 +123,10 @@ def test_a_second_run_re_embeds_nothing(workdir: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     n = sum(1 for p in SAMPLE_CORPUS.rglob("*") if p.is_file())
     assert f"ingested 0, skipped {n} (unchanged), failed 0" in done.stdout
+    # Unchanged files are counted, not listed one by one (the CSV report lists every file).
+    assert not re.search(r"\b(prd|design)\s+skipped\b", done.stdout)
+    [report] = sorted((workdir / ".tidal" / "reports").glob("run-*.csv"))[-1:]
+    assert report.read_text().count(",skipped,") == n
 
 
 def test_a_bad_setting_fails_at_once_naming_the_variable(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""``tidal``: search the index, or run an ingest, from a terminal."""
+"""tidal: search the index, or run an ingest, from a terminal."""
 
 from __future__ import annotations
 

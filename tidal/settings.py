@@ -223,7 +223,8 @@ class Settings(BaseSettings):
             if missing:
                 raise ValueError(
                     f"TIDAL_SOURCE is a Supabase bucket but {' and '.join(missing)} "
-                    f"{'is' if len(missing) == 1 else 'are'} not set; set them from the project's "
+                    f"{'is' if len(missing) == 1 else 'are'} not set; set "
+                    f"{'it' if len(missing) == 1 else 'them'} from the project's "
                     "Settings → API page"
                 )
         if self.embedder == "openai" and self.openai_api_key is None:
