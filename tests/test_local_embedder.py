@@ -53,3 +53,22 @@ def test_no_chunk_is_longer_than_the_model_reads(embedder) -> None:  # type: ign
     assert [c.index for c in chunks] == list(range(len(chunks)))
     assert "".join(c.text for c in chunks) == document.text  # nothing dropped (overlap 0)
     assert max(c.token_count for c in chunks) < 600  # they were re-split
+
+
+def test_the_model_loads_on_first_use_and_its_declared_shape_is_its_real_one() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from tidal.embedders.local import LocalEmbedder;"
+        "e = LocalEmbedder(); print(e.dimension, e.max_input_tokens,"
+        " 'sentence_transformers' in sys.modules, 'torch' in sys.modules);"
+        "e.embed(['x']); m = e._model;"
+        "print(m.get_embedding_dimension(), m.max_seq_length)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    declared, loaded = done.stdout.split("\n")[:2]
+    assert declared == "384 256 False False"  # nothing heavy imported to learn the shape
+    assert loaded == "384 256"

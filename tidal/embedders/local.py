@@ -7,10 +7,12 @@ instead of hanging.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tidal.errors import ConfigError
 
@@ -18,25 +20,42 @@ BUNDLED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 
 
 class LocalEmbedder:
-    """A sentence-transformers model loaded once and shared by every task in the process."""
+    """A sentence-transformers model shared by every task in the process, loaded on first use.
+
+    Its name, width and input limit are read from the model's own config files when they say
+    them plainly, so a process that only decides what to do (a Dask run's flow process, a plan
+    of an unchanged corpus) never pays for loading torch and the weights.
+    """
 
     def __init__(self, model: str = "all-MiniLM-L6-v2", *, device: str = "cpu") -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()  # a bar per model load fights the run's log
-
-        path = _model_path(model)
-        self._model = SentenceTransformer(str(path), device=device)
+        self._path = _model_path(model)
+        self._device = device
+        self._loaded: Any = None
         # Fast tokenizers are not safe to call from two threads at once ("Already borrowed");
         # torch already spreads one batch over every core, so serialising costs nothing.
         self._lock = threading.Lock()
         self.name = f"local:{Path(model).name}"
-        self.dimension = int(self._model.get_embedding_dimension())
-        self.max_input_tokens = int(self._model.max_seq_length)
+        shape = _declared_shape(self._path)
+        if shape is None:
+            shape = (
+                int(self._model.get_embedding_dimension()),
+                int(self._model.max_seq_length),
+            )
+        self.dimension, self.max_input_tokens = shape
+
+    @property
+    def _model(self) -> Any:
+        with self._lock:
+            if self._loaded is None:
+                from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as transformers_logging
+
+                transformers_logging.disable_progress_bar()  # a bar per load fights the run's log
+                self._loaded = SentenceTransformer(str(self._path), device=self._device)
+            return self._loaded
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:  # the tokenizer fails on an empty batch
@@ -49,8 +68,9 @@ class LocalEmbedder:
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
+        model = self._model
         with self._lock:
-            vectors = self._model.encode(
+            vectors = model.encode(
                 list(texts),
                 batch_size=32,
                 normalize_embeddings=True,
@@ -58,6 +78,21 @@ class LocalEmbedder:
                 show_progress_bar=False,
             )
         return vectors.tolist()
+
+
+def _declared_shape(path: Path) -> tuple[int, int] | None:
+    """(width, input limit) from a Transformer + Pooling (+ Normalize) model's config files,
+    or None when the model has other modules (a Dense layer changes the width): then load it."""
+    try:
+        modules = json.loads((path / "modules.json").read_text())
+        kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+        if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+            return None
+        pooling = json.loads((path / modules[1]["path"] / "config.json").read_text())
+        limit = json.loads((path / "sentence_bert_config.json").read_text())["max_seq_length"]
+        return int(pooling["word_embedding_dimension"]), int(limit)
+    except (OSError, KeyError, ValueError, TypeError, IndexError):
+        return None
 
 
 def _model_path(model: str) -> Path:
