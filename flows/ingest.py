@@ -91,7 +91,7 @@ def tidal(
         len(work.todo),
         len(work.changes.unchanged),
     )
-    label_run(files=work.total, unchanged=len(work.changes.unchanged), dry_run=dry_run)
+    label_run(files=work.total, settled=run.counts(), dry_run=dry_run)
     if dry_run:
         plan = run.plan()
         for line in plan.render().splitlines():

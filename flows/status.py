@@ -41,7 +41,8 @@ class RunStatus:
         return "\n".join(
             [
                 f"tidal run {self.name!r}: {self.state}, started {started}, {self.seconds:.1f} s",
-                f"  files {files}: " + ", ".join(f"{k} {self.counts[k]}" for k in STATUSES),
+                f"  files {files}: " + ", ".join(f"{k} {self.counts[k]}" for k in STATUSES)
+                + (f", ignored {self.counts['ignored']}" if self.counts.get("ignored") else ""),
             ]
         )
 
@@ -90,10 +91,12 @@ def latest_status(flow_name: str = "tidal") -> RunStatus | None:
             offset += 200
     counts = Counter(bucket for _, bucket in latest.values())
     counts["skipped"] += int(run.labels.get("tidal.unchanged", 0))
+    counts["failed"] += int(run.labels.get("tidal.still_failed", 0))
+    counts["ignored"] += int(run.labels.get("tidal.ignored", 0))
     return RunStatus(
         name=run.name,
         state=run.state.name if run.state else "unknown",
         started=run.start_time,
         seconds=run.estimated_run_time.total_seconds(),  # includes the time a live run has run
-        counts={k: counts.get(k, 0) for k in STATUSES},
+        counts={k: counts.get(k, 0) for k in (*STATUSES, "ignored")},
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from uuid import UUID
 
 from prefect import get_client
@@ -62,13 +63,19 @@ def publish(summary: RunSummary) -> None:
     )
 
 
-def label_run(*, files: int, unchanged: int, dry_run: bool) -> None:
+def label_run(*, files: int, settled: Mapping[str, int], dry_run: bool) -> None:
     """Labels on the flow run: what ``tidal status`` needs that task runs do not show.
 
-    Unchanged files are not task runs, so the run's own labels carry their count; a dry run is
-    labelled so it is never shown as the latest sync.
+    Files settled without a task run - unchanged, ignored, or failed and unchanged since - are
+    counted in the run's own labels; a dry run is labelled so it is never shown as the latest
+    sync.
     """
-    labels = {"tidal.files": str(files), "tidal.unchanged": str(unchanged)}
+    labels = {
+        "tidal.files": str(files),
+        "tidal.unchanged": str(settled.get("skipped", 0)),
+        "tidal.ignored": str(settled.get("ignored", 0)),
+        "tidal.still_failed": str(settled.get("failed", 0)),
+    }
     if dry_run:
         labels["tidal.dry_run"] = "true"
     with get_client(sync_client=True) as client:

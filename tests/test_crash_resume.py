@@ -401,6 +401,7 @@ def test_a_run_killed_anywhere_resumes_to_an_index_with_every_file_exactly_once(
     embedded_before = len(openai_api.inputs_embedded)
     with psycopg.connect(database_url) as conn:
         after_kill = read_index(conn)
+        kept = {h for (h,) in conn.execute("select chunk_hash from embedding_cache")}
     problems = expected.problems(after_kill)
     assert not problems, _explain(problems, killed)
     done = {p for p, r in after_kill.files.items() if r.status == "ingested"}
@@ -477,8 +478,11 @@ def test_a_run_killed_anywhere_resumes_to_an_index_with_every_file_exactly_once(
     # The re-run embeds only what unfinished files hold, and every such text got a vector.
     assert set(resent) <= unfinished_texts
     assert unfinished_texts <= set(everything)
+    # Vectors kept as their batch returned (embedding_cache) are never bought again.
+    kept_texts = {t for chunks in expected.chunks.values() for _, h, t in chunks if h in kept}
+    assert not kept_texts & set(resent), "vectors kept before the kill were bought again"
     if point == "embed":  # the vectors of the killed call were bought, lost, and bought again
-        lost = set(openai_api.inputs_embedded[:embedded_before]) - final.texts(done)
+        lost = set(openai_api.inputs_embedded[:embedded_before]) - final.texts(done) - kept_texts
         assert lost and lost <= set(resent)
     print(
         f"\n{point}@{n}: killed run {killed.seconds:.1f} s ({len(done)} files done),"

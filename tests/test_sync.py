@@ -191,7 +191,7 @@ def test_failed_files_are_listed_retried_first_and_retried_alone(
     from tidal.cli import main
 
     bad = corpus / "prds" / "zz-broken.md"
-    bad.write_bytes(b"\xff\xfe not utf-8")
+    bad.write_bytes(b"# Caf\xc3\x28 not utf-8")
     run(corpus)
     monkeypatch.setenv("TIDAL_DATABASE_URL", env)
     capsys.readouterr()

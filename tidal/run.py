@@ -13,7 +13,7 @@ import logging
 import posixpath
 import queue
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -159,6 +159,11 @@ class IngestRun:
         if self._work is None:
             raise RuntimeError("IngestRun.prepare() has not run")
         return self._work
+
+    def counts(self) -> dict[str, int]:
+        """Files accounted for so far, by status (after ``prepare``: those settled without
+        running - unchanged, ignored, failed and unchanged since)."""
+        return dict(Counter(r.status for r in self._results.values()))
 
     @property
     def done(self) -> int:
