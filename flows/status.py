@@ -84,8 +84,8 @@ def latest_status(flow_name: str = "tidal") -> RunStatus | None:
                 bucket = _bucket(
                     t.state.type if t.state else None, t.state.name if t.state else None
                 )
-                if t.name not in latest or str(t.updated) > str(latest[t.name][0]):
-                    latest[t.name] = (t.updated, bucket)
+                seen = (t.updated or _EPOCH, bucket)
+                latest[t.name] = max(latest.get(t.name, seen), seen)
             if len(page) < 200:
                 break
             offset += 200
