@@ -332,3 +332,12 @@ def test_a_service_that_stays_down_stops_the_run_rather_than_failing_every_file(
     assert summary.counts["stopped"] == 50 and summary.counts["failed"] == 0
     assert summary.stopped and "TIDAL_REDIS_URL" in summary.stopped
     assert pipeline.store.failed_files() == []
+
+
+def test_the_total_a_run_counts_to_includes_ignored_files() -> None:
+    files = {**_corpus(3), "prds/diagram.png": b"\x89PNG"}
+    run = _run(_pipeline(files))
+    work = run.prepare()
+    assert work.total == 4 and run.done == 1  # the ignored one is accounted for already
+    summary = run_in_threads(run, concurrency=2)
+    assert run.done == work.total == len(summary.results)

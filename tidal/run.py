@@ -51,10 +51,13 @@ class Work:
     """New, changed and previously failed files, failed ones first: the only files run."""
     changes: Changes
     deletion: Deletion
+    ignored: int = 0
+    """Listed entries that will not be ingested (not part of ``changes``)."""
 
     @property
     def total(self) -> int:
-        return self.changes.total
+        """Every file the run accounts for: what the progress and its "[n/total]" count to."""
+        return self.changes.total + self.ignored
 
 
 class IngestFailed(Exception):
@@ -175,7 +178,7 @@ class IngestRun:
 
         A listing error raises here, before anything is decided: nothing is deleted. Unchanged
         files are settled on the spot, never run: a daily run over an unchanged corpus costs a
-        listing and one read of the file table.
+        listing and three reads of the file table (paths, current versions, failures).
         """
         source, store = self.pipeline.source, self.pipeline.store
         listed = list(source.list())
@@ -198,6 +201,7 @@ class IngestRun:
                 self._keep(FileResult(file.path, "ignored", error=reason))
             else:
                 files.append(file)
+        ignored = len(listed) - len(files)
         changes = split_by_state(files, store.current_files(self.pipeline.fingerprint), stored)
         failed_before = {f.path: f for f in store.failed_files()}
         todo = []
@@ -210,8 +214,8 @@ class IngestRun:
             else:
                 todo.append(file)
         for file in changes.unchanged:
-            self._results[file.path] = FileResult(file.path, "skipped")
-        self._work = Work(tuple(todo), changes, deletion)
+            self._keep(FileResult(file.path, "skipped"))
+        self._work = Work(tuple(todo), changes, deletion, ignored)
         return self._work
 
     def plan(self) -> Plan:
