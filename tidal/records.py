@@ -128,12 +128,12 @@ class RunSummary:
     def render(self) -> str:
         """The closing lines a person reads after a run."""
         c = self.counts
-        stopped = f", not processed {c['stopped']}" if c["stopped"] else ""
-        stopped += f", ignored {c['ignored']}" if c["ignored"] else ""
+        rare = f", not processed {c['stopped']}" if c["stopped"] else ""
+        rare += f", ignored {c['ignored']}" if c["ignored"] else ""
         lines = [
             f"Tidal: {len(self.results)} files from {self.source}",
             f"  ingested {c['ingested']}, skipped {c['skipped']} (unchanged), failed {c['failed']}"
-            + stopped,
+            + rare,
             f"  chunks {self.chunks} ({self.reused} reused), tokens {self.tokens}, "
             f"{self.seconds:.1f} s",
         ]

@@ -22,8 +22,6 @@ from tidal.records import SourceFile
 
 log = logging.getLogger("tidal.sources")
 
-_CHUNK = 1 << 20
-
 
 class LocalSource:
     """Walks ``root`` and serves files under it; nothing outside ``root`` is ever read."""
@@ -158,8 +156,5 @@ def _kind(mode: int) -> str:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        while block := handle.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
