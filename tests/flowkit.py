@@ -6,6 +6,9 @@ from pathlib import Path
 
 import psycopg
 
+# Written out, not imported from tidal.records: the tests pin the set of statuses a run reports.
+STATUSES = ("ingested", "skipped", "failed", "stopped", "ignored")
+
 
 def run(corpus: Path, **params):  # type: ignore[no-untyped-def]
     from flows.ingest import tidal
@@ -27,3 +30,9 @@ def file_rows(url: str) -> dict[str, tuple]:
             "select path, status, chunk_count, attempts, error, error_kind from ingested_files"
         ).fetchall()
     return {r[0]: r[1:] for r in rows}
+
+
+def counts(**given: int) -> dict[str, int]:
+    """A run's whole ``counts`` dict: the statuses named, every other one 0."""
+    assert set(given) <= set(STATUSES), given
+    return {status: given.get(status, 0) for status in STATUSES}

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.flowkit import chunks_by_path, file_rows, run
+from tests.flowkit import chunks_by_path, counts, file_rows, run
 from tidal.errors import TransientError
 from tidal.records import RunSummary
 from tidal.sources.local import LocalSource
@@ -23,7 +23,7 @@ def test_full_run_stores_every_chunk_and_a_rerun_embeds_nothing(
     state, summary = run(corpus)
     assert state.is_completed()
     assert isinstance(summary, RunSummary)
-    assert summary.counts == {"ingested": 5, "skipped": 0, "failed": 0, "stopped": 0, "ignored": 0}
+    assert summary.counts == counts(ingested=5)
     stored = chunks_by_path(env)
     assert stored == {r.path: r.chunks for r in summary.results}
     assert all(n > 0 for n in stored.values())
@@ -39,7 +39,7 @@ def test_full_run_stores_every_chunk_and_a_rerun_embeds_nothing(
     embedded.clear()
     state, again = run(corpus)
     assert state.is_completed()
-    assert again.counts == {"ingested": 0, "skipped": 5, "failed": 0, "stopped": 0, "ignored": 0}
+    assert again.counts == counts(skipped=5)
     assert embedded == []
     assert chunks_by_path(env) == stored
 
@@ -57,7 +57,7 @@ def test_a_changed_file_is_reingested_and_its_old_chunks_are_gone(
     state, summary = run(corpus)
 
     assert state.is_completed()
-    assert summary.counts == {"ingested": 1, "skipped": 4, "failed": 0, "stopped": 0, "ignored": 0}
+    assert summary.counts == counts(ingested=1, skipped=4)
     assert chunks_by_path(env)["prds/analytics-event-taxonomy.txt"] == 1
     with psycopg.connect(env) as conn:
         contents = [
@@ -134,7 +134,7 @@ def test_a_malformed_file_fails_alone_at_once_with_its_reason(
     assert "designs/Delta_team/broken.json" in state.message
     assert isinstance(outcome, IngestFailed)
     summary = outcome.summary
-    assert summary.counts == {"ingested": 5, "skipped": 0, "failed": 1, "stopped": 0, "ignored": 0}
+    assert summary.counts == counts(ingested=5, failed=1)
     [failed] = summary.failed
     assert failed.path == "designs/Delta_team/broken.json"
     assert failed.error_kind == "permanent" and failed.attempts == 1
@@ -168,7 +168,7 @@ def test_results_land_in_redis_and_a_rerun_is_served_from_them(
 
     embedded.clear()
     state, again = run(corpus)
-    assert again.counts == {"ingested": 0, "skipped": 5, "failed": 0, "stopped": 0, "ignored": 0}
+    assert again.counts == counts(skipped=5)
     assert embedded == []
 
 
@@ -183,7 +183,7 @@ def test_an_emptied_database_is_never_mistaken_for_done(
 
     state, summary = run(corpus)  # Redis still holds every cached result
 
-    assert summary.counts == {"ingested": 5, "skipped": 0, "failed": 0, "stopped": 0, "ignored": 0}
+    assert summary.counts == counts(ingested=5)
     assert chunks_by_path(env) == before
 
 

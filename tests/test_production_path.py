@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.storage_server import FakeStorage
-from tests.flowkit import chunks_by_path
+from tests.flowkit import chunks_by_path, counts
 from tidal.settings import SAMPLE_CORPUS
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -86,13 +86,7 @@ def test_bucket_to_openai_to_postgres(
     state, summary = _run()
 
     assert state.is_completed(), state.message
-    assert summary.counts == {
-        "ingested": len(FILES),
-        "skipped": 0,
-        "failed": 0,
-        "stopped": 0,
-        "ignored": 0,
-    }
+    assert summary.counts == counts(ingested=len(FILES))
     assert sorted(storage.downloads) == sorted(FILES)  # no placeholder, nothing outside prefixes
     stored = chunks_by_path(production_env)
     with psycopg.connect(production_env) as conn:
@@ -117,13 +111,7 @@ def test_bucket_to_openai_to_postgres(
     storage.downloads.clear()
     before = len(openai_api.requests)
     state, again = _run()
-    assert again.counts == {
-        "ingested": 0,
-        "skipped": len(FILES),
-        "failed": 0,
-        "stopped": 0,
-        "ignored": 0,
-    }
+    assert again.counts == counts(skipped=len(FILES))
     assert storage.downloads == []
     assert len(openai_api.requests) == before
 
@@ -131,13 +119,7 @@ def test_bucket_to_openai_to_postgres(
         "knowledge", "prds/referral-program.md", b"# Referrals v2\n\nInvite three friends.\n"
     )
     state, third = _run()
-    assert third.counts == {
-        "ingested": 1,
-        "skipped": len(FILES) - 1,
-        "failed": 0,
-        "stopped": 0,
-        "ignored": 0,
-    }
+    assert third.counts == counts(ingested=1, skipped=len(FILES) - 1)
     assert storage.downloads == ["prds/referral-program.md"]
 
 
@@ -189,13 +171,7 @@ def test_a_bad_openai_key_stops_the_run_at_the_first_refusal(
     assert 1 <= len(openai_api.statuses()) <= 2  # at most `concurrency` requests went out
     assert set(openai_api.statuses()) == {401}
     summary = outcome.summary
-    assert summary.counts == {
-        "ingested": 0,
-        "skipped": 0,
-        "failed": 0,
-        "stopped": 1000 + len(FILES),
-        "ignored": 0,
-    }
+    assert summary.counts == counts(stopped=1000 + len(FILES))
     with psycopg.connect(production_env) as conn:
         assert conn.execute("select count(*) from ingested_files").fetchone() == (0,)
 
@@ -210,13 +186,7 @@ def test_a_429_is_waited_out_and_a_burst_of_500s_is_retried_until_every_file_lan
     state, summary = _run()
 
     assert state.is_completed(), state.message
-    assert summary.counts == {
-        "ingested": len(FILES),
-        "skipped": 0,
-        "failed": 0,
-        "stopped": 0,
-        "ignored": 0,
-    }
+    assert summary.counts == counts(ingested=len(FILES))
     first = {r.path: r for r in summary.results}["designs/Aurora_team/icon-set.json"]
     assert first.attempts == 1  # the 500s were retried quickly, the 429 waited out: no task retry
     statuses = openai_api.statuses()

@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
+from tests.flowkit import counts
 from tidal.chunking import ChunkingOptions
 from tidal.embedders.hashing import HashEmbedder
 from tidal.errors import ConfigError, TransientError
@@ -52,7 +53,7 @@ def _corpus(n: int) -> dict[str, bytes]:
 def test_a_run_ingests_every_file_and_an_unchanged_rerun_runs_none() -> None:
     pipeline = _pipeline(_corpus(20))
     summary = run_in_threads(_run(pipeline), concurrency=3)
-    assert summary.counts == {"ingested": 20, "skipped": 0, "failed": 0, "stopped": 0, "ignored": 0}
+    assert summary.counts == counts(ingested=20)
     assert set(pipeline.store.current_files(pipeline.fingerprint)) == set(_corpus(20))
 
     source: MemorySource = pipeline.source  # type: ignore[assignment]
@@ -65,7 +66,7 @@ def test_a_run_ingests_every_file_and_an_unchanged_rerun_runs_none() -> None:
     submitted = _drive_with(run, pipeline.ingest)
     again = run.finish()
     assert submitted == [] and source.reads == [] and embedder.calls == []
-    assert again.counts == {"ingested": 0, "skipped": 20, "failed": 0, "stopped": 0, "ignored": 0}
+    assert again.counts == counts(skipped=20)
     assert [r.path for r in again.results] == sorted(_corpus(20))
 
 
@@ -81,7 +82,7 @@ def test_edits_and_deletions_touch_only_those_files() -> None:
     summary = run_in_threads(_run(pipeline), concurrency=2)
 
     assert source.reads == ["prds/note-0003.md"]
-    assert summary.counts == {"ingested": 1, "skipped": 8, "failed": 0, "stopped": 0, "ignored": 0}
+    assert summary.counts == counts(ingested=1, skipped=8)
     assert summary.deleted == ("prds/note-0007.md",)
     assert "prds/note-0007.md" not in pipeline.store.stored_paths()
 
@@ -91,7 +92,7 @@ def test_a_bad_file_fails_alone_is_recorded_and_goes_first_next_time() -> None:
     pipeline = _pipeline(files)
     summary = run_in_threads(_run(pipeline), concurrency=2)
 
-    assert summary.counts == {"ingested": 5, "skipped": 0, "failed": 1, "stopped": 0, "ignored": 0}
+    assert summary.counts == counts(ingested=5, failed=1)
     [failed] = summary.failed
     assert failed.error_kind == "permanent" and "invalid JSON" in (failed.error or "")
     [recorded] = pipeline.store.failed_files()
@@ -166,13 +167,7 @@ def test_a_fatal_error_stops_the_run_with_at_most_concurrency_files_started(
     summary = run_in_threads(_run(pipeline), concurrency=concurrency)
 
     assert 1 <= embedder.requests <= concurrency
-    assert summary.counts == {
-        "ingested": 0,
-        "skipped": 0,
-        "failed": 0,
-        "stopped": 1000,
-        "ignored": 0,
-    }
+    assert summary.counts == counts(stopped=1000)
     assert summary.stopped and "OPENAI_API_KEY" in summary.stopped
     assert [f.path for f in pipeline.store.failed_files()] == ["prds/gone.md"]  # none added
     assert summary.deleted == ()  # a stopped run deletes nothing
@@ -280,7 +275,7 @@ def test_files_of_other_types_are_ignored_by_name_and_never_read() -> None:
 
     source: MemorySource = pipeline.source  # type: ignore[assignment]
     assert sorted(source.reads) == sorted(_corpus(2))
-    assert summary.counts == {"ingested": 2, "skipped": 0, "failed": 0, "stopped": 0, "ignored": 2}
+    assert summary.counts == counts(ingested=2, ignored=2)
     ignored = {r.path: r.error for r in summary.results if r.status == "ignored"}
     assert ignored == {
         "prds/diagram.png": "file type .png is not ingested (TIDAL_EXTENSIONS)",
