@@ -56,13 +56,13 @@ def main() -> None:
 
     from bench.common import Databases, span
     from bench.corpus import generate
-    from tests.test_deployment import _free_port
+    from tests.services import free_port
 
     work = Path(tempfile.mkdtemp(prefix="tidal-dask-"))
     corpus = work / "corpus"
     generate(corpus, args.files, seed=11)
     databases = Databases(work / "pg")
-    port = _free_port()
+    port = free_port()
     server = _server(work / "prefect", port)
     walls: defaultdict[str, list[float]] = defaultdict(list)
     try:

@@ -1,7 +1,7 @@
-"""Services a test owns and may stop: a Postgres 16 with pgvector on a port of its own.
+"""Services a test owns and may stop, each on a port of its own, never the shared ones.
 
-Built from pgserver's binaries (they carry pgvector), but started on a TCP port, so a test can
-stop it mid-run and start it again, as an outage would, without touching the shared servers.
+A Postgres 16 with pgvector, built from pgserver's binaries (they carry pgvector) but started on
+a TCP port, so a test can stop it mid-run and start it again as an outage would; and a Redis.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pgserver
@@ -73,4 +74,31 @@ class OwnPostgres:
             self.stop()
 
 
-__all__ = ["OwnPostgres", "free_port"]
+class OwnRedis:
+    """``redis-server`` on a free port, keeping nothing on disk; ``stop()`` kills it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self._server = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
+             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        for _ in range(100):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"redis-server did not answer on port {self.port}")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self._server.terminate()
+        self._server.wait(10)
+
+
+__all__ = ["OwnPostgres", "OwnRedis", "free_port"]

@@ -21,7 +21,7 @@ import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
 from tests.flowkit import chunks_by_path, file_rows
-from tests.test_deployment import _free_port
+from tests.services import free_port
 from tidal.settings import REPO_ROOT
 
 OPENAI_KEY = "sk-dask-test-key-never-logged"
@@ -31,7 +31,7 @@ OPENAI_KEY = "sk-dask-test-key-never-logged"
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A real Prefect server on a free port with its own home: what a Dask run reports to."""
     home = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
     env.update(PREFECT_HOME=str(home), DO_NOT_TRACK="1")
     log = (home / "server.log").open("wb")

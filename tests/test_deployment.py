@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,18 +15,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.services import free_port
 from tidal.settings import REPO_ROOT, SAMPLE_CORPUS
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def stack(tmp_path: Path, database_url: str) -> Iterator[dict[str, str]]:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
     env.update(
         PYTHON=sys.executable,

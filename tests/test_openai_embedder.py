@@ -10,7 +10,6 @@ budget in any rolling window, judged from the fake server's own request log.
 from __future__ import annotations
 
 import math
-import socket
 import threading
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -21,6 +20,7 @@ import pytest
 import redis
 
 from tests.fakes.openai_server import FakeOpenAI
+from tests.services import OwnRedis, free_port
 from tidal.chunking import encoding
 from tidal.embedders import Embedder
 from tidal.embedders.batching import batch_by_tokens, fit_input
@@ -193,9 +193,7 @@ def test_two_budgets_on_one_namespace_share_it(where: str, request: pytest.Fixtu
 
 
 def test_a_redis_that_does_not_answer_at_start_up_is_a_config_error_naming_it() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with pytest.raises(ConfigError, match="TIDAL_REDIS_URL") as caught:
         RateBudget(f"redis://:hunter2@127.0.0.1:{port}/0", rpm=5, tpm=100)
     assert "hunter2" not in str(caught.value) and ":***@" in str(caught.value)
@@ -203,31 +201,14 @@ def test_a_redis_that_does_not_answer_at_start_up_is_a_config_error_naming_it() 
 
 def test_a_redis_that_dies_mid_run_is_a_service_down(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Its own redis-server on a free port, stopped under a live budget."""
-    import shutil
-    import subprocess
-    import time
-
     from tidal.errors import ServiceDown
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
-         "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    redis_server = OwnRedis(tmp_path)
     try:
-        for _ in range(100):
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-        budget = RateBudget(f"redis://127.0.0.1:{port}/0", rpm=5, tpm=100)
+        budget = RateBudget(redis_server.url, rpm=5, tpm=100)
         assert budget.acquire(1) == 0.0
     finally:
-        server.terminate()
-        server.wait(10)
+        redis_server.stop()
     with pytest.raises(ServiceDown, match="TIDAL_REDIS_URL"):
         budget.acquire(1)
 
@@ -549,9 +530,7 @@ def test_a_timeout_is_retried_quickly_then_transient(api: FakeOpenAI) -> None:
 
 
 def test_a_refused_connection_is_transient() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     embedder = OpenAIEmbedder(api_key=KEY, base_url=f"http://127.0.0.1:{port}/v1")
     with pytest.raises(TransientError, match="could not reach"):
         embedder.embed(["a"])
