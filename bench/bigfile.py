@@ -1,0 +1,158 @@
+"""Peak memory and time of the largest files Tidal accepts, one file per run.
+
+    python bench/bigfile.py                 # 3 shapes at 10 MB (the default size cap), ~5 min
+    python bench/bigfile.py --mb 5 --shapes json
+
+Each shape is generated just under ``--mb`` megabytes, alone in a folder, and run through
+``python flows/ingest.py`` as a user runs it (temporary Prefect server and all), against the fake
+OpenAI server (1536-dimension vectors, no rate limit) and a fresh database on one embedded
+Postgres. Reported: the flow process's peak RSS (VmHWM), wall time, chunks stored.
+
+Shapes:
+  json-small    a design with tens of thousands of small components (the worst case: many
+                short sections, so many chunks)
+  markdown      a PRD with many headed sections of a few paragraphs
+  text          plain prose with no structure at all
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+KEY = "sk-bench"
+
+
+def _json_small(rng: random.Random, size: int) -> str:
+    from bench.corpus import WORDS, _sentence
+
+    components: list[dict[str, object]] = []
+    text = ""
+    while True:
+        batch = [
+            {"type": rng.choice(WORDS), "label": rng.choice(WORDS), "behavior": _sentence(rng)}
+            for _ in range(500)
+        ]
+        components.extend(batch)
+        text = json.dumps({"title": "Huge design", "screens": [{"components": components}]})
+        if len(text) > size * 0.97:
+            return text
+
+
+def _markdown(rng: random.Random, size: int) -> str:
+    from bench.corpus import _sentence
+
+    parts: list[str] = ["# A very long PRD\n"]
+    total, section = 0, 0
+    while total < size * 0.97:
+        section += 1
+        body = "\n\n".join(
+            " ".join(_sentence(rng) for _ in range(rng.randint(3, 8)))
+            for _ in range(rng.randint(1, 4))
+        )
+        part = f"\n## Section {section}\n\n{body}\n"
+        parts.append(part)
+        total += len(part)
+    return "".join(parts)
+
+
+def _text(rng: random.Random, size: int) -> str:
+    from bench.corpus import _sentence
+
+    parts: list[str] = []
+    total = 0
+    while total < size * 0.97:
+        part = _sentence(rng) + " "
+        parts.append(part)
+        total += len(part)
+    return "".join(parts)
+
+
+SHAPES = {
+    "json-small": ("designs/huge/design.json", _json_small),
+    "markdown": ("prds/huge.md", _markdown),
+    "text": ("prds/huge.txt", _text),
+}
+
+
+def one() -> dict[str, float]:
+    """One flow run in this process, configured by the environment."""
+    from bench.common import peak_rss_mb
+    from flows.ingest import tidal
+
+    started = time.perf_counter()
+    summary = tidal()
+    return {
+        "run_seconds": time.perf_counter() - started,
+        "rss_mb": peak_rss_mb(),
+        "ingested": summary.counts["ingested"],
+        "failed": summary.counts["failed"],
+        "chunks": summary.chunks,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mb", type=float, default=9.9, help="size of each file, MB")
+    parser.add_argument("--shapes", default=",".join(SHAPES))
+    args = parser.parse_args()
+
+    from bench.common import Databases
+    from tests.fakes.openai_server import FakeOpenAI
+
+    work = Path(tempfile.mkdtemp(prefix="tidal-bigfile-"))
+    databases = Databases(work / "pg")
+    rng = random.Random(7)
+    print(f"{'shape':12} {'MB':>5} {'chunks':>7} {'wall s':>7} {'peak RSS MB':>12}")
+    with FakeOpenAI(api_key=KEY) as api:
+        for shape in args.shapes.split(","):
+            name, make = SHAPES[shape]
+            corpus = work / shape
+            (corpus / name).parent.mkdir(parents=True)
+            text = make(rng, int(args.mb * 1_000_000))
+            (corpus / name).write_text(text)
+            del text
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
+            env.update(
+                TIDAL_SOURCE=str(corpus),
+                TIDAL_DATABASE_URL=databases.fresh(),
+                TIDAL_EMBEDDER="openai",
+                OPENAI_API_KEY=KEY,
+                OPENAI_BASE_URL=api.base_url,
+                TIDAL_OPENAI_RPM="1000000",
+                TIDAL_OPENAI_TPM="1000000000",
+                TIDAL_DATA_DIR=str(work / "data"),
+                PREFECT_HOME=str(work / "prefect"),
+                PREFECT_LOGGING_LEVEL="WARNING",
+            )
+            started = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, __file__, "--one"], env=env, capture_output=True, text=True
+            )
+            wall = time.perf_counter() - started
+            if done.returncode != 0:
+                sys.exit(f"{shape} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            size = (corpus / name).stat().st_size / 1e6
+            print(
+                f"{shape:12} {size:5.1f} {r['chunks']:7.0f} {wall:7.0f} {r['rss_mb']:12.0f}",
+                flush=True,
+            )
+            api.requests.clear()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--one"]:
+        print(json.dumps(one()))
+    else:
+        main()
