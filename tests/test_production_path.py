@@ -101,7 +101,7 @@ def test_bucket_to_openai_to_postgres(
     assert typmod == 1536
     assert kinds["designs/Aurora_team/icon-set.json"] == "design"
     assert kinds["prds/calendar-export.md"] == "prd"
-    assert len(openai_api.inputs_embedded) == sum(stored.values())
+    assert len(openai_api.inputs_embedded) == sum(stored.values()) + 1  # + the run's check
     assert all(r["encoding_format"] == "base64" for r in openai_api.requests)
 
     logs = caplog.text + "".join(capfd.readouterr())
@@ -151,7 +151,7 @@ def test_a_missing_object_fails_alone_and_a_flaky_download_is_retried(
     assert storage.downloads.count("prds/calendar-export.md") == 3
 
 
-def test_a_bad_openai_key_stops_the_run_at_the_first_refusal(
+def test_a_bad_openai_key_stops_the_run_after_one_request_before_any_file(
     production_env: str,
     monkeypatch: pytest.MonkeyPatch,
     storage: FakeStorage,
@@ -168,8 +168,7 @@ def test_a_bad_openai_key_stops_the_run_at_the_first_refusal(
     assert state.is_failed()
     assert isinstance(outcome, RunStopped)
     assert "OPENAI_API_KEY" in state.message and "sk-wrong" not in state.message
-    assert 1 <= len(openai_api.statuses()) <= 2  # at most `concurrency` requests went out
-    assert set(openai_api.statuses()) == {401}
+    assert openai_api.statuses() == [401]  # the run's check, before any file
     summary = outcome.summary
     assert summary.counts == counts(stopped=1000 + len(FILES))
     with psycopg.connect(production_env) as conn:
@@ -228,7 +227,9 @@ def test_the_dry_run_prices_the_tokens_it_would_send_and_sends_none(
         assert conn.execute("select count(*) from documents").fetchone() == (0,)
 
     _, summary = _run()
-    assert len(openai_api.inputs_embedded) == plan.chunks_to_embed
+    # The plan's count was right: the real run embedded exactly those, after its check.
+    check, *embedded = openai_api.inputs_embedded
+    assert check == "dimension probe" and len(embedded) == plan.chunks_to_embed
     assert sum(r.chunks for r in summary.results) == plan.chunks
 
 

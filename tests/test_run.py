@@ -136,12 +136,18 @@ def test_an_unexpected_exception_inside_the_pipeline_is_the_files_own_failure(
 
 
 class _Refusing(HashEmbedder):
-    """Refuses every request as OpenAI refuses a revoked key; counts the requests."""
+    """Refuses every request as OpenAI refuses a revoked key; counts the requests.
+    ``revoked_later``: its start-up check passes (the key is revoked mid-run)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, revoked_later: bool = False) -> None:
         super().__init__()
         self.requests = 0
+        self.revoked_later = revoked_later
         self._lock = threading.Lock()
+
+    def check(self) -> None:
+        if not self.revoked_later:
+            self.embed(["probe"])
 
     def embed(self, texts):  # type: ignore[no-untyped-def]
         with self._lock:
@@ -149,11 +155,35 @@ class _Refusing(HashEmbedder):
         raise ConfigError("OpenAI refused OPENAI_API_KEY (HTTP 401); check the key")
 
 
+def test_a_refused_check_stops_the_run_before_any_file_with_one_request() -> None:
+    embedder = _Refusing()
+    pipeline = _pipeline(_corpus(50), embedder)
+
+    summary = run_in_threads(_run(pipeline), concurrency=4)
+
+    assert embedder.requests == 1
+    assert summary.counts == counts(stopped=50)
+    assert {r.error for r in summary.results} == {"not started"}
+    assert summary.stopped and "OPENAI_API_KEY" in summary.stopped
+    assert pipeline.store.failed_files() == []
+
+
+def test_an_unchanged_run_does_not_check_the_embedder() -> None:
+    pipeline = _pipeline(_corpus(5))
+    run_in_threads(_run(pipeline), concurrency=2)
+    pipeline.embedder = embedder = _Refusing()  # a check now would stop the run
+
+    summary = run_in_threads(_run(pipeline), concurrency=2)
+
+    assert embedder.requests == 0
+    assert summary.counts == counts(skipped=5)
+
+
 @pytest.mark.parametrize("concurrency", [1, 2, 4])
-def test_a_fatal_error_stops_the_run_with_at_most_concurrency_files_started(
+def test_a_fatal_error_mid_run_stops_it_with_at_most_concurrency_files_started(
     concurrency: int,
 ) -> None:
-    embedder = _Refusing()
+    embedder = _Refusing(revoked_later=True)
     pipeline = _pipeline(_corpus(1000), embedder)
     pipeline.store.record_failure(
         "prds/gone.md",

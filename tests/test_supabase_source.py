@@ -198,9 +198,7 @@ def test_an_opaque_non_service_key_fails_instead_of_listing_nothing() -> None:
         (503, None),
     ],
 )
-def test_a_server_error_mid_listing_is_retried_quickly_never_a_short_list(
-    fake, make, status, body
-):
+def test_a_server_error_mid_listing_is_retried_quickly_never_a_short_list(fake, make, status, body):
     source = make("designs", "prds", page_size=3)
     assert [f.path for f in source.list()] == WANTED
     pages = fake.list_calls
@@ -273,9 +271,7 @@ def test_a_missing_object_is_a_permanent_source_error(fake, make) -> None:
         source.read(listed["prds/billing.md"])
 
 
-def test_a_503_download_is_retried_quickly_and_one_that_persists_is_transient(
-    fake, make
-) -> None:
+def test_a_503_download_is_retried_quickly_and_one_that_persists_is_transient(fake, make) -> None:
     source = make()
     file = SourceFile("prds/billing.md", 28, _md5(CORPUS["prds/billing.md"]))
     fake.fail_next("prds/billing.md", 503, times=2)

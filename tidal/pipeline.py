@@ -13,11 +13,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
+import numpy as np
+
 from tidal.chunking import CHUNKER_VERSION, ENCODING, ChunkingOptions, chunk_text
 from tidal.embedders import Embedder, open_embedder
 from tidal.errors import PermanentError, TidalError, TransientError, is_transient
 from tidal.parsing import PARSER_VERSION, parse
-from tidal.records import Chunk, Document, EmbeddedChunk, FileResult, SourceFile
+from tidal.records import Chunk, Document, EmbeddedChunk, FileResult, SourceFile, Vector
 from tidal.settings import Settings
 from tidal.sources import Source, open_source
 from tidal.store import Store, open_store
@@ -109,7 +111,7 @@ class Pipeline:
             attempts=attempt,
         )
 
-    def vectors(self, chunks: Sequence[Chunk]) -> tuple[list[list[float]], int]:
+    def vectors(self, chunks: Sequence[Chunk]) -> tuple[list[Vector], int]:
         """A vector per chunk, embedding only texts this model has not embedded before.
 
         The stored rows are the cache, keyed by (chunk hash, embedder name; the name carries the
@@ -119,12 +121,14 @@ class Pipeline:
         Returns the vectors and how many came from the cache.
         """
         cached, missing = self._lookup(chunks)
-        fresh: dict[str, list[float]] = {}
+        fresh: dict[str, Vector] = {}
         hashes = list(missing)
         for start in range(0, len(hashes), self.batch_size):
             batch = hashes[start : start + self.batch_size]
             texts = [missing[h] for h in batch]
-            bought = dict(zip(batch, self.embedder.embed(texts), strict=True))
+            # Rows of one float32 array: the embedder's float lists are dropped batch by batch.
+            embedded = np.asarray(self.embedder.embed(texts), dtype=np.float32)
+            bought = dict(zip(batch, embedded, strict=True))
             self.store.keep_embeddings(bought, self.embedder.name)
             fresh.update(bought)
         vectors = [cached[c.hash] if c.hash in cached else fresh[c.hash] for c in chunks]
@@ -134,7 +138,7 @@ class Pipeline:
         """The texts that ``vectors`` would send to the embedder (for a dry run)."""
         return list(self._lookup(chunks)[1].values())
 
-    def _lookup(self, chunks: Sequence[Chunk]) -> tuple[dict[str, list[float]], dict[str, str]]:
+    def _lookup(self, chunks: Sequence[Chunk]) -> tuple[dict[str, Vector], dict[str, str]]:
         """Cached vectors by chunk hash, and the distinct texts still to embed, by hash."""
         cached = self.store.cached_embeddings([c.hash for c in chunks], self.embedder.name)
         return cached, {c.hash: c.text for c in chunks if c.hash not in cached}

@@ -9,7 +9,13 @@ from __future__ import annotations
 import posixpath
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeAlias
+
+import numpy as np
+
+Vector: TypeAlias = np.ndarray
+"""One embedding: a 1-D float32 array. Not a list of floats: a Python float costs 32 bytes
+against 4, which made a 10 MB file's vectors alone weigh ~400 MB."""
 
 FileKind = Literal["design", "prd", "other"]
 FileStatus = Literal["ingested", "skipped", "failed", "stopped", "ignored"]
@@ -73,7 +79,7 @@ class Chunk:
 @dataclass(frozen=True)
 class EmbeddedChunk:
     chunk: Chunk
-    embedding: list[float]
+    embedding: Vector
 
 
 @dataclass(frozen=True)

@@ -231,6 +231,21 @@ class IngestRun:
         )
         return replace(plan, ignored=ignored)
 
+    def start(self) -> None:
+        """Check the embedder once before the first file, when there is one: a revoked key or
+        an unknown model then stops the run after one small request, with nothing started. A
+        run with nothing to embed asks nothing."""
+        if not self.work.todo or self.stopped is not None:
+            return
+        try:
+            self.pipeline.embedder.check()
+        except TidalError as exc:
+            if not is_fatal(exc):  # the files will meet it with their own retries
+                log.warning("the embedder's check failed: %s", exc.message)
+                return
+            self.stopped = exc
+            log.error("stopping the run: %s", exc.message)
+
     def settle(self, file: SourceFile, outcome: Outcome) -> FileResult | None:
         """Account for one file's outcome; None asks the driver to run the file once more.
 
@@ -369,6 +384,7 @@ def drive(
     run with at most ``window`` files started, and ten thousand files never mean ten thousand
     futures held at once.
     """
+    run.start()
     finished: queue.SimpleQueue[tuple[Handle, SourceFile]] = queue.SimpleQueue()
     pending = deque(run.work.todo)
     in_flight = 0

@@ -27,6 +27,11 @@ class Embedder(Protocol):
         """One vector per text, in order. Raises TransientError when a retry may help."""
         ...
 
+    def check(self) -> None:
+        """Fail fast (ConfigError naming the variable) on a key, quota or model that cannot
+        work. Called once per run, and only by a run with something to embed."""
+        ...
+
 
 def open_embedder(settings: Settings) -> Embedder:
     """The Embedder that ``TIDAL_EMBEDDER`` and ``TIDAL_EMBEDDING_MODEL`` name."""

@@ -112,6 +112,11 @@ class OpenAIEmbedder:
         enc = encoding()
         return [len(enc.encode_ordinary(text)) for text in texts]
 
+    def check(self) -> None:
+        """One two-token request: a revoked key, an exhausted quota, an unknown model or a
+        wrong width then stops the run after one request instead of one per worker."""
+        self.embed([_PROBE_TEXT])
+
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         vectors = self._embed_checked(texts)
         for vector in vectors:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from tidal.records import Document, EmbeddedChunk, SourceFile
+from tidal.records import Document, EmbeddedChunk, SourceFile, Vector
 
 if TYPE_CHECKING:
     from tidal.settings import Settings
@@ -41,9 +41,7 @@ class FailedFile:
 class Store(Protocol):
     """A vector index plus a table of which file versions it holds (the source of truth)."""
 
-    def current_files(
-        self, fingerprint: str, paths: Sequence[str] | None = None
-    ) -> dict[str, str]:
+    def current_files(self, fingerprint: str, paths: Sequence[str] | None = None) -> dict[str, str]:
         """Path → change key of every file ingested under ``fingerprint`` (of ``paths`` only,
         when given). ``tidal.sync.is_unchanged`` reads it: the one place "unchanged" is decided."""
         ...
@@ -65,11 +63,11 @@ class Store(Protocol):
         """Exclusive hold on one file across processes and machines, freed if the holder dies."""
         ...
 
-    def cached_embeddings(self, hashes: Sequence[str], embedder: str) -> dict[str, list[float]]:
+    def cached_embeddings(self, hashes: Sequence[str], embedder: str) -> dict[str, Vector]:
         """Vectors already stored, or kept by ``keep_embeddings``, for these chunk hashes."""
         ...
 
-    def keep_embeddings(self, vectors: dict[str, list[float]], embedder: str) -> None:
+    def keep_embeddings(self, vectors: dict[str, Vector], embedder: str) -> None:
         """Hold vectors just bought (by chunk hash) until their file is written, durably: a
         crash or a retry then re-buys only the batch that was in flight."""
         ...

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tidal.records import Document, EmbeddedChunk, SourceFile
+from tidal.records import Document, EmbeddedChunk, SourceFile, Vector
 from tidal.store import FailedFile, SearchHit
 
 
@@ -40,7 +40,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.chunks: dict[str, list[tuple[EmbeddedChunk, str, Document]]] = {}
         self.files: dict[str, _Row] = {}
-        self.held: dict[tuple[str, str], list[float]] = {}
+        self.held: dict[tuple[str, str], Vector] = {}
         """(chunk hash, embedder) -> vector bought but not yet written with its file."""
         self._lock = threading.Lock()
         self._claims: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -86,7 +86,7 @@ class MemoryStore:
         with lock:
             yield
 
-    def cached_embeddings(self, hashes: Sequence[str], embedder: str) -> dict[str, list[float]]:
+    def cached_embeddings(self, hashes: Sequence[str], embedder: str) -> dict[str, Vector]:
         wanted = set(hashes)
         with self._lock:
             found = {
@@ -100,7 +100,7 @@ class MemoryStore:
             )
             return found
 
-    def keep_embeddings(self, vectors: dict[str, list[float]], embedder: str) -> None:
+    def keep_embeddings(self, vectors: dict[str, Vector], embedder: str) -> None:
         with self._lock:
             for hash_, vector in vectors.items():
                 self.held.setdefault((hash_, embedder), vector)

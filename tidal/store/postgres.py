@@ -24,7 +24,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from tidal.errors import ConfigError, ServiceDown, TransientError
-from tidal.records import Document, EmbeddedChunk, SourceFile
+from tidal.records import Document, EmbeddedChunk, SourceFile, Vector
 from tidal.store import FailedFile, SearchHit
 
 log = logging.getLogger("tidal.store")
@@ -33,6 +33,11 @@ R = TypeVar("R")
 
 _ID_NAMESPACE = uuid.UUID("5b0c1f55-7a1d-4c3e-9a4e-746964616c00")
 _SCHEMA_LOCK = 0x7469_6461_6C  # "tidal": serialises concurrent schema set-up
+
+
+WRITE_BATCH = 500
+"""Rows sent per ``executemany`` when a file's chunks are written: their parameters are built
+batch by batch, so a 10,000-chunk file never holds a second copy of all its rows at once."""
 
 
 def chunk_id(path: str, index: int, hash_: str) -> uuid.UUID:
@@ -120,9 +125,7 @@ class PostgresStore:
             yield conn
 
     @_riding_out
-    def current_files(
-        self, fingerprint: str, paths: Sequence[str] | None = None
-    ) -> dict[str, str]:
+    def current_files(self, fingerprint: str, paths: Sequence[str] | None = None) -> dict[str, str]:
         query = (
             "select path, content_hash from ingested_files"
             " where status = 'ingested' and fingerprint = %s"
@@ -146,27 +149,6 @@ class PostgresStore:
         embedder: str,
         attempts: int = 1,
     ) -> None:
-        rows = [
-            (
-                chunk_id(file.path, e.chunk.index, e.chunk.hash),
-                e.chunk.text,
-                json.dumps(
-                    {
-                        "source_path": file.path,
-                        "type": document.kind,
-                        "title": document.title,
-                        "chunk_index": e.chunk.index,
-                        "tokens": e.chunk.token_count,
-                    }
-                ),
-                np.asarray(e.embedding, dtype=np.float32),
-                file.path,
-                e.chunk.index,
-                e.chunk.hash,
-                embedder,
-            )
-            for e in chunks
-        ]
         tokens = sum(e.chunk.token_count for e in chunks)
         with self._conn("write chunks") as conn, conn.transaction():
             conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (file.path,))
@@ -176,12 +158,13 @@ class PostgresStore:
                 (embedder, [e.chunk.hash for e in chunks]),
             )
             with conn.cursor() as cur:
-                cur.executemany(
-                    "insert into documents (id, content, metadata, embedding,"
-                    " source_path, chunk_index, chunk_hash, embedder)"
-                    " values (%s, %s, %s::jsonb, %s, %s, %s, %s, %s)",
-                    rows,
-                )
+                for start in range(0, len(chunks), WRITE_BATCH):
+                    cur.executemany(
+                        "insert into documents (id, content, metadata, embedding,"
+                        " source_path, chunk_index, chunk_hash, embedder)"
+                        " values (%s, %s, %s::jsonb, %s, %s, %s, %s, %s)",
+                        _rows(file, document, chunks[start : start + WRITE_BATCH], embedder),
+                    )
             conn.execute(
                 """
                 insert into ingested_files as f (path, content_hash, fingerprint, chunk_count,
@@ -193,7 +176,7 @@ class PostgresStore:
                     status = 'ingested', error = null, error_kind = null,
                     attempts = excluded.attempts, updated_at = now()
                 """,
-                (file.path, file.content_hash, fingerprint, len(rows), tokens, attempts),
+                (file.path, file.content_hash, fingerprint, len(chunks), tokens, attempts),
             )
 
     @contextmanager
@@ -231,7 +214,7 @@ class PostgresStore:
         return conn
 
     @_riding_out
-    def cached_embeddings(self, hashes: Sequence[str], embedder: str) -> dict[str, list[float]]:
+    def cached_embeddings(self, hashes: Sequence[str], embedder: str) -> dict[str, Vector]:
         """Stored vectors for chunk texts already embedded by ``embedder``, by chunk hash."""
         if not hashes:
             return {}
@@ -244,10 +227,10 @@ class PostgresStore:
                 " where chunk_hash = any(%s) and embedder = %s)",
                 (list(hashes), embedder, list(hashes), embedder),
             ).fetchall()
-        return {hash_: vector.to_list() for hash_, vector in rows}
+        return {hash_: vector.to_numpy() for hash_, vector in rows}
 
     @_riding_out
-    def keep_embeddings(self, vectors: dict[str, list[float]], embedder: str) -> None:
+    def keep_embeddings(self, vectors: dict[str, Vector], embedder: str) -> None:
         if not vectors:
             return
         rows = [
@@ -383,3 +366,27 @@ def _connection_errors(what: str) -> Iterator[None]:
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _rows(
+    file: SourceFile, document: Document, chunks: Sequence[EmbeddedChunk], embedder: str
+) -> Iterator[tuple[Any, ...]]:
+    """``documents`` rows for ``chunks``, made as the driver asks for them."""
+    for e in chunks:
+        metadata = {
+            "source_path": file.path,
+            "type": document.kind,
+            "title": document.title,
+            "chunk_index": e.chunk.index,
+            "tokens": e.chunk.token_count,
+        }
+        yield (
+            chunk_id(file.path, e.chunk.index, e.chunk.hash),
+            e.chunk.text,
+            json.dumps(metadata),
+            np.asarray(e.embedding, dtype=np.float32),
+            file.path,
+            e.chunk.index,
+            e.chunk.hash,
+            embedder,
+        )
