@@ -438,3 +438,59 @@ def test_editing_a_late_section_keeps_earlier_chunk_hashes(overlap: int) -> None
     assert len(untouched) >= 5
     assert [c.hash for c in after[: len(untouched)]] == [c.hash for c in untouched]
     assert {c.hash for c in after} != {c.hash for c in before}
+
+
+# --- small sections packed up to the window ----------------------------------------------------
+
+
+def _design_text(elements: int, seed: int = 3) -> str:
+    """A large design's text as the parser writes it: one top-level group per array element."""
+    rng = random.Random(seed)
+    words = "sync offline map route budget split invite share export theme token grid".split()
+    return "".join(
+        f"components[{i}].label: {rng.choice(words)}\n"
+        f"components[{i}].behavior: {' '.join(rng.choices(words, k=rng.randint(4, 14)))}.\n"
+        for i in range(elements)
+    )
+
+
+def test_small_sections_are_packed_up_to_the_window_and_rejoin_exactly() -> None:
+    text = _design_text(400)
+    assert len(sections(text)) == 400  # a chunk per section would be 400 chunks of ~20 tokens
+    opts = ChunkingOptions(256, 32)
+
+    chunks = chunk_text(text, opts)
+
+    assert "".join(c.text for c in chunks) == text  # whole sections: no overlap, nothing lost
+    assert all(c.token_count <= 256 for c in chunks)
+    assert len(chunks) <= 400 * 20 // 128  # packs average over half a window
+    starts = {s[: s.index("\n")] for s in sections(text)}
+    assert all(c.text[: c.text.index("\n")] in starts for c in chunks)  # cut only at sections
+
+
+def test_packing_is_deterministic_and_an_edit_resyncs_within_a_few_chunks() -> None:
+    text = _design_text(600)
+    opts = ChunkingOptions(256, 32)
+    before = chunk_text(text, opts)
+    assert [c.hash for c in chunk_text(text, opts)] == [c.hash for c in before]
+    old = {c.hash for c in before}
+    rng = random.Random(5)
+    for element in rng.sample(range(600), 10):
+        line = f"components[{element}].behavior: "
+        at = text.index(line) + len(line)
+        edited = text[:at] + "now also works offline and " + text[at:]
+
+        new = [c for c in chunk_text(edited, opts) if c.hash not in old]
+
+        assert new and any(line in c.text for c in new)
+        assert len(new) <= 3, f"edit of element {element} re-chunked {len(new)} packs"
+
+
+def test_a_long_section_is_windowed_between_packs_of_small_ones() -> None:
+    long = "## Long\n\n" + "The vault stores passports and visas offline. " * 120 + "\n\n"
+    text = "## A\n\nShort.\n\n" + long + "## B\n\nAlso short.\n"
+    chunks = chunk_text(text, ChunkingOptions(128, 16))
+    assert chunks[0].text == "## A\n\nShort.\n\n"  # never packed with the long one
+    assert chunks[-1].text == "## B\n\nAlso short.\n"
+    assert all(c.token_count <= 128 for c in chunks)
+    assert len(chunks) > 4
