@@ -494,3 +494,16 @@ def test_a_long_section_is_windowed_between_packs_of_small_ones() -> None:
     assert chunks[-1].text == "## B\n\nAlso short.\n"
     assert all(c.token_count <= 128 for c in chunks)
     assert len(chunks) > 4
+
+
+def test_a_section_longer_than_a_block_is_windowed_block_by_block_losing_nothing() -> None:
+    from tidal.chunking import BLOCK_CHARS
+
+    line = "screens[0].components[{i}].behavior: Keeps the route offline until the trip ends.\n"
+    text = "".join(line.format(i=i) for i in range(3 * BLOCK_CHARS // len(line)))
+    assert len(sections(text)) == 1 and len(text) > 2 * BLOCK_CHARS
+
+    chunks = chunk_text(text, ChunkingOptions(256, 0))
+
+    assert "".join(c.text for c in chunks) == text
+    assert all(c.token_count <= 256 and c.text.endswith("\n") for c in chunks)  # cut at lines

