@@ -22,6 +22,7 @@ import pytest
 from tests.fakes.openai_server import FakeOpenAI
 from tests.flowkit import chunks_by_path, file_rows
 from tests.services import free_port
+from tidal.embedders.openai import CHECK_TEXT
 from tidal.settings import REPO_ROOT
 
 OPENAI_KEY = "sk-dask-test-key-never-logged"
@@ -157,7 +158,9 @@ def test_a_dask_run_lands_every_file_once_within_the_shared_budget(
     assert run.returncode == 0, out[-4000:]
     assert "dask, local cluster of 2 processes" in out
     _assert_every_file_once(database_url, texts)
-    assert sorted(openai_api.inputs_embedded) == sorted(texts.values())  # each bought once
+    check, *bought = openai_api.inputs_embedded
+    assert check == CHECK_TEXT  # the run's check, once, in the flow process
+    assert sorted(bought) == sorted(texts.values())  # each bought once
     assert set(openai_api.statuses()) == {200}  # no 429: the budget held across processes
     assert openai_api.busiest(2.0)[0] <= 6
     assert OPENAI_KEY not in out

@@ -61,7 +61,8 @@ MAX_SERVER_WAIT = 60.0
 QUICK = QuickRetry(attempts=5, first_delay=0.2, max_delay=4.0)
 SERVER_ERROR_BUDGET = 20.0
 """Seconds one batch may spend on quick retries of 5xx, timeouts and dropped connections."""
-_PROBE_TEXT = "dimension probe"
+CHECK_TEXT = "dimension probe"
+"""What the run's check and the width probe send: two tokens."""
 
 
 class OpenAIEmbedder:
@@ -104,7 +105,7 @@ class OpenAIEmbedder:
             api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
         )
         known = dimensions or KNOWN_DIMENSIONS.get(model)
-        self.dimension: int = known if known else len(self._embed_checked([_PROBE_TEXT])[0])
+        self.dimension: int = known if known else len(self._embed_checked([CHECK_TEXT])[0])
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         # cl100k is these models' own tokenizer. Not encode_ordinary_batch: it starts a pool of
@@ -115,7 +116,7 @@ class OpenAIEmbedder:
     def check(self) -> None:
         """One two-token request: a revoked key, an exhausted quota, an unknown model or a
         wrong width then stops the run after one request instead of one per worker."""
-        self.embed([_PROBE_TEXT])
+        self.embed([CHECK_TEXT])
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         vectors = self._embed_checked(texts)
