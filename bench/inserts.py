@@ -110,14 +110,19 @@ def main() -> None:
     databases = Databases(Path(tempfile.mkdtemp(prefix="tidal-inserts-")) / "pg")
     with psycopg.connect(databases.base) as conn:
         version = conn.execute(
-            "select extversion from pg_available_extensions where name = 'vector'"
+            "select default_version from pg_available_extensions where name = 'vector'"
         ).fetchone()
-    print(f"pgvector {version[0] if version else '?'}, {args.rows} rows x {args.dimension} dims")
+    version = version[0] if version else "0"
+    print(f"pgvector {version}, {args.rows} rows x {args.dimension} dims")
+    variants = VARIANTS
+    if tuple(int(x) for x in version.split(".")[:2]) < (0, 7):
+        print("  (no halfvec before pgvector 0.7: that variant is left out)")
+        variants = tuple(v for v in VARIANTS if "halfvec" not in v)
 
-    seconds: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    seconds: dict[str, list[float]] = {v: [] for v in variants}
     recalls: dict[str, float] = {}
     for round_ in range(args.rounds):
-        order = VARIANTS if round_ % 2 == 0 else tuple(reversed(VARIANTS))
+        order = variants if round_ % 2 == 0 else tuple(reversed(variants))
         for variant in order:
             url = databases.fresh("inserts")
             store = _store(url, args.dimension, variant)
@@ -137,7 +142,7 @@ def main() -> None:
 
     base = statistics.median(seconds["hnsw"])
     print(f"\n{'variant':16} {'seconds':>12} {'ms/row':>10} {'vs hnsw':>8} {'recall@10':>9}")
-    for variant in VARIANTS:
+    for variant in variants:
         per_row = [1000 * s / args.rows for s in seconds[variant]]
         ratio = [s / base for s in seconds[variant]]
         recall = f"{recalls[variant]:.3f}" if variant in recalls else "exact"
