@@ -637,8 +637,8 @@ def test_without_a_budget_the_same_load_trips_the_servers_limit(api: FakeOpenAI)
 def test_a_budget_binding_on_tokens_keeps_the_servers_bucket_busy(api: FakeOpenAI) -> None:
     """Three times the TPM through three threads against a refilling server bucket: nothing
     refused, and the server's bucket never sat full (its refill thrown away) for more than a
-    fraction of a window - the run paces at the refill rate, the floor. A moving-window
-    budget sat it full for most of each window (``FakeOpenAI.full_seconds``)."""
+    fraction of a window (``FakeOpenAI.full_seconds``): the run paces at the refill rate, the
+    floor. The moving-window budget this replaced left it full 3.2 s in bench/budget.py."""
     texts = [f"the itinerary planner keeps offline maps for traveller {i}" for i in range(90)]
     tpm = sum(map(_tokens, texts)) // 3
     budget = RateBudget(None, rpm=None, tpm=tpm, namespace="t:floor", window_seconds=WINDOW,
