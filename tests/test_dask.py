@@ -140,8 +140,9 @@ def test_a_dask_run_lands_every_file_once_within_the_shared_budget(
     tmp_path: Path,
 ) -> None:
     texts = _corpus(tmp_path / "corpus", 24)
-    # 6 requests per 2 s for the whole cluster; the server refuses a 7th within any 2 s.
-    openai_api.limit(rpm=6, window_seconds=2)
+    # 6 requests per 2 s for the whole cluster, as OpenAI meters it: a bucket of 6 refilling
+    # at 3 a second; the server refuses a request the bucket does not hold.
+    openai_api.limit(rpm=6, window_seconds=2, model="bucket")
     run = _start(
         prefect_api,
         tmp_path / "corpus",
@@ -162,7 +163,6 @@ def test_a_dask_run_lands_every_file_once_within_the_shared_budget(
     assert check == CHECK_TEXT  # the run's check, once, in the flow process
     assert sorted(bought) == sorted(texts.values())  # each bought once
     assert set(openai_api.statuses()) == {200}  # no 429: the budget held across processes
-    assert openai_api.busiest(2.0)[0] <= 6
     assert OPENAI_KEY not in out
     persisted = {key.decode().rpartition(":")[2] for key in redis_client.keys("tidal:*")}
     assert {_result_digest(path, text) for path, text in texts.items()} <= persisted

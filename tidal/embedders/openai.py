@@ -14,7 +14,9 @@ Retries are layered on purpose, so they never multiply:
   Tidal's task retries, with their backoff, decide when to try again.
 
 Requests are charged to a shared ``RateBudget`` before they are sent, so with a budget at or
-under the account's limits a 429 should only come from traffic Tidal does not know about.
+under the account's limits a 429 should only come from traffic Tidal does not know about; every
+answer's ``x-ratelimit-remaining-*`` (a 429's too) is passed back to the budget, which drains
+itself when the server has less left than it thought.
 
 Vectors are asked for as base64 (what the SDK sends by default, a quarter the bytes of JSON
 floats) and decoded here as little-endian float32: passing ``encoding_format`` explicitly
@@ -181,11 +183,15 @@ class OpenAIEmbedder:
         while True:
             if self._budget is not None:
                 self._budget.acquire(tokens)
+            sent = time.monotonic()
             try:
-                response = self._client.embeddings.create(
+                raw = self._client.embeddings.with_raw_response.create(
                     model=self.model, input=batch, encoding_format="base64", **extra
                 )
+                self._calibrate(raw.headers, sent)
+                response = raw.parse()
             except openai.RateLimitError as exc:
+                self._calibrate(exc.response.headers, sent)
                 if exc.code == "insufficient_quota":
                     raise self._translate(exc) from None
                 wait = retry_delay(exc.response.headers)
@@ -209,6 +215,19 @@ class OpenAIEmbedder:
                 time.sleep(wait)
             else:
                 return _decode(response.data, len(batch))
+
+    def _calibrate(self, headers: Mapping[str, str], sent: float) -> None:
+        """Tell the budget what the server says remains (it only ever drains, see there)."""
+        if self._budget is not None:
+            requests, tokens = (
+                _number(headers.get(f"x-ratelimit-remaining-{kind}"))
+                for kind in ("requests", "tokens")
+            )
+            self._budget.calibrate(
+                None if requests is None else int(requests),
+                None if tokens is None else int(tokens),
+                age=time.monotonic() - sent,
+            )
 
     def _translate(self, exc: openai.OpenAIError, *, attempts: int = 1) -> TidalError:
         """The Tidal error for an SDK error, keeping the server's words but never the key."""
