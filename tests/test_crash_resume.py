@@ -433,6 +433,10 @@ def test_a_run_killed_anywhere_resumes_to_an_index_with_every_file_exactly_once(
 
     with psycopg.connect(database_url) as conn:
         final = read_index(conn)
+        # The killed run was a first ingest, loading in bulk with no vector index; the re-run
+        # built it.
+        index = "select to_regclass('documents_embedding_idx')"
+        assert conn.execute(index).fetchone() == ("documents_embedding_idx",)
         # Every file exactly once, at its current content, with its whole chunk set.
         problems = expected.problems(final, require=paths)
         assert not problems, _explain(problems, resumed)

@@ -366,3 +366,45 @@ def test_the_total_a_run_counts_to_includes_ignored_files() -> None:
     assert work.total == 4 and run.done == 1  # the ignored one is accounted for already
     summary = run_in_threads(run, concurrency=2)
     assert run.done == work.total == len(summary.results)
+
+
+def _index_during_run(pipeline: Pipeline, **options) -> tuple[set[bool], bool]:  # type: ignore[no-untyped-def]
+    """Whether the index was suspended as each file settled, and after the run."""
+    seen: set[bool] = set()
+    run_in_threads(
+        _run(pipeline, **options),
+        concurrency=2,
+        on_settled=lambda _: seen.add(pipeline.store.index_suspended),  # type: ignore[attr-defined]
+    )
+    return seen, pipeline.store.index_suspended  # type: ignore[attr-defined]
+
+
+def test_a_first_ingest_loads_in_bulk_and_builds_the_index_at_the_end() -> None:
+    pipeline = _pipeline(_corpus(20))
+    assert _index_during_run(pipeline) == ({True}, False)
+
+
+def test_a_small_change_to_a_big_index_keeps_the_index_up() -> None:
+    files = _corpus(30)
+    pipeline = _pipeline(files)
+    run_in_threads(_run(pipeline), concurrency=2)
+    pipeline.source.files["prds/note-0003.md"] = b"# Note 3\n\nEdited.\n"  # type: ignore[attr-defined]
+    assert _index_during_run(pipeline) == ({False}, False)
+
+
+def test_a_rebuild_of_every_file_loads_in_bulk_but_a_retry_never_does() -> None:
+    rebuilt, retried = _pipeline(_corpus(30)), _pipeline(_corpus(30))
+    for pipeline in (rebuilt, retried):
+        run_in_threads(_run(pipeline), concurrency=2)
+        pipeline.fingerprint = "another-model"  # every stored file is now out of date
+    assert _index_during_run(rebuilt) == ({True}, False)
+    assert _index_during_run(retried, paths=["prds/note-0001.md"]) == ({False}, False)
+
+
+def test_a_live_index_is_dropped_only_for_a_load_of_bulk_load_files() -> None:
+    pipeline = _pipeline(_corpus(40))
+    run_in_threads(
+        _run(pipeline, paths=[f"prds/note-{i:04d}.md" for i in range(10)]), concurrency=2
+    )
+    # 30 new files against 10 kept: more than kept, but a live index is not dropped for 30.
+    assert _index_during_run(pipeline) == ({False}, False)

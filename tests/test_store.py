@@ -178,3 +178,53 @@ def test_chunk_ids_are_deterministic(store: PostgresStore, database_url: str) ->
     with psycopg.connect(database_url) as conn:
         second = [r[0] for r in conn.execute("select id from documents order by chunk_index")]
     assert first == second
+
+
+def _vector_index(url: str) -> str | None:
+    """The access method of documents_embedding_idx, or None when there is none."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "select am.amname from pg_class c join pg_am am on am.oid = c.relam"
+            " where c.relname = 'documents_embedding_idx'"
+        ).fetchone()
+    return row[0] if row else None
+
+
+def test_opening_a_store_never_builds_the_vector_index_the_run_does(
+    store: PostgresStore, database_url: str
+) -> None:
+    assert _vector_index(database_url) is None  # set-up leaves it to the run
+    store.replace_file(_file(), _doc(), _chunks(5), fingerprint=FP, embedder=EMB)
+
+    store.build_vector_index()
+    store.build_vector_index()  # already there: nothing to do
+
+    assert _vector_index(database_url) == "hnsw"
+    PostgresStore(database_url, dimension=DIM).close()  # another process opening the store
+    assert _vector_index(database_url) == "hnsw"
+
+
+def test_a_bulk_load_writes_without_the_index_and_search_still_answers(
+    store: PostgresStore, database_url: str
+) -> None:
+    store.build_vector_index()
+    store.suspend_vector_index()
+    assert _vector_index(database_url) is None
+    store.replace_file(_file(), _doc(), _chunks(5, "bulk"), fingerprint=FP, embedder=EMB)
+
+    query = [0.0] * DIM
+    query[2] = 1.0
+    assert [h.chunk_index for h in store.search(query, limit=1)] == [2]  # a scan, exact
+
+    store.build_vector_index()
+    assert _vector_index(database_url) == "hnsw"
+    with psycopg.connect(database_url) as conn:
+        conn.execute("set enable_seqscan = off")
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                "explain select id from documents order by embedding <=> %s::vector limit 1",
+                (str(query),),
+            )
+        )
+    assert "documents_embedding_idx" in plan

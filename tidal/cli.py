@@ -72,7 +72,11 @@ def _db(settings: Settings, action: str, dimension: int | None) -> int:
     if action == "sql":
         print(schema_sql(dimension), end="")
         return 0
-    open_store(settings, dimension=dimension, pool_size=1).close()
+    store = open_store(settings, dimension=dimension, pool_size=1)
+    try:
+        store.build_vector_index()
+    finally:
+        store.close()
     where = settings.describe()["database"]
     print(
         f"schema ready in {where}: documents (vector({dimension})), ingested_files, match_documents"

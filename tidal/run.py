@@ -39,6 +39,8 @@ log = logging.getLogger("tidal.run")
 
 ORCHESTRATION = "orchestration"
 """The error kind of a failure that came from the orchestrator, not from the file."""
+BULK_LOAD_FILES = 200
+"""The fewest files a run must write to drop a live (non-empty) vector index for its load."""
 
 Outcome = FileResult | BaseException
 
@@ -232,9 +234,12 @@ class IngestRun:
         return replace(plan, ignored=ignored)
 
     def start(self) -> None:
-        """Check the embedder once before the first file, when there is one: a revoked key or
-        an unknown model then stops the run after one small request, with nothing started. A
-        run with nothing to embed asks nothing."""
+        """Before the first file: check the embedder, and choose how the index is kept.
+
+        A revoked key or an unknown model then stops the run after one small request, with
+        nothing started; a run with nothing to embed asks nothing. A run that writes at least
+        as many files as it keeps loads in bulk (see ``bulk_load``).
+        """
         if not self.work.todo or self.stopped is not None:
             return
         try:
@@ -242,9 +247,30 @@ class IngestRun:
         except TidalError as exc:
             if not is_fatal(exc):  # the files will meet it with their own retries
                 log.warning("the embedder's check failed: %s", exc.message)
+            else:
+                self.stopped = exc
+                log.error("stopping the run: %s", exc.message)
                 return
-            self.stopped = exc
-            log.error("stopping the run: %s", exc.message)
+        if self.bulk_load:
+            log.info(
+                "loading %d files in bulk: the vector index is built once after the last file "
+                "(searches scan the table meanwhile)",
+                len(self.work.todo),
+            )
+            self.pipeline.store.suspend_vector_index()
+
+    @property
+    def bulk_load(self) -> bool:
+        """Whether to drop the vector index for this run and build it once at the end.
+
+        Keeping an HNSW index up costs ~13x more per row than building it in one pass
+        (bench/inserts.py), but while it is down searches scan the table. So only a run that
+        writes at least as many files as the index keeps unchanged, and at least
+        ``BULK_LOAD_FILES`` unless the index is new or re-built (nothing kept), loads in bulk;
+        ``tidal retry`` (``paths``) never does.
+        """
+        todo, kept = len(self.work.todo), len(self.work.changes.unchanged)
+        return self.paths is None and todo >= kept and (kept == 0 or todo >= BULK_LOAD_FILES)
 
     def settle(self, file: SourceFile, outcome: Outcome) -> FileResult | None:
         """Account for one file's outcome; None asks the driver to run the file once more.
@@ -301,6 +327,7 @@ class IngestRun:
                     self._keep(
                         FileResult(file.path, "stopped", error="not started", error_kind="fatal")
                     )
+        self.pipeline.store.build_vector_index()  # after a bulk load, or one a crash cut short
         deletion = work.deletion
         deleted: tuple[str, ...] = ()
         if deletion.refused:

@@ -93,6 +93,14 @@ class Store(Protocol):
         """Mark a file failed; its previously stored chunks (if any) stay searchable."""
         ...
 
+    def suspend_vector_index(self) -> None:
+        """Stop keeping the search index up row by row, for a bulk load."""
+        ...
+
+    def build_vector_index(self) -> None:
+        """Make sure the search index exists (building it after a bulk load)."""
+        ...
+
     def search(
         self, embedding: Sequence[float], *, limit: int = 5, filter: dict[str, Any] | None = None
     ) -> list[SearchHit]: ...

@@ -42,6 +42,8 @@ class MemoryStore:
         self.files: dict[str, _Row] = {}
         self.held: dict[tuple[str, str], Vector] = {}
         """(chunk hash, embedder) -> vector bought but not yet written with its file."""
+        self.index_suspended = False
+        """Between ``suspend_vector_index`` and ``build_vector_index``: what a test checks."""
         self._lock = threading.Lock()
         self._claims: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
@@ -104,6 +106,12 @@ class MemoryStore:
         with self._lock:
             for hash_, vector in vectors.items():
                 self.held.setdefault((hash_, embedder), vector)
+
+    def suspend_vector_index(self) -> None:
+        self.index_suspended = True
+
+    def build_vector_index(self) -> None:
+        self.index_suspended = False
 
     def stored_paths(self) -> set[str]:
         with self._lock:

@@ -19,6 +19,8 @@ create table if not exists documents (
 -- Added after the first release; tables made before it gain the column here.
 alter table documents add column if not exists embedder text;
 
+-- The vector index. Tidal's runs build it themselves (PostgresStore.build_vector_index): a run
+-- that writes more than the index already holds drops it and builds it once at the end.
 create index if not exists documents_embedding_idx
     on documents using hnsw (embedding vector_cosine_ops);
 -- The embedding cache: a chunk whose text (hash) and model are already stored is not re-embedded.
