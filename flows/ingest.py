@@ -19,6 +19,8 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tidal")
 
 from prefect import flow, get_run_logger  # noqa: E402
 from prefect.futures import PrefectFuture  # noqa: E402
+from prefect.runtime import flow_run as current_flow_run  # noqa: E402
+from prefect.settings import get_current_settings  # noqa: E402
 
 from tasks import configured_ingest_task, result_storage, slots, task_runner  # noqa: E402
 from tasks.artifacts import Progress, label_run, publish  # noqa: E402
@@ -83,6 +85,7 @@ def tidal(
     spec = PipelineSpec.of(settings)
     pipeline = shared_pipeline(spec)
     run = IngestRun.configured(pipeline, settings, paths=paths)
+    run.flow_run = (str(current_flow_run.id), current_flow_run.name)
     work = run.prepare()
     logger.info(
         "found %d files in %s: %d to ingest, %d unchanged",
@@ -166,6 +169,30 @@ def _warm_up(settings: Settings) -> None:
     threading.Thread(target=build, name="tidal-warm-up", daemon=True).start()
 
 
+def _without_a_flow(
+    settings: Settings, paths: list[str] | None, *, dry_run: bool
+) -> RunSummary | Plan | None:
+    """The run, in this process and without Prefect, when it has no file to ingest; None when
+    it has (the flow then runs it).
+
+    A temporary Prefect server costs 6-20 s to start and stop, all of an unchanged daily run
+    (which lists the source and reads the file table in under a second). A run with nothing to
+    ingest (unchanged files, deletions, the still-broken) and a dry run start no task, so they
+    need no flow either: they are decided, finished and written to the index's run ledger here,
+    as the flow would. With a Prefect server configured every run is a flow run, so the UI
+    shows them all.
+    """
+    run = IngestRun.configured(shared_pipeline(PipelineSpec.of(settings)), settings, paths=paths)
+    work = run.prepare()
+    if dry_run:
+        return run.plan()
+    if work.todo:
+        return None
+    summary = run.finish()
+    write_csv(summary, settings.data_dir / "reports")
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """python flows/ingest.py [--dry-run] [--force-delete] [--verbose] [PATH...]
 
@@ -186,20 +213,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         "-v", "--verbose", action="store_true", help="list unchanged files in the table too"
     )
     args = parser.parse_args(argv)
+    outcome: RunSummary | Plan | BaseException | None = None
     try:
-        settings = load_settings()
+        settings = load_settings(force_delete=args.force_delete or None)
         preflight(settings)  # a wrong key or bucket fails here, not after Prefect's start-up
+        if get_current_settings().api.url is None:
+            # No Prefect server is configured, so the flow would run on a temporary one started
+            # for this run alone: first decide whether there is anything for it to do.
+            outcome = _without_a_flow(settings, args.paths or None, dry_run=args.dry_run)
+            if isinstance(outcome, RunSummary):
+                print("tidal: nothing to ingest, so no Prefect flow run was started")
     except TidalError as exc:
         print(f"tidal: {exc}", file=sys.stderr)
         return 2
-    _warm_up(settings)
-    state = tidal(
-        paths=args.paths or None,
-        dry_run=args.dry_run,
-        force_delete=args.force_delete or None,
-        return_state=True,
-    )
-    outcome = state.result(raise_on_failure=False)
+    if outcome is None:
+        _warm_up(settings)
+        state = tidal(
+            paths=args.paths or None,
+            dry_run=args.dry_run,
+            force_delete=args.force_delete or None,
+            return_state=True,
+        )
+        outcome = state.result(raise_on_failure=False)
     if isinstance(outcome, BaseException) and not isinstance(outcome, _ENDED_WITH_A_SUMMARY):
         print(f"tidal: the run failed: {outcome}", file=sys.stderr)
         return 2

@@ -64,11 +64,11 @@ def publish(summary: RunSummary) -> None:
 
 
 def label_run(*, files: int, settled: Mapping[str, int], dry_run: bool) -> None:
-    """Labels on the flow run: what ``tidal status`` needs that task runs do not show.
+    """Labels on the flow run: what its task runs do not show, for the UI and API readers.
 
     Files settled without a task run - unchanged, ignored, or failed and unchanged since - are
-    counted in the run's own labels; a dry run is labelled so it is never shown as the latest
-    sync.
+    counted in the run's own labels, and a dry run is labelled as one. (``tidal status`` reads
+    the index's own run ledger instead, which has no dry runs.)
     """
     labels = {
         "tidal.files": str(files),

@@ -127,6 +127,18 @@ def test_a_second_run_re_embeds_nothing(workdir: Path) -> None:
     assert not re.search(r"\b(prd|design)\s+skipped\b", done.stdout)
     [report] = sorted((workdir / ".tidal" / "reports").glob("run-*.csv"))[-1:]
     assert report.read_text().count(",skipped,") == n
+    # Nothing to ingest: decided without a temporary Prefect server, and still on the ledger.
+    assert "no Prefect flow run was started" in done.stdout
+    assert "temporary server" not in done.stdout + done.stderr
+    from tidal.store.embedded import embedded_database_url
+
+    with psycopg.connect(embedded_database_url(workdir / ".tidal")) as conn:
+        ledger = conn.execute(
+            "select outcome, flow_run_name is not null, (counts->>'skipped')::int"
+            " from ingest_runs order by id"
+        ).fetchall()
+    assert ledger[0][:2] == ("completed", True)  # the first run: a flow run
+    assert ledger[-1] == ("completed", False, n)
 
 
 def test_a_bad_setting_fails_at_once_naming_the_variable(tmp_path: Path) -> None:

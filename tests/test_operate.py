@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
@@ -54,21 +55,36 @@ def test_a_run_publishes_progress_a_file_table_a_summary_and_a_csv(
     assert {r["status"] for r in saved} == {"ingested", "failed"}
 
 
-def test_status_reports_the_latest_run(
-    corpus: Path, env: str, capsys: pytest.CaptureFixture[str]
+def test_status_reads_the_ledger_and_a_dry_run_is_never_the_latest_sync(
+    corpus: Path, env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tidal.cli import main
 
+    assert main(["status"]) == 1
+    assert "no index yet" in capsys.readouterr().out
+    run(corpus)
     (corpus / "designs" / "Delta_team").mkdir(parents=True)
     (corpus / "designs" / "Delta_team" / "broken.json").write_text("{not json")
-    run(corpus)
     (corpus / "prds" / "referral-program.md").write_text("# Referrals v2\n\nChanged.\n")
     state, _ = run(corpus)
+    run(corpus, dry_run=True)  # not a sync: not in the ledger
+    monkeypatch.setenv("PREFECT_API_URL", "http://prefect.example:4200/api")
 
     assert main(["status"]) == 0
+
     out = capsys.readouterr().out
-    assert "Failed" in out
-    assert "files 6: pending 0, running 0, completed 1, failed 1, skipped 4" in out
+    assert "index: 5 files, " in out and "1 failed (`tidal failed`)" in out
+    assert "last run: failed " in out
+    assert "6 files: ingested 1, skipped 4, failed 1" in out
+    assert "1 file(s) failed; `tidal failed` lists them" in out
+    flow_run_id = state.state_details.flow_run_id
+    assert f"http://prefect.example:4200/runs/flow-run/{flow_run_id}" in out
+    assert "last successful sync: " in out  # the first run, before the broken file
+    with psycopg.connect(env) as conn:
+        assert conn.execute("select outcome from ingest_runs order by id").fetchall() == [
+            ("completed",),
+            ("failed",),
+        ]
 
 
 @pytest.mark.parametrize("form", ["userinfo", "query"])

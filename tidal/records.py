@@ -9,6 +9,7 @@ from __future__ import annotations
 import posixpath
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal, TypeAlias
 
 import numpy as np
@@ -154,3 +155,60 @@ class RunSummary:
                 f"  FAILED {shown(r.path)} ({r.error_kind}, {r.attempts} attempt(s)): {r.error}"
             )
         return "\n".join(lines)
+
+
+RunOutcome = Literal["completed", "failed", "stopped", "deletion refused"]
+
+
+def outcome_of(summary: RunSummary) -> tuple[RunOutcome, str | None]:
+    """How a run ended, worst first, with the one-line reason when it did not complete."""
+    if summary.stopped:
+        return "stopped", summary.stopped
+    if summary.failed:
+        return "failed", f"{len(summary.failed)} file(s) failed; `tidal failed` lists them"
+    if summary.deletion_refused:
+        return "deletion refused", summary.deletion_refused
+    return "completed", None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished run as the index's ledger (``ingest_runs``) keeps it."""
+
+    started_at: datetime
+    finished_at: datetime
+    source: str
+    outcome: RunOutcome
+    counts: dict[str, int]
+    chunks: int
+    tokens: int
+    deleted: int
+    seconds: float
+    message: str | None = None
+    flow_run_id: str | None = None
+    flow_run_name: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        summary: RunSummary,
+        *,
+        started_at: datetime,
+        finished_at: datetime,
+        flow_run: tuple[str, str] | None = None,
+    ) -> RunRecord:
+        outcome, message = outcome_of(summary)
+        return cls(
+            started_at=started_at,
+            finished_at=finished_at,
+            source=summary.source,
+            outcome=outcome,
+            counts=dict(summary.counts),
+            chunks=summary.chunks,
+            tokens=summary.tokens,
+            deleted=len(summary.deleted),
+            seconds=summary.seconds,
+            message=message,
+            flow_run_id=flow_run[0] if flow_run else None,
+            flow_run_name=flow_run[1] if flow_run else None,
+        )

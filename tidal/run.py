@@ -17,12 +17,13 @@ from collections import Counter, deque
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from tidal.errors import TidalError, error_kind, is_fatal
 from tidal.parsing import SUPPORTED_EXTENSIONS
 from tidal.pipeline import Pipeline
-from tidal.records import FileResult, RunSummary, SourceFile
+from tidal.records import FileResult, RunRecord, RunSummary, SourceFile, outcome_of
 from tidal.settings import Settings
 from tidal.store import FailedFile
 from tidal.sync import (
@@ -105,11 +106,12 @@ class DeletionRefused(Exception):
 
 def raise_for_outcome(summary: RunSummary) -> RunSummary:
     """The summary of a clean run; RunStopped, IngestFailed or DeletionRefused otherwise."""
-    if summary.stopped:
+    outcome, _ = outcome_of(summary)
+    if outcome == "stopped":
         raise RunStopped(summary)
-    if summary.failed:
+    if outcome == "failed":
         raise IngestFailed(summary)
-    if summary.deletion_refused:
+    if outcome == "deletion refused":
         raise DeletionRefused(summary)
     return summary
 
@@ -136,6 +138,9 @@ class IngestRun:
         self.paths = tuple(paths) if paths else None
         self.price_per_million = price_per_million
         self.stopped: TidalError | None = None
+        self.flow_run: tuple[str, str] | None = None
+        """(id, name) of the Prefect flow run driving this run, for the ledger; None without."""
+        self._started_at = datetime.now(UTC)
         self._work: Work | None = None
         self._results: dict[str, FileResult] = {}
         self._rerun: set[str] = set()
@@ -336,7 +341,7 @@ class IngestRun:
             chunks = self.pipeline.store.delete_files(deletion.paths)
             deleted = deletion.paths
             log.info("deleted %d file(s) gone from the source (%d chunks)", len(deleted), chunks)
-        return RunSummary(
+        summary = RunSummary(
             tuple(sorted(self._results.values(), key=lambda r: r.path)),
             seconds=time.perf_counter() - self._started,
             source=self.pipeline.source.uri,
@@ -344,6 +349,15 @@ class IngestRun:
             deletion_refused=deletion.refused,
             stopped=self.stopped.message if self.stopped is not None else None,
         )
+        self.pipeline.store.record_run(
+            RunRecord.of(
+                summary,
+                started_at=self._started_at,
+                finished_at=datetime.now(UTC),
+                flow_run=self.flow_run,
+            )
+        )
+        return summary
 
     def _still_broken(self, file: SourceFile, failure: FailedFile | None) -> FileResult | None:
         """The recorded failure of a file whose bytes have not changed since it failed for a

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from tidal.records import Document, EmbeddedChunk, SourceFile, Vector
+from tidal.records import STATUSES, Document, EmbeddedChunk, RunRecord, SourceFile, Vector
 
 if TYPE_CHECKING:
     from tidal.settings import Settings
@@ -35,6 +35,61 @@ class FailedFile:
     content_hash: str = ""
     """The change key of the version that failed."""
     fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class IndexStatus:
+    """What ``tidal status`` says: what the index holds and how its runs went."""
+
+    files: int
+    chunks: int
+    failed: int
+    last_run: RunRecord | None
+    last_success: RunRecord | None
+
+    def render(self, *, now: datetime, prefect_ui: str | None = None) -> str:
+        """Lines for a terminal; ``prefect_ui`` links the last run to its page there."""
+        failed = f", {self.failed} failed (`tidal failed`)" if self.failed else ", 0 failed"
+        lines = [f"index: {self.files} files, {self.chunks} chunks{failed}"]
+        run = self.last_run
+        if run is None:
+            return "\n".join([*lines, "no run yet: `python flows/ingest.py` makes the first"])
+        counts = ", ".join(
+            f"{k} {run.counts.get(k, 0)}"
+            for k in STATUSES
+            if run.counts.get(k) or k in ("ingested", "skipped", "failed")
+        )
+        lines.append(
+            f"last run: {run.outcome} {_when(run.finished_at, now)}, {run.seconds:.1f} s, "
+            f"{sum(run.counts.values())} files: {counts}"
+        )
+        if run.message:
+            lines.append(f"  {run.message}")
+        if run.flow_run_name:
+            where = f" {prefect_ui}/runs/flow-run/{run.flow_run_id}" if prefect_ui else ""
+            lines.append(f"  Prefect flow run {run.flow_run_name!r}{where}")
+        else:
+            lines.append("  no Prefect flow run (nothing to ingest)")
+        success = self.last_success
+        if success is None:
+            lines.append("last successful sync: never")
+        elif success is not run:
+            lines.append(f"last successful sync: {_when(success.finished_at, now)}")
+        return "\n".join(lines)
+
+
+def _when(moment: datetime, now: datetime) -> str:
+    """``2026-11-30 00:56 UTC (3 min ago)``: the time, and how long ago it was."""
+    ago = max((now - moment).total_seconds(), 0)
+    if ago < 120:
+        since = f"{ago:.0f} s"
+    elif ago < 7200:
+        since = f"{ago / 60:.0f} min"
+    elif ago < 172800:
+        since = f"{ago / 3600:.0f} h"
+    else:
+        since = f"{ago / 86400:.0f} days"
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ({since} ago)"
 
 
 @runtime_checkable
@@ -93,6 +148,10 @@ class Store(Protocol):
         """Mark a file failed; its previously stored chunks (if any) stay searchable."""
         ...
 
+    def record_run(self, record: RunRecord) -> None:
+        """Add a finished run to the index's ledger."""
+        ...
+
     def suspend_vector_index(self) -> None:
         """Stop keeping the search index up row by row, for a bulk load."""
         ...
@@ -124,4 +183,4 @@ def open_store(settings: Settings, *, dimension: int, pool_size: int = 2) -> Sto
     return PostgresStore(database_url(settings), dimension=dimension, pool_size=pool_size)
 
 
-__all__ = ["FailedFile", "SearchHit", "Store", "database_url", "open_store"]
+__all__ = ["FailedFile", "IndexStatus", "SearchHit", "Store", "database_url", "open_store"]

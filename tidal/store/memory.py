@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tidal.records import Document, EmbeddedChunk, SourceFile, Vector
+from tidal.records import Document, EmbeddedChunk, RunRecord, SourceFile, Vector
 from tidal.store import FailedFile, SearchHit
 
 
@@ -42,6 +42,8 @@ class MemoryStore:
         self.files: dict[str, _Row] = {}
         self.held: dict[tuple[str, str], Vector] = {}
         """(chunk hash, embedder) -> vector bought but not yet written with its file."""
+        self.runs: list[RunRecord] = []
+        """The ledger, oldest first."""
         self.index_suspended = False
         """Between ``suspend_vector_index`` and ``build_vector_index``: what a test checks."""
         self._lock = threading.Lock()
@@ -106,6 +108,10 @@ class MemoryStore:
         with self._lock:
             for hash_, vector in vectors.items():
                 self.held.setdefault((hash_, embedder), vector)
+
+    def record_run(self, record: RunRecord) -> None:
+        with self._lock:
+            self.runs.append(record)
 
     def suspend_vector_index(self) -> None:
         self.index_suspended = True

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict, fields
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar
 
@@ -21,11 +22,12 @@ import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from tidal.errors import ConfigError, ServiceDown, TransientError
-from tidal.records import Document, EmbeddedChunk, SourceFile, Vector
-from tidal.store import FailedFile, SearchHit
+from tidal.records import Document, EmbeddedChunk, RunRecord, SourceFile, Vector
+from tidal.store import FailedFile, IndexStatus, SearchHit
 
 log = logging.getLogger("tidal.store")
 P = ParamSpec("P")
@@ -192,6 +194,17 @@ class PostgresStore:
                 """,
                 (file.path, file.content_hash, fingerprint, len(chunks), tokens, attempts),
             )
+
+    @_riding_out
+    def record_run(self, record: RunRecord) -> None:
+        row = {**asdict(record), "counts": Jsonb(record.counts)}
+        with self._conn("record the run") as conn:
+            conn.execute(
+                f"insert into ingest_runs ({', '.join(row)})"
+                f" values ({', '.join(f'%({k})s' for k in row)})",
+                row,
+            )
+            conn.commit()
 
     @_riding_out
     def suspend_vector_index(self) -> None:
@@ -373,6 +386,37 @@ def failed_files(url: str) -> list[FailedFile]:
         if conn.execute("select to_regclass('ingested_files')").fetchone() == (None,):
             return []
         return _failed_files(conn)
+
+
+def index_status(url: str) -> IndexStatus | None:
+    """What the index at ``url`` holds and its last runs, without setting up a store (no
+    schema, no model, no Prefect): ``tidal status``. None when Tidal never ran there."""
+    with _connection_errors("read the index"), psycopg.connect(url) as conn:
+        if conn.execute("select to_regclass('ingest_runs')").fetchone() == (None,):
+            return None
+        files, failed, chunks = conn.execute(
+            "select count(*) filter (where status = 'ingested'),"
+            " count(*) filter (where status = 'failed'),"
+            " coalesce(sum(chunk_count) filter (where status = 'ingested'), 0)"
+            " from ingested_files"
+        ).fetchone()
+        with conn.cursor(row_factory=dict_row) as cur:
+            columns = ", ".join(f.name for f in fields(RunRecord))
+            last = cur.execute(
+                f"select {columns} from ingest_runs order by finished_at desc, id desc limit 1"
+            ).fetchone()
+            success = cur.execute(
+                f"select {columns} from ingest_runs where outcome = 'completed'"
+                " order by finished_at desc, id desc limit 1"
+            ).fetchone()
+    last_run = RunRecord(**last) if last else None
+    return IndexStatus(
+        files=files,
+        chunks=int(chunks),
+        failed=failed,
+        last_run=last_run,
+        last_success=last_run if success == last else RunRecord(**success) if success else None,
+    )
 
 
 def _failed_files(conn: psycopg.Connection[Any]) -> list[FailedFile]:

@@ -50,6 +50,24 @@ create table if not exists embedding_cache (
     primary key (chunk_hash, embedder)
 );
 
+-- The run ledger: a row per finished run (a dry run is not a run), so anyone reading the index
+-- can tell how fresh it is, and `tidal status` answers without Prefect.
+create table if not exists ingest_runs (
+    id            bigint generated always as identity primary key,
+    started_at    timestamptz not null,
+    finished_at   timestamptz not null,
+    source        text not null,
+    outcome       text not null,
+    counts        jsonb not null,
+    chunks        integer not null,
+    tokens        integer not null,
+    deleted       integer not null,
+    seconds       double precision not null,
+    message       text,
+    flow_run_id   text,
+    flow_run_name text
+);
+
 create or replace function match_documents(
     query_embedding vector(__DIMENSION__),
     match_count integer default null,
@@ -70,3 +88,4 @@ $$;
 alter table documents enable row level security;
 alter table ingested_files enable row level security;
 alter table embedding_cache enable row level security;
+alter table ingest_runs enable row level security;
