@@ -154,7 +154,8 @@ def _describe(result: FileResult) -> str:
 
 
 def _warm_up(settings: Settings) -> None:
-    """Open this process's pipeline (Postgres, pool, model) while Prefect starts its server.
+    """Open this process's pipeline (Postgres, pool) and load a local model while Prefect starts
+    its server.
 
     The flow asks the same per-process cache and waits for this build instead of starting its
     own. A failure here is left for the flow to meet again and report as the run's error.
@@ -162,7 +163,9 @@ def _warm_up(settings: Settings) -> None:
 
     def build() -> None:
         try:
-            shared_pipeline(PipelineSpec.of(settings))
+            pipeline = shared_pipeline(PipelineSpec.of(settings))
+            if settings.task_runner == "threads":  # Dask's workers embed, not this process
+                pipeline.embedder.count_tokens(["warm up"])  # loads a local model (~4 s) now
         except Exception:  # noqa: BLE001 - the flow raises it again, with its context
             return
 
