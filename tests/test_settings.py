@@ -46,7 +46,7 @@ def test_defaults() -> None:
     assert Path(s.source).is_dir()
     assert s.embedder == "local"
     assert s.effective_model == "all-MiniLM-L6-v2"
-    assert s.concurrency == 2
+    assert s.concurrency == 2  # the local model is CPU-bound
     assert s.chunk_tokens is None and s.chunk_overlap is None
     assert s.effective_chunk_tokens == 160
     assert s.effective_chunk_overlap == 24
@@ -324,3 +324,16 @@ def test_extensions_are_normalised_and_limited_to_what_tidal_parses(
     monkeypatch.setenv("TIDAL_EXTENSIONS", ".md,.pdf")
     message = str(_config_error())
     assert "TIDAL_EXTENSIONS" in message and ".pdf: Tidal parses only" in message
+
+
+def test_concurrency_defaults_per_embedder_and_a_set_value_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TIDAL_EMBEDDER", "openai")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert load_settings().concurrency == 8  # requests wait on the network
+    assert load_settings(concurrency=None).concurrency == 8  # an unset parameter defers
+    assert load_settings(concurrency=3).concurrency == 3
+    monkeypatch.setenv("TIDAL_CONCURRENCY", "5")
+    assert load_settings().concurrency == 5
+    assert load_settings(embedder="local").concurrency == 5

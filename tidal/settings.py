@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -32,8 +33,20 @@ TaskRunnerName = Literal["threads", "dask"]
 # all-MiniLM-L6-v2 truncates at 256 word pieces; design JSON turns into key paths that cost
 # up to ~1.6 word pieces per cl100k token, so 160 tokens stays under the limit with room.
 EMBEDDER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "local": {"model": "all-MiniLM-L6-v2", "chunk_tokens": 160, "chunk_overlap": 24},
-    "openai": {"model": "text-embedding-3-small", "chunk_tokens": 512, "chunk_overlap": 64},
+    # concurrency: the local model is CPU-bound (torch already uses every core for one batch);
+    # OpenAI's requests mostly wait on the network, paced by the shared budget, not by this.
+    "local": {
+        "model": "all-MiniLM-L6-v2",
+        "chunk_tokens": 160,
+        "chunk_overlap": 24,
+        "concurrency": 2,
+    },
+    "openai": {
+        "model": "text-embedding-3-small",
+        "chunk_tokens": 512,
+        "chunk_overlap": 64,
+        "concurrency": 8,
+    },
 }
 
 
@@ -121,7 +134,13 @@ class Settings(BaseSettings):
         le=3600,
         description="the window TIDAL_OPENAI_RPM and _TPM are counted over (60: per minute)",
     )
-    concurrency: int = Field(default=2, ge=1, le=64, description="files processed at once (1-64)")
+    concurrency: int = Field(
+        default=None,
+        validate_default=True,
+        ge=1,
+        le=64,
+        description="files processed at once (1-64); unset: 2 with the local model, 8 with OpenAI",
+    )
     task_runner: TaskRunnerName = Field(
         default="threads",
         description="threads (one process) or dask (local processes, or TIDAL_DASK_ADDRESS)",
@@ -180,6 +199,13 @@ class Settings(BaseSettings):
             )
         if not Path(value).is_dir():
             raise ValueError(f"{value!r} is not a folder; give the folder of files to ingest")
+        return value
+
+    @field_validator("concurrency", mode="before")
+    @classmethod
+    def _concurrency_for_the_embedder(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return EMBEDDER_DEFAULTS[info.data.get("embedder", "local")]["concurrency"]
         return value
 
     @field_validator("database_url")

@@ -23,8 +23,9 @@ class Embedder(Protocol):
         """Each text's length in the model's own tokenizer."""
         ...
 
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """One vector per text, in order. Raises TransientError when a retry may help."""
+    def embed(self, texts: Sequence[str]) -> Sequence[Sequence[float]]:
+        """One vector per text, in order (float lists, or the rows of a 2-D float32 array).
+        Raises TransientError when a retry may help."""
         ...
 
     def check(self) -> None:
