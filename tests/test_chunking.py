@@ -446,7 +446,8 @@ def test_editing_a_late_section_keeps_earlier_chunk_hashes(overlap: int) -> None
 def _design_text(elements: int, seed: int = 3) -> str:
     """A large design's text as the parser writes it: one top-level group per array element."""
     rng = random.Random(seed)
-    words = "sync offline map route budget split invite share export theme token grid".split()
+    words = ["sync", "offline", "map", "route", "budget", "split", "invite", "share"]
+    words += ["export", "theme", "token", "grid"]
     return "".join(
         f"components[{i}].label: {rng.choice(words)}\n"
         f"components[{i}].behavior: {' '.join(rng.choices(words, k=rng.randint(4, 14)))}.\n"
