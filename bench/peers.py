@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -65,9 +66,18 @@ def _sqlalchemy_url(url: str) -> str:
     return "postgresql+psycopg://" + url.split("://", 1)[1]
 
 
+_IMPORTED: list[float] = []
+
+
+def _imported() -> None:
+    """Mark the end of the system's imports (the rest of its run is its work)."""
+    _IMPORTED.append(time.perf_counter())
+
+
 def _tidal() -> dict[str, float]:
     from flows.ingest import main  # noqa: I001 - first: it sets Prefect's start-up variables
 
+    _imported()
     code = main([])
     if code != 0:
         raise SystemExit(f"tidal exited {code}")
@@ -82,6 +92,7 @@ def _langchain() -> dict[str, float]:
     from langchain_postgres import PGVector
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
+    _imported()
     url = _sqlalchemy_url(os.environ["BENCH_DATABASE_URL"])
     source = Path(os.environ["BENCH_SOURCE"])
     embeddings = OpenAIEmbeddings(model=MODEL, base_url=os.environ["OPENAI_BASE_URL"])
@@ -115,6 +126,7 @@ def _llamaindex() -> dict[str, float]:
     from llama_index.embeddings.openai import OpenAIEmbedding
     from llama_index.vector_stores.postgres import PGVectorStore
 
+    _imported()
     url = _sqlalchemy_url(os.environ["BENCH_DATABASE_URL"])
     state = Path(os.environ["BENCH_STATE"])
     docs = SimpleDirectoryReader(
@@ -149,12 +161,15 @@ def one(system: str) -> dict[str, float]:
 
     from bench.common import peak_rss_mb
 
-    started = time.perf_counter()
     result = {"tidal": _tidal, "langchain": _langchain, "llamaindex": _llamaindex}[system]()
+    ended = time.time()
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    imported = ended - (time.perf_counter() - _IMPORTED[0])
     return {
         **result,
-        "run_seconds": time.perf_counter() - started,
+        "start_seconds": imported - float(os.environ["BENCH_LAUNCHED"]),
+        "imported_at": imported,
+        "ended_at": ended,
         "cpu_self": usage.ru_utime + usage.ru_stime,
         "rss_mb": peak_rss_mb(),
     }
@@ -243,7 +258,7 @@ def main() -> None:
             with out.open("w") as stdout, err.open("w") as stderr:
                 child = subprocess.Popen(
                     [sys.executable, __file__, "--one", system],
-                    env=env,
+                    env={**env, "BENCH_LAUNCHED": repr(time.time())},
                     stdout=stdout,
                     stderr=stderr,
                     cwd=env.get("BENCH_CWD", str(ROOT)),
@@ -262,8 +277,9 @@ def main() -> None:
             return {
                 **result,
                 "wall": wall,
+                **_phases(result, wall, err.read_text()),
                 "cpu_all": cpu_all,
-                "cpu_others": max(0.0, cpu_all - result["cpu_self"]),
+                "cpu_after": cpu_all - result["cpu_self"],
                 "requests": len(requests),
                 "refused": sum(r["status"] == 429 for r in requests),
                 "tokens": sum(count_tokens(t) for t in api.inputs_embedded[answered:]),
@@ -302,7 +318,8 @@ def main() -> None:
                     rows[(system, run)].append(r)
                     print(
                         f"  round {round_} {system:10} {run:9} wall {r['wall']:6.1f} s"
-                        f"  cpu {r['cpu_self']:5.1f} (+{r['cpu_others']:.1f} children)"
+                        f" (start {r['start_seconds']:.1f}, exit {r['exit_seconds']:.1f})"
+                        f"  cpu {r['cpu_self']:5.1f} (to exit {r['cpu_all']:.1f})"
                         f"  rss {r['rss_mb']:4.0f} MB  rows {r['rows']}"
                         f"  requests {r['requests']} ({r['refused']} refused)"
                         f"  tokens {r['tokens']:,}",
@@ -310,6 +327,44 @@ def main() -> None:
                     )
     _table(rows, systems, args, len(paths), designs, corpus_tokens)
     shutil.rmtree(work, ignore_errors=True)
+
+
+_MARKS = {
+    "server": "Starting temporary server",
+    "flow": "Beginning flow run",
+    "done": "- Finished in state",
+}
+
+
+def _phases(result: dict[str, float], wall: float, log: str) -> dict[str, float]:
+    """Where the wall time went: start-up (interpreter, imports), the run, exit; for Tidal the
+    run is cut further at the lines of Prefect's log (the first of each mark, the last "Finished
+    in state", which is the flow's): before the server, the server's start, the flow, after.
+    Prefect stops its server at exit, so that is in the exit."""
+    run = result["ended_at"] - result["imported_at"]
+    phases = {"exit_seconds": wall - result["start_seconds"] - run}
+    stamps: dict[str, float] = {}
+    for line in log.splitlines():
+        for key, mark in _MARKS.items():
+            if mark in line and (key == "done" or key not in stamps):
+                h, m, sec = line.split(" ", 1)[0].split(":")
+                stamps[key] = int(h) * 3600 + int(m) * 60 + float(sec)
+    if len(stamps) == len(_MARKS):
+
+        def clock(epoch: float) -> float:
+            t = time.localtime(epoch)
+            return t.tm_hour * 3600 + t.tm_min * 60 + t.tm_sec + epoch % 1
+
+        points = [clock(result["imported_at"]), *(stamps[k] for k in _MARKS)]
+        points.append(clock(result["ended_at"]))
+        gaps = [(b - a) % 86400 for a, b in itertools.pairwise(points)]
+        phases.update(
+            before_server=gaps[0],
+            prefect_start=gaps[1],
+            flow_seconds=gaps[2],
+            after_flow=gaps[3],
+        )
+    return phases
 
 
 def _environment(
@@ -363,17 +418,28 @@ def _table(
     lines: list[tuple[str, list[str]]] = [
         ("full run: wall s", [span(values(s, "full", "wall"), "{:.1f}") for s in systems]),
         ("full run: wall ÷ LlamaIndex", [ratio(s, "full", "wall") for s in systems]),
-        ("full run: CPU s, the process", [span(values(s, "full", "cpu_self")) for s in systems]),
         (
-            "full run: CPU s, its children (Tidal: the Prefect server)",
-            [span(values(s, "full", "cpu_others")) for s in systems],
+            "full run: of which start-up s (interpreter, imports)",
+            [span(values(s, "full", "start_seconds"), "{:.1f}") for s in systems],
+        ),
+        (
+            "full run: of which exit s (after the run returned)",
+            [span(values(s, "full", "exit_seconds"), "{:.1f}") for s in systems],
+        ),
+        (
+            "full run: CPU s, the process to the end of its run",
+            [span(values(s, "full", "cpu_self"), "{:.1f}") for s in systems],
+        ),
+        (
+            "full run: CPU s after that, children included (Tidal: the Prefect server)",
+            [span(values(s, "full", "cpu_after"), "{:.1f}") for s in systems],
         ),
         (
             "CPU s per 100k tokens, the process",
             [span(per_100k(s, "cpu_self"), "{:.1f}") for s in systems],
         ),
         (
-            "CPU s per 100k tokens, with children",
+            "CPU s per 100k tokens, everything to exit",
             [span(per_100k(s, "cpu_all"), "{:.1f}") for s in systems],
         ),
         ("full run: peak RSS MB", [span(values(s, "full", "rss_mb")) for s in systems]),
@@ -394,6 +460,14 @@ def _table(
             [span(values(s, "unchanged", "wall"), "{:.1f}") for s in systems],
         ),
         ("unchanged re-run: wall ÷ LlamaIndex", [ratio(s, "unchanged", "wall") for s in systems]),
+        (
+            "unchanged re-run: of which start-up / exit s",
+            [
+                f"{span(values(s, 'unchanged', 'start_seconds'), '{:.1f}')}"
+                f" / {span(values(s, 'unchanged', 'exit_seconds'), '{:.1f}')}"
+                for s in systems
+            ],
+        ),
         ("unchanged re-run: requests", [span(values(s, "unchanged", "requests")) for s in systems]),
         ("3 files edited: wall s", [span(values(s, "edit", "wall"), "{:.1f}") for s in systems]),
         ("3 files edited: requests", [span(values(s, "edit", "requests")) for s in systems]),
@@ -414,6 +488,19 @@ def _table(
     print("|---|" + "---|" * len(systems))
     for label, cells in lines:
         print(f"| {label} | " + " | ".join(cells) + " |")
+    if "tidal" not in systems or "prefect_start" not in rows[("tidal", "full")][0]:
+        return
+    keys = ("start_seconds", "before_server", "prefect_start", "flow_seconds", "after_flow")
+    keys += ("exit_seconds", "wall")
+    print("\nTidal's wall time, from Prefect's log lines (s):\n")
+    print(
+        "| run | start-up (imports) | settings, preflight | Prefect server start | flow"
+        " | after the flow | exit (server stop) | wall |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for run in RUNS:
+        cells = [span(values("tidal", run, k), "{:.1f}") for k in keys]
+        print(f"| {run} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
