@@ -223,6 +223,9 @@ def main() -> None:
     parser.add_argument("--rpm", type=int, default=3000)
     parser.add_argument("--tpm", type=int, default=300_000)
     parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument(
+        "--tidal-concurrency", type=int, help="TIDAL_CONCURRENCY (unset: Tidal's default, 2)"
+    )
     args = parser.parse_args()
     systems = args.systems.split(",")
 
@@ -307,6 +310,8 @@ def main() -> None:
                 state = work / f"r{round_}-{system}"
                 env = _environment(system, corpus, db, state, api.base_url, work)
                 env.update(TIKTOKEN_CACHE_DIR=str(tiktoken_cache))
+                if system == "tidal" and args.tidal_concurrency:
+                    env.update(TIDAL_CONCURRENCY=str(args.tidal_concurrency))
                 for run in RUNS:
                     if run == "edit":
                         edit_three(corpus)
