@@ -409,13 +409,16 @@ def _table(
     def values(system: str, run: str, key: str) -> list[float]:
         return [r[key] for r in rows[(system, run)]]
 
-    def ratio(system: str, run: str, key: str) -> str:
+    def ratio(system: str, run: str, key: str, per_token: bool = False) -> str:
+        """``key`` over LlamaIndex's in the same round (per token embedded if ``per_token``)."""
         if "llamaindex" not in systems:
             return "–"
-        base = values("llamaindex", run, key)
-        by_round = {r["round"]: r[key] for r in rows[("llamaindex", run)]}
-        mine = rows[(system, run)]
-        return span([r[key] / by_round[r["round"]] for r in mine], "{:.2f}") if base else "–"
+
+        def value(r: dict[str, float]) -> float:
+            return r[key] / r["tokens"] if per_token else r[key]
+
+        by_round = {r["round"]: value(r) for r in rows[("llamaindex", run)]}
+        return span([value(r) / by_round[r["round"]] for r in rows[(system, run)]], "{:.2f}")
 
     def per_100k(system: str, key: str) -> list[float]:
         return [r[key] / r["tokens"] * 100_000 for r in rows[(system, "full")]]
@@ -446,6 +449,13 @@ def _table(
         (
             "CPU s per 100k tokens, everything to exit",
             [span(per_100k(s, "cpu_all"), "{:.1f}") for s in systems],
+        ),
+        (
+            "CPU per 100k tokens ÷ LlamaIndex: the process / to exit",
+            [
+                f"{ratio(s, 'full', 'cpu_self', True)} / {ratio(s, 'full', 'cpu_all', True)}"
+                for s in systems
+            ],
         ),
         ("full run: peak RSS MB", [span(values(s, "full", "rss_mb")) for s in systems]),
         ("rows stored", [span(values(s, "full", "rows")) for s in systems]),
