@@ -2,7 +2,7 @@
 ingestion pipeline, both into pgvector (issue 10).
 
     pip install -e ".[test,bench]"     # the peers live in the ``bench`` extra only
-    nice -n 5 python bench/peers.py    # 150 files, 2 rounds (~15 min on 2 cores)
+    nice -n 5 python bench/peers.py    # 150 files, 2 rounds (~7 min on 2 cores)
 
 One corpus (bench/corpus.py, held out from examples/corpus: 150 files, 40 % design JSON, the rest
 Markdown and text PRDs), one fake OpenAI server (tests/fakes: text-embedding-3-small, 1536
