@@ -75,16 +75,20 @@ def _prd(rng: random.Random, i: int, markdown: bool) -> str:
     return "\n".join(lines)
 
 
-def generate(root: Path, n: int, *, seed: int = 7) -> list[str]:
-    """Write ``n`` files under ``root``; returns their relative paths."""
+def generate(root: Path, n: int, *, seed: int = 7, designs: float = 0.6) -> list[str]:
+    """Write ``n`` files under ``root``; returns their relative paths.
+
+    ``designs`` is the share of design JSON; the rest are PRDs, five Markdown to three text.
+    """
     rng = random.Random(seed)
     paths = []
+    markdown = designs + (1 - designs) * 0.625  # 0.6 -> 0.85, the mix the other benches use
     for i in range(n):
         kind = rng.random()
-        if kind < 0.6:
+        if kind < designs:
             rel = f"designs/{rng.choice(TEAMS)}_team/design-{i:05d}.json"
             data = json.dumps(_design(rng, i), indent=2, ensure_ascii=False)
-        elif kind < 0.85:
+        elif kind < markdown:
             rel = f"prds/{rng.choice(('core', 'growth', 'platform'))}/prd-{i:05d}.md"
             data = _prd(rng, i, markdown=True)
         else:

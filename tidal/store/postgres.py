@@ -289,7 +289,12 @@ class PostgresStore:
                 " where chunk_hash = any(%s) and embedder = %s)",
                 (list(hashes), embedder, list(hashes), embedder),
             ).fetchall()
-        return {hash_: vector.to_numpy() for hash_, vector in rows}
+        # pgvector-python < 0.4 (which langchain-postgres pins) loads a float32 array itself;
+        # 0.4 and later load a Vector.
+        return {
+            hash_: vector.to_numpy() if hasattr(vector, "to_numpy") else vector
+            for hash_, vector in rows
+        }
 
     @_riding_out
     def keep_embeddings(self, vectors: dict[str, Vector], embedder: str) -> None:
