@@ -408,3 +408,23 @@ def test_a_live_index_is_dropped_only_for_a_load_of_bulk_load_files() -> None:
     )
     # 30 new files against 10 kept: more than kept, but a live index is not dropped for 30.
     assert _index_during_run(pipeline) == ({False}, False)
+
+
+def test_the_report_counts_no_attempt_for_a_file_the_run_did_not_try() -> None:
+    from tidal.report import summary_frame
+
+    files = {**_corpus(2), "designs/a/broken.json": b'{"title": "Broken", "screens": ['}
+    pipeline = _pipeline(files)
+    run_in_threads(_run(pipeline), concurrency=2)
+    source: MemorySource = pipeline.source  # type: ignore[assignment]
+    source.files["prds/note-0001.md"] = b"# Note 1, edited\n\nNew words.\n"
+
+    frame = summary_frame(run_in_threads(_run(pipeline), concurrency=2))
+
+    rows = zip(frame["path"], frame["status"], frame["attempts"], strict=True)
+    attempts = {path: (status, tries) for path, status, tries in rows}
+    assert attempts == {
+        "prds/note-0000.md": ("skipped", 0),
+        "prds/note-0001.md": ("ingested", 1),
+        "designs/a/broken.json": ("failed", 1),  # its recorded try, not one of this run
+    }

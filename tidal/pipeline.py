@@ -89,7 +89,9 @@ class Pipeline:
         started = time.perf_counter()
         with self.store.claim(file.path):
             if is_unchanged(file, self.store.current_files(self.fingerprint, [file.path])):
-                return FileResult(file.path, "skipped", seconds=time.perf_counter() - started)
+                return FileResult(
+                    file.path, "skipped", seconds=time.perf_counter() - started, attempts=attempt
+                )
             document = parse(file.path, self.source.read(file))
             chunks = self.chunk(document)
             vectors, reused = self.vectors(chunks)

@@ -94,7 +94,9 @@ class FileResult:
     reused: int = 0
     """Chunks whose vector came from the store instead of the embedder."""
     seconds: float = 0.0
-    attempts: int = 1
+    attempts: int = 0
+    """Tries at ingesting the file in this run; 0 for a file settled without one (unchanged,
+    ignored, not started), so a report never shows a try that did not happen."""
     error: str | None = None
     error_kind: str | None = None
 

@@ -296,7 +296,13 @@ class IngestRun:
                 self.stopped = outcome
                 log.error("stopping the run: %s", outcome.message)
             return self._keep(
-                FileResult(file.path, "stopped", error=outcome.message, error_kind="fatal")
+                FileResult(
+                    file.path,
+                    "stopped",
+                    attempts=outcome.attempts or 1,
+                    error=outcome.message,
+                    error_kind="fatal",
+                )
             )
         if isinstance(outcome, TidalError):
             message, attempts, kind = outcome.message, outcome.attempts or 1, error_kind(outcome)
