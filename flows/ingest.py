@@ -79,6 +79,7 @@ def tidal(
         chunk_overlap=chunk_overlap,
         force_delete=force_delete,
         task_runner=task_runner_name,
+        origin={"task_runner": "parameter task_runner_name"},
     )
     logger = get_run_logger()
     logger.info("Tidal settings: %s", settings.describe())

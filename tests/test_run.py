@@ -428,3 +428,17 @@ def test_the_report_counts_no_attempt_for_a_file_the_run_did_not_try() -> None:
         "prds/note-0001.md": ("ingested", 1),
         "designs/a/broken.json": ("failed", 1),  # its recorded try, not one of this run
     }
+
+
+def test_a_failed_run_says_which_files_failed_and_why_in_one_line() -> None:
+    broken = {f"designs/a/broken-{i}.json": b'{"title": "Broken", "screens": [' for i in range(4)}
+    summary = run_in_threads(_run(_pipeline({**_corpus(2), **broken})), concurrency=2)
+
+    with pytest.raises(IngestFailed) as failed:
+        raise_for_outcome(summary)
+
+    message = str(failed.value)  # the flow run's state message: what --watch and the UI show
+    assert message.startswith("4 of 6 files failed: designs/a/broken-0.json (permanent: ")
+    assert "invalid JSON" in message and "\n" not in message
+    assert "designs/a/broken-2.json" in message and "broken-3.json" not in message
+    assert message.endswith("; and 1 more; `tidal failed` lists them")

@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from tidal.errors import ConfigError, PermanentError
-from tidal.settings import SAMPLE_CORPUS, Settings, load_settings, redact_url
+from tidal.settings import SAMPLE_CORPUS, Settings, env_name, load_settings, redact_url
 
 PASSWORD = "s3cr3t-pw"
 PG_URL = f"postgresql://tidal:{PASSWORD}@db.internal:5432/tidal"
@@ -28,10 +28,20 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return workdir
 
 
-def _config_error(**overrides) -> ConfigError:
+def _config_error(**variables) -> ConfigError:
+    """The error for these settings set as variables (``TIDAL_<NAME>``), as a user would."""
+    with pytest.MonkeyPatch.context() as env, pytest.raises(ConfigError) as info:
+        for name, value in variables.items():
+            env.setenv(env_name(name), str(value))
+        load_settings()
+    assert isinstance(info.value, PermanentError)
+    return info.value
+
+
+def _parameter_error(**overrides) -> ConfigError:
+    """The error for these settings given as overrides (a flow run's parameters)."""
     with pytest.raises(ConfigError) as info:
         load_settings(**overrides)
-    assert isinstance(info.value, PermanentError)
     return info.value
 
 
@@ -337,3 +347,23 @@ def test_concurrency_defaults_per_embedder_and_a_set_value_wins(
     monkeypatch.setenv("TIDAL_CONCURRENCY", "5")
     assert load_settings().concurrency == 5
     assert load_settings(embedder="local").concurrency == 5
+
+
+def test_a_bad_parameter_is_named_as_the_parameter_the_user_set(tmp_path: Path) -> None:
+    missing = tmp_path / "docs"
+    message = str(_parameter_error(source=str(missing)))
+    assert f"parameter source = '{missing}'" in message and "TIDAL_SOURCE" not in message
+
+    message = str(_parameter_error(chunk_tokens=100, chunk_overlap=50))
+    assert "parameter chunk_overlap" in message and "of parameter chunk_tokens" in message
+
+    renamed = _parameter_error(task_runner="fibers", origin={"task_runner": "parameter x_name"})
+    assert "parameter x_name = 'fibers'" in str(renamed)
+
+
+def test_a_bad_variable_beside_a_parameter_is_still_named_as_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TIDAL_CHUNK_TOKENS", "100")
+    message = str(_parameter_error(chunk_overlap=50))
+    assert "parameter chunk_overlap (50) must be under half of TIDAL_CHUNK_TOKENS" in message

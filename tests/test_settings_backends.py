@@ -53,8 +53,11 @@ def test_supabase_url_must_be_http(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_openai_needs_a_key_and_takes_its_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ConfigError, match="TIDAL_EMBEDDER=openai needs OPENAI_API_KEY"):
+    with pytest.raises(ConfigError, match="parameter embedder=openai needs OPENAI_API_KEY"):
         load_settings(embedder="openai")
+    monkeypatch.setenv("TIDAL_EMBEDDER", "openai")
+    with pytest.raises(ConfigError, match="TIDAL_EMBEDDER=openai needs OPENAI_API_KEY"):
+        load_settings()
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-value")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     settings = load_settings(embedder="openai")

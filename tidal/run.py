@@ -64,17 +64,38 @@ class Work:
 
 
 class IngestFailed(Exception):
-    """Some files failed; every other file was still processed. Carries the full summary."""
+    """Some files failed; every other file was still processed. Carries the full summary.
+
+    Its message becomes the flow run's Failed state message, the one line ``prefect deployment
+    run --watch`` and the UI show for the run, so it names the first failed files with their
+    reasons, and where the rest are.
+    """
+
+    SHOWN = 3
+    """Failed files named in the message, each with its reason (cut to ``REASON_CHARS``)."""
+    REASON_CHARS = 120
 
     def __init__(self, summary: RunSummary) -> None:
         self.summary = summary
-        failed = [r.path for r in summary.failed]
-        more = f" and {len(failed) - 10} more" if len(failed) > 10 else ""
-        names = ", ".join(failed[:10]) + more
-        super().__init__(f"{len(failed)} of {len(summary.results)} files failed: {names}")
+        failed = summary.failed
+        named = "; ".join(
+            f"{r.path} ({r.error_kind}: {_cut(r.error or 'no reason recorded', self.REASON_CHARS)})"
+            for r in failed[: self.SHOWN]
+        )
+        more = f"; and {len(failed) - self.SHOWN} more" if len(failed) > self.SHOWN else ""
+        super().__init__(
+            f"{len(failed)} of {len(summary.results)} files failed: {named}{more}; "
+            "`tidal failed` lists them"
+        )
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (type(self), (self.summary,))
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` on one line, at most ``limit`` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
 class RunStopped(Exception):

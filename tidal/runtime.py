@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from tidal.embedders import Embedder, open_embedder
 from tidal.errors import ConfigError
 from tidal.pipeline import Pipeline, build_pipeline
-from tidal.settings import Settings, load_settings
+from tidal.settings import Settings, env_name, load_settings
 from tidal.sources import open_source
 
 _lock = threading.Lock()
@@ -60,8 +60,13 @@ class PipelineSpec:
         return replace(self, fingerprint=fingerprint)
 
     def load(self) -> Settings:
-        """The settings: these values, with secrets from this process's environment."""
-        return load_settings(**dict(self.settings))
+        """The settings: these values, with secrets from this process's environment.
+
+        The values are the run's settings, not a user's parameters: an error (a source folder
+        this worker lacks) names each by its variable.
+        """
+        values = dict(self.settings)
+        return load_settings(origin={name: env_name(name) for name in values}, **values)
 
 
 def shared_pipeline(spec: PipelineSpec) -> Pipeline:

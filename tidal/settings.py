@@ -5,6 +5,7 @@ Nothing below this module reads the environment: stages get plain values from he
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -369,31 +370,40 @@ def redact_url(url: SecretStr | str) -> str:
     return masked + (f"#{parts.fragment}" if parts.fragment else "")
 
 
-def load_settings(**overrides: Any) -> Settings:
+def load_settings(*, origin: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Settings from the environment, with non-None ``overrides`` taking precedence.
 
-    A bad value raises ConfigError naming each variable, what was wrong, and what to set.
+    A bad value raises ConfigError naming where the user set it, what was wrong and what to set:
+    the variable (``TIDAL_SOURCE``) for a value from the environment, ``parameter source`` for
+    an override, since overrides are what a flow run or command was given. ``origin`` renames
+    an override whose parameter is spelled differently (``{"task_runner": "parameter
+    task_runner_name"}``).
     """
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(**given)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc)) from None
+        names = {field: f"parameter {field}" for field in given} | dict(origin or {})
+        raise ConfigError(_explain(exc, names)) from None
 
 
-def _explain(exc: ValidationError) -> str:
+def _explain(exc: ValidationError, names: Mapping[str, str]) -> str:
+    """One line per error. A message naming another setting's variable (a model validator's:
+    "TIDAL_CHUNK_OVERLAP must be under half of TIDAL_CHUNK_TOKENS") names it as it was set."""
     lines = ["invalid configuration:"]
     for err in exc.errors():
         name = str(err["loc"][0]) if err["loc"] else ""
         name = _FIELD_BY_ALIAS.get(name, name)
-        variable = env_name(name) if name else "settings"
+        where = names.get(name) or (env_name(name) if name else "settings")
         field = Settings.model_fields.get(name)
         hint = f" (expected {field.description})" if field and field.description else ""
         given = err.get("input")
         secret = name.endswith(("_url", "_key"))
         shown = "" if secret or isinstance(given, dict) else f" = {given!r}"
         message = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  {variable}{shown}: {message}{hint}")
+        for other, said in names.items():
+            message = message.replace(env_name(other), said)
+        lines.append(f"  {where}{shown}: {message}{hint}")
     return "\n".join(lines)
 
 
