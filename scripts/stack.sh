@@ -6,7 +6,8 @@
 # Then: PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/prefect deployment run tidal/ingest --watch
 #
 # Settings: TIDAL_PREFECT_PORT (4200), TIDAL_STACK_DIR (.tidal/stack: pids and logs),
-# PYTHON (.venv/bin/python). The worker inherits this environment: put TIDAL_DATABASE_URL,
+# PYTHON (.venv/bin/python), PREFECT_FLOWS_HEARTBEAT_FREQUENCY (180 s: a killed run is marked
+# Crashed after three silent periods, deployments/zombies.py). The worker inherits this environment: put TIDAL_DATABASE_URL,
 # TIDAL_REDIS_URL and keys there, not in parameters.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,9 @@ if [ "${1:-up}" = stop ]; then
     exit 0
 fi
 
+# Logs streamed out: `prefect deployment run --watch` then prints the run's log lines (its summary,
+# and a failure's reason) among the events, not only the final state's name.
+PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED=true PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED=true \
 setsid "$PYTHON" -m prefect server start --host 127.0.0.1 --port "$PORT" --analytics-off \
     > "$STACK/server.log" 2>&1 &
 echo $! > "$STACK/server.pid"
@@ -48,6 +52,7 @@ done
 "$PYTHON" -m prefect work-pool inspect tidal >/dev/null 2>&1 \
     || "$PYTHON" -m prefect work-pool create tidal --type process
 "$PYTHON" -m prefect --no-prompt deploy --all
+"$PYTHON" deployments/zombies.py  # a run whose process was killed ends Crashed, not Running
 setsid "$PYTHON" -m prefect worker start --pool tidal > "$STACK/worker.log" 2>&1 &
 echo $! > "$STACK/worker.pid"
 

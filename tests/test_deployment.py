@@ -5,22 +5,45 @@ process pool, `prefect deploy --all` from prefect.yaml, a worker, and
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import psycopg
 import pytest
 
 from tests.services import free_port
 from tidal.settings import REPO_ROOT, SAMPLE_CORPUS
 
+WORKER_CONCURRENCY = 3
+"""TIDAL_CONCURRENCY in the worker's environment: what a run with no concurrency parameter uses."""
 
-@pytest.fixture
-def stack(tmp_path: Path, database_url: str) -> Iterator[dict[str, str]]:
+
+@pytest.fixture(scope="module")
+def stack_database(pg_base_url: str) -> Iterator[str]:
+    """One database for the module's stack: the worker's TIDAL_DATABASE_URL cannot change."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_base_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    yield urlunsplit(urlsplit(pg_base_url)._replace(path=f"/{name}"))
+    with psycopg.connect(pg_base_url, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, stack_database: str
+) -> Iterator[dict[str, str]]:
+    """One server and worker for every test here: starting them costs most of a test's time."""
+    tmp_path = tmp_path_factory.mktemp("stack")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
     env.update(
@@ -28,8 +51,9 @@ def stack(tmp_path: Path, database_url: str) -> Iterator[dict[str, str]]:
         PREFECT_HOME=str(tmp_path / "prefect-home"),
         TIDAL_PREFECT_PORT=str(port),
         TIDAL_STACK_DIR=str(tmp_path / "stack"),
-        TIDAL_DATABASE_URL=database_url,  # the worker's environment: secrets live here
+        TIDAL_DATABASE_URL=stack_database,  # the worker's environment: secrets live here
         TIDAL_DATA_DIR=str(tmp_path / "data"),
+        TIDAL_CONCURRENCY=str(WORKER_CONCURRENCY),
         PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
     )
     script = ["bash", str(REPO_ROOT / "scripts" / "stack.sh")]
@@ -53,36 +77,74 @@ def stack(tmp_path: Path, database_url: str) -> Iterator[dict[str, str]]:
             pytest.fail(f"process group {pid} survived `stack.sh stop`")
 
 
-def test_prefect_deployment_run_ingests_and_the_deployment_is_scheduled_daily(
-    stack: dict[str, str], database_url: str, tmp_path: Path
-) -> None:
-    corpus = tmp_path / "corpus"
-    for rel in ("prds/referral-program.md", "designs/Aurora_team/icon-set.json"):
-        (corpus / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(SAMPLE_CORPUS / rel, corpus / rel)
-    prefect = [sys.executable, "-m", "prefect"]
+PREFECT = [sys.executable, "-m", "prefect"]
 
+
+def _corpus(folder: Path, *picks: str, broken: str | None = None) -> Path:
+    """A folder with these files of the sample corpus, and ``broken`` as invalid JSON."""
+    for rel in picks:
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SAMPLE_CORPUS / rel, folder / rel)
+    if broken:
+        (folder / broken).parent.mkdir(parents=True, exist_ok=True)
+        (folder / broken).write_text('{"title": "Broken", "screens": [')
+    return folder
+
+
+def _deployment_run(env: dict[str, str], *params: str, watch: bool = True) -> tuple[int, str, str]:
+    """``prefect deployment run tidal/ingest --param ...``: exit code, output, flow run id."""
+    args = [arg for param in params for arg in ("--param", param)]
     done = subprocess.run(
-        [*prefect, "deployment", "run", "tidal/ingest", "--param", f"source={corpus}", "--watch"],
-        env=stack,
+        [*PREFECT, "deployment", "run", "tidal/ingest", *args, *(["--watch"] if watch else [])],
+        env={**env, "COLUMNS": "1000"},  # --watch's lines unwrapped
         capture_output=True,
         text=True,
         timeout=600,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "Flow run finished successfully in 'Completed'" in done.stdout
+    found = re.search(r"UUID: ([0-9a-f-]{36})", done.stdout)
+    assert found, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.returncode, done.stdout + done.stderr, found.group(1)
 
-    with psycopg.connect(database_url) as conn:
+
+def _logs(env: dict[str, str], flow_run_id: str) -> str:
+    """Every log line of the flow run, as the server stored it."""
+    answer = httpx.post(
+        f"{env['PREFECT_API_URL']}/logs/filter",
+        json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200},
+        timeout=30,
+    )
+    answer.raise_for_status()
+    return "\n".join(line["message"] for line in answer.json())
+
+
+def _flow_run(env: dict[str, str], flow_run_id: str) -> dict:
+    answer = httpx.get(f"{env['PREFECT_API_URL']}/flow_runs/{flow_run_id}", timeout=30)
+    answer.raise_for_status()
+    return answer.json()
+
+
+def test_prefect_deployment_run_ingests_and_the_deployment_is_scheduled_daily(
+    stack: dict[str, str], stack_database: str, tmp_path: Path
+) -> None:
+    corpus = _corpus(
+        tmp_path / "corpus", "prds/referral-program.md", "designs/Aurora_team/icon-set.json"
+    )
+
+    code, out, flow_run_id = _deployment_run(stack, f"source={corpus}")
+
+    assert code == 0, out[-3000:]
+    assert "Flow run finished successfully in 'Completed'" in out
+    # prefect.yaml leaves concurrency unset: the run defers to the worker's TIDAL_CONCURRENCY
+    assert f"'concurrency': '{WORKER_CONCURRENCY}'" in _logs(stack, flow_run_id)
+    with psycopg.connect(stack_database) as conn:
         files = dict(conn.execute("select path, status from ingested_files").fetchall())
         (chunks,) = conn.execute("select count(*) from documents").fetchone()
-    assert files == {
-        "prds/referral-program.md": "ingested",
-        "designs/Aurora_team/icon-set.json": "ingested",
-    }
+    assert files["prds/referral-program.md"] == "ingested"
+    assert files["designs/Aurora_team/icon-set.json"] == "ingested"
     assert chunks > 0
 
     shown = subprocess.run(
-        [*prefect, "deployment", "inspect", "tidal/ingest"],
+        [*PREFECT, "deployment", "inspect", "tidal/ingest"],
         env=stack,
         capture_output=True,
         text=True,
@@ -93,3 +155,72 @@ def test_prefect_deployment_run_ingests_and_the_deployment_is_scheduled_daily(
     assert "'active': True" in shown
     assert "'entrypoint': 'flows/ingest.py:tidal'" in shown
     assert "'work_pool_name': 'tidal'" in shown
+    assert "'concurrency': None" in shown
+
+
+def test_a_failed_deployment_run_says_why_where_it_is_watched(
+    stack: dict[str, str], tmp_path: Path
+) -> None:
+    corpus = _corpus(tmp_path / "corpus", "prds/calendar-export.md", broken="designs/x/bad.json")
+
+    code, out, flow_run_id = _deployment_run(stack, f"source={corpus}", "concurrency=1")
+
+    assert code == 1, out[-3000:]
+    # a parameter that is set beats the worker's variable
+    assert "'concurrency': '1'" in _logs(stack, flow_run_id)
+    reason = "1 of 2 files failed: designs/x/bad.json (permanent: invalid JSON"
+    state = _flow_run(stack, flow_run_id)["state"]
+    assert state["type"] == "FAILED" and reason in state["message"]  # what the UI shows
+    assert "`tidal failed` lists them" in state["message"]
+    assert reason in out  # and what --watch printed: the run's log lines, its summary too
+    assert "Tidal: 2 files from" in out
+
+
+def test_a_bad_parameter_is_named_as_the_parameter(stack: dict[str, str], tmp_path: Path) -> None:
+    missing = tmp_path / "docs"
+
+    code, out, flow_run_id = _deployment_run(stack, f"source={missing}")
+
+    assert code == 1, out[-3000:]
+    message = _flow_run(stack, flow_run_id)["state"]["message"]
+    assert f"parameter source = '{missing}'" in message, message
+    assert "TIDAL_SOURCE" not in message
+
+
+def test_a_deployment_run_killed_with_sigkill_ends_crashed(stack: dict[str, str]) -> None:
+    """kill -9 of the flow's process: the run leaves Running (the worker reports it Crashed)."""
+    _, out, flow_run_id = _deployment_run(
+        stack, f"source={SAMPLE_CORPUS}", "concurrency=1", watch=False
+    )
+    pids = _flow_processes(flow_run_id, until=lambda: _state(stack, flow_run_id) == "RUNNING")
+    time.sleep(2)  # inside the run: settings read, files being listed or ingested
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+
+    deadline = time.monotonic() + 120
+    while _state(stack, flow_run_id) == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(1)
+    run = _flow_run(stack, flow_run_id)
+    assert run["state"]["type"] == "CRASHED", run["state"]
+
+
+def _state(env: dict[str, str], flow_run_id: str) -> str:
+    return _flow_run(env, flow_run_id)["state"]["type"]
+
+
+def _flow_processes(flow_run_id: str, *, until, timeout: float = 300) -> list[int]:  # type: ignore[no-untyped-def]
+    """The processes running this flow run (their environment names it), once ``until()``."""
+    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = []
+        for environ in Path("/proc").glob("[0-9]*/environ"):
+            try:
+                if marker in environ.read_bytes().split(b"\0"):
+                    pids.append(int(environ.parent.name))
+            except OSError:
+                continue
+        if pids and until():
+            return pids
+        time.sleep(0.5)
+    pytest.fail(f"no process of flow run {flow_run_id} was seen running")
