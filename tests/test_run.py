@@ -426,7 +426,7 @@ def test_the_report_counts_no_attempt_for_a_file_the_run_did_not_try() -> None:
     assert attempts == {
         "prds/note-0000.md": ("skipped", 0),
         "prds/note-0001.md": ("ingested", 1),
-        "designs/a/broken.json": ("failed", 1),  # its recorded try, not one of this run
+        "designs/a/broken.json": ("failed", 0),  # unchanged since it failed: not tried again
     }
 
 

@@ -153,9 +153,8 @@ class RunSummary:
         if self.stopped:
             lines.append(f"  STOPPED EARLY: {self.stopped}")
         for r in self.failed:
-            lines.append(
-                f"  FAILED {shown(r.path)} ({r.error_kind}, {r.attempts} attempt(s)): {r.error}"
-            )
+            tries = f", {r.attempts} attempt(s)" if r.attempts else ""
+            lines.append(f"  FAILED {shown(r.path)} ({r.error_kind}{tries}): {r.error}")
         return "\n".join(lines)
 
 

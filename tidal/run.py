@@ -401,7 +401,6 @@ class IngestRun:
         return FileResult(
             file.path,
             "failed",
-            attempts=failure.attempts,
             error=f"unchanged since it failed: {failure.error}",
             error_kind="permanent",
         )
