@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Sequence
+from uuid import UUID
 
 # Prefect reads these when it is imported; quiet the ephemeral API server before that.
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -17,7 +19,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tidal")
 
-from prefect import flow, get_run_logger  # noqa: E402
+from prefect import flow, get_client, get_run_logger  # noqa: E402
 from prefect.futures import PrefectFuture  # noqa: E402
 from prefect.runtime import flow_run as current_flow_run  # noqa: E402
 from prefect.settings import get_current_settings  # noqa: E402
@@ -151,7 +153,8 @@ def _describe(result: FileResult) -> str:
         return f"not processed: {result.error}"
     if result.status == "ignored":
         return f"ignored: {result.error}"
-    return f"FAILED ({result.error_kind}, {result.attempts} attempt(s)): {result.error}"
+    tries = f", {result.attempts} attempt(s)" if result.attempts else ""
+    return f"FAILED ({result.error_kind}{tries}): {result.error}"
 
 
 def _warm_up(settings: Settings) -> None:
@@ -197,6 +200,47 @@ def _without_a_flow(
     return summary
 
 
+_FINAL = ["COMPLETED", "FAILED", "CANCELLED", "CRASHED"]
+
+
+def _task_runs(outcome: object) -> int:
+    """Task runs the flow started: one per file it tried (a file settled without one, unchanged
+    or still broken, has 0 attempts); 0 for a run that ended without a summary."""
+    summary = outcome.summary if isinstance(outcome, _ENDED_WITH_A_SUMMARY) else outcome
+    if not isinstance(summary, RunSummary):
+        return 0
+    return sum(1 for r in summary.results if r.attempts > 0)
+
+
+def _let_the_server_record(flow_run_id: UUID | None, task_runs: int, timeout: float = 15) -> None:
+    """Wait until the temporary Prefect server has recorded this flow's task runs as finished.
+
+    The server records task runs from the events the flow sends, one database write per event,
+    and on a loaded machine it lags seconds behind the flow. At exit the flow process stops the
+    server (SIGTERM) even if it is still writing, which cancels the write: the server then logs
+    ``ERROR | prefect.server.services.task_run_recorder - Error flushing 1 events`` and a
+    CancelledError traceback after the run ``Finished in state Completed()``, and the UI loses
+    that task run's last state. Waiting here costs one request when it has caught up; a server
+    that is still behind after ``timeout`` is left as it is, noise and all.
+    """
+    if flow_run_id is None or not task_runs:
+        return
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=timeout)  # the flow's last events, sent to the server
+    query = {
+        "flow_runs": {"id": {"any_": [str(flow_run_id)]}},
+        "task_runs": {"state": {"type": {"any_": _FINAL}}},
+    }
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            recorded = client.request("POST", "/task_runs/count", json=query).json()
+            if recorded >= task_runs:
+                return
+            time.sleep(0.2)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """python flows/ingest.py [--dry-run] [--force-delete] [--verbose] [PATH...]
 
@@ -239,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return_state=True,
         )
         outcome = state.result(raise_on_failure=False)
+        if get_current_settings().api.url is None:  # the temporary server stops at our exit
+            _let_the_server_record(state.state_details.flow_run_id, _task_runs(outcome))
     if isinstance(outcome, BaseException) and not isinstance(outcome, _ENDED_WITH_A_SUMMARY):
         print(f"tidal: the run failed: {outcome}", file=sys.stderr)
         return 2
