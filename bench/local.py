@@ -97,8 +97,9 @@ def main() -> None:
             r = results[mode][-1]
             print(f"  round {round_ + 1} {mode:5} {r['seconds']:6.1f} s  {r['rss_mb']:5.0f} MB")
 
-    pairs = zip(results["tidal"], results["raw"], strict=True)
-    ratios = [t["seconds"] / r["seconds"] for t, r in pairs]
+    ratios = [
+        t["seconds"] / r["seconds"] for t, r in zip(results["tidal"], results["raw"], strict=True)
+    ]
     print(f"\n{args.files} files, {results['raw'][0]['chunks']:.0f} chunks")
     print(f"{'':6} {'wall s':>12} {'peak RSS MB':>12}")
     for mode in ("raw", "tidal"):

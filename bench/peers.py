@@ -53,9 +53,16 @@ sys.path.insert(0, str(ROOT))
 KEY = "sk-bench"
 MODEL = "text-embedding-3-small"
 CHUNK_TOKENS, CHUNK_OVERLAP = 512, 64
-SYSTEMS = ("tidal", "langchain", "llamaindex")
+SYSTEMS = ("tidal", "tidal+server", "langchain", "llamaindex")
+"""``tidal+server``: Tidal against one Prefect server started for the sitting, as a deployment's
+worker or the README's stack runs it (no temporary server per run)."""
 RUNS = ("full", "unchanged", "edit")
-TABLES = {"tidal": "documents", "langchain": "langchain_pg_embedding", "llamaindex": "data_bench"}
+TABLES = {
+    "tidal": "documents",
+    "tidal+server": "documents",
+    "langchain": "langchain_pg_embedding",
+    "llamaindex": "data_bench",
+}
 _CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
 
 
@@ -161,7 +168,8 @@ def one(system: str) -> dict[str, float]:
 
     from bench.common import peak_rss_mb
 
-    result = {"tidal": _tidal, "langchain": _langchain, "llamaindex": _llamaindex}[system]()
+    runs = {"tidal": _tidal, "tidal+server": _tidal, "langchain": _langchain}
+    result = {**runs, "llamaindex": _llamaindex}[system]()
     ended = time.time()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     imported = ended - (time.perf_counter() - _IMPORTED[0])
@@ -288,6 +296,14 @@ def main() -> None:
                 "tokens": sum(count_tokens(t) for t in api.inputs_embedded[answered:]),
             }
 
+        prefect_api = ""
+        if "tidal+server" in systems:
+            from bench.runners import _server
+            from tests.services import free_port
+
+            port = free_port()
+            server = _server(work / "prefect-server", port)
+            prefect_api = f"http://127.0.0.1:{port}/api"
         # Unmeasured: each system once on 3 files, so the first measured run neither creates
         # Prefect's database nor reads every library from a cold disk.
         warm = work / "warm" / "corpus"
@@ -297,6 +313,8 @@ def main() -> None:
                 system, warm, databases.fresh("warm"), work / "warm" / system, api.base_url, work
             )
             env.update(TIKTOKEN_CACHE_DIR=str(tiktoken_cache))
+            if system == "tidal+server":
+                env.update(PREFECT_API_URL=prefect_api)
             measure(system, env, f"warm-{system}")
 
         for round_ in range(args.rounds):
@@ -310,7 +328,9 @@ def main() -> None:
                 state = work / f"r{round_}-{system}"
                 env = _environment(system, corpus, db, state, api.base_url, work)
                 env.update(TIKTOKEN_CACHE_DIR=str(tiktoken_cache))
-                if system == "tidal" and args.tidal_concurrency:
+                if system == "tidal+server":
+                    env.update(PREFECT_API_URL=prefect_api)
+                if system.startswith("tidal") and args.tidal_concurrency:
                     env.update(TIDAL_CONCURRENCY=str(args.tidal_concurrency))
                 for run in RUNS:
                     if run == "edit":
@@ -330,6 +350,9 @@ def main() -> None:
                         f"  tokens {r['tokens']:,}",
                         file=sys.stderr,
                     )
+        if "tidal+server" in systems:
+            server.terminate()
+            server.wait(30)
     _table(rows, systems, args, len(paths), designs, corpus_tokens)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -381,7 +404,7 @@ def _environment(
         if not k.startswith(("TIDAL_", "PREFECT_", "OPENAI_", "BENCH_"))
     }
     env.update(OPENAI_API_KEY=KEY, OPENAI_BASE_URL=base_url, BENCH_CWD=str(ROOT))
-    if system == "tidal":
+    if system.startswith("tidal"):
         env.update(
             TIDAL_SOURCE=str(corpus),
             TIDAL_DATABASE_URL=db,
@@ -498,7 +521,12 @@ def _table(
         f" 1536 dims) at {args.rpm} RPM / {args.tpm:,} TPM, {args.latency} s per request;"
         f" {args.rounds} round(s), ranges are min–max\n"
     )
-    names = {"tidal": "Tidal", "langchain": "LangChain index()", "llamaindex": "LlamaIndex"}
+    names = {
+        "tidal": "Tidal",
+        "tidal+server": "Tidal, one Prefect server",
+        "langchain": "LangChain index()",
+        "llamaindex": "LlamaIndex",
+    }
     print("| | " + " | ".join(names[s] for s in systems) + " |")
     print("|---|" + "---|" * len(systems))
     for label, cells in lines:
@@ -509,11 +537,14 @@ def _table(
     keys += ("exit_seconds", "wall")
     print("\nTidal's wall time, from Prefect's log lines (s):\n")
     print(
-        "| run | start-up (imports) | settings, preflight | Prefect server start | flow"
+        "| run | start-up (imports) | settings, preflight, listing | Prefect server start | flow"
         " | after the flow | exit (server stop) | wall |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for run in RUNS:
+        if not all(k in r for r in rows[("tidal", run)] for k in keys):
+            print(f"| {run} | no flow run: nothing to ingest, decided without Prefect |")
+            continue
         cells = [span(values("tidal", run, k), "{:.1f}") for k in keys]
         print(f"| {run} | " + " | ".join(cells) + " |")
 

@@ -53,26 +53,34 @@ def one(mode: str) -> dict[str, float]:
         run = IngestRun(shared_pipeline(PipelineSpec.of(settings)))
         summary = run_in_threads(run, concurrency=settings.concurrency)
     else:
-        from flows.ingest import tidal  # noqa: I001 - first: it sets Prefect's start-up variables
+        from flows.ingest import main  # noqa: I001 - first: it sets Prefect's start-up variables
         from prefect import get_client
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-        state = tidal(return_state=True)
-        summary = state.result()
-        with get_client(sync_client=True) as client:
-            flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-            while page := client.read_task_runs(
-                flow_run_filter=flow_run, limit=200, offset=task_runs
-            ):
-                task_runs += len(page)
+        from tidal.settings import load_settings
+        from tidal.store import database_url
+        from tidal.store.postgres import index_status
+
+        if main([]) not in (0, 1):  # as a user runs it: `python flows/ingest.py`
+            sys.exit("the run failed")
+        status = index_status(database_url(load_settings()))
+        assert status is not None and status.last_run is not None
+        summary = status.last_run
+        if summary.flow_run_id:  # a run with nothing to ingest starts no flow (and no server)
+            with get_client(sync_client=True) as client:
+                flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[summary.flow_run_id]))
+                while page := client.read_task_runs(
+                    flow_run_filter=flow_run, limit=200, offset=task_runs
+                ):
+                    task_runs += len(page)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "run_seconds": time.perf_counter() - started,
         "cpu": usage.ru_utime + usage.ru_stime,
         "rss_mb": peak_rss_mb(),
-        "files": len(summary.results),
-        "ingested": summary.counts["ingested"],
-        "failed": summary.counts["failed"],
+        "files": sum(summary.counts.values()),
+        "ingested": summary.counts.get("ingested", 0),
+        "failed": summary.counts.get("failed", 0),
         "task_runs": task_runs,
     }
 

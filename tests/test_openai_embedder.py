@@ -36,6 +36,7 @@ from tidal.embedders.openai import (
 )
 from tidal.embedders.ratelimit import RateBudget
 from tidal.errors import ConfigError, PermanentError, TransientError
+from tidal.settings import REPO_ROOT
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 KEY = "sk-test-0123456789abcdef"
@@ -674,7 +675,7 @@ threads = [threading.Thread(target=work, args=(n,)) for n in range(2)]
 [t.start() for t in threads]
 [t.join() for t in threads]
 """
-    other = subprocess.Popen([sys.executable, "-c", script])
+    other = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT)  # imports tests.fakes
     here = _embedder(api, budget=RateBudget(redis_url, **limits))
     _hammer([here], threads_each=2, calls=5, texts=["this process", "shares", "the budget"])
     assert other.wait(timeout=120) == 0

@@ -285,6 +285,27 @@ def test_a_503_download_is_retried_quickly_and_one_that_persists_is_transient(fa
     assert len(fake.downloads) == 3 + IDEMPOTENT_READS.attempts
 
 
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_retry_after_is_honoured_by_the_quick_retry(
+    fake, make, status: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tidal.retrying
+
+    waits: list[float] = []
+    monkeypatch.setattr(tidal.retrying.time, "sleep", waits.append)
+    source = make()
+    file = SourceFile("prds/billing.md", 28, _md5(CORPUS["prds/billing.md"]))
+    fake.fail_next("prds/billing.md", status, headers={"Retry-After": "3"})
+    fake.fail_next("prds/billing.md", status)  # then one that does not say
+
+    assert source.read(file) == CORPUS["prds/billing.md"]
+    assert waits[0] == 3.0  # as asked, not the ~0.1 s backoff
+    assert 0 <= waits[1] <= 0.2
+    fake.fail_next("prds/billing.md", status, headers={"Retry-After": "60"})
+    with pytest.raises(TransientError):  # longer than a quick retry may wait: the task's turn
+        source.read(file)
+
+
 def test_a_download_hanging_past_the_timeout_is_transient(fake, make) -> None:
     source = make(timeout=0.5)  # storage3 would truncate 0.5 s to 0 and fail every request
     file = SourceFile("prds/offline-sync.md", 40, "x")

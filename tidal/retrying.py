@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 from tidal.errors import TransientError
@@ -60,3 +61,17 @@ class QuickRetry:
 
 IDEMPOTENT_READS = QuickRetry()
 """The policy for downloads, listing pages and lookups."""
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds an HTTP ``Retry-After`` asks for (seconds, or an HTTP date), else None."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

@@ -116,6 +116,7 @@ class _Fault:
     body: bytes | dict[str, Any] | None
     delay: float | None
     after: int
+    headers: dict[str, str] | None = None
 
 
 class FakeStorage:
@@ -209,14 +210,16 @@ class FakeStorage:
         delay: float | None = None,
         *,
         after: int = 0,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """``times`` requests whose path contains ``match`` misbehave, once ``after`` got through.
 
         They wait ``delay`` seconds, then answer ``status`` with ``body`` (a plain-text gateway
-        page by default); ``status=None`` answers normally after the delay, i.e. a slow server.
+        page by default) and ``headers`` (e.g. ``Retry-After``); ``status=None`` answers
+        normally after the delay, i.e. a slow server.
         """
         with self._lock:
-            self._faults.append(_Fault(match, status, times, body, delay, after))
+            self._faults.append(_Fault(match, status, times, body, delay, after, headers))
 
     def flaky(self, match: str, share: float, status: int = 503, *, seed: int = 0) -> None:
         """From now on, each request whose path contains ``match`` fails with ``status`` with
@@ -383,12 +386,12 @@ def _handler_for(fake: FakeStorage) -> type[BaseHTTPRequestHandler]:
                 fake._stopping.wait(fault.delay)
             if fault is not None and fault.status is not None:
                 payload = fault.body if fault.body is not None else b"upstream unavailable\n"
-                self._send(fault.status, payload)
+                self._send(fault.status, payload, fault.headers)
                 return
             status, payload = fake.handle(method, path, self.headers, body)
             self._send(status, payload)
 
-        def _send(self, status: int, payload: Any) -> None:
+        def _send(self, status: int, payload: Any, extra: dict[str, str] | None = None) -> None:
             headers: dict[str, str] = {}
             if isinstance(payload, StoredObject):
                 data = payload.data
@@ -405,7 +408,7 @@ def _handler_for(fake: FakeStorage) -> type[BaseHTTPRequestHandler]:
                 headers = {"Content-Type": "application/json; charset=utf-8"}
             try:
                 self.send_response(status)
-                for name, value in headers.items():
+                for name, value in {**headers, **(extra or {})}.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -32,7 +32,6 @@ import random
 import re
 import time
 from collections.abc import Mapping, Sequence
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import numpy as np
@@ -48,7 +47,7 @@ from tidal.embedders.batching import (
 )
 from tidal.embedders.ratelimit import RateBudget
 from tidal.errors import ConfigError, PermanentError, TidalError, TransientError, is_transient
-from tidal.retrying import QuickRetry
+from tidal.retrying import QuickRetry, retry_after
 
 log = logging.getLogger("tidal.embedders.openai")
 
@@ -277,13 +276,8 @@ def retry_delay(headers: Mapping[str, str]) -> float | None:
     h = {k.lower(): v for k, v in headers.items()}
     if (ms := _number(h.get("retry-after-ms"))) is not None:
         return max(0.0, ms / 1000)
-    if (after := h.get("retry-after")) is not None:
-        if (seconds := _number(after)) is not None:
-            return max(0.0, seconds)
-        try:
-            return max(0.0, parsedate_to_datetime(after).timestamp() - time.time())
-        except (TypeError, ValueError):
-            pass
+    if (seconds := retry_after(h.get("retry-after"))) is not None:
+        return seconds
     resets = {
         kind: parse_duration(h.get(f"x-ratelimit-reset-{kind}")) for kind in ("requests", "tokens")
     }

@@ -27,7 +27,7 @@ from storage3.utils import StorageException
 
 from tidal.errors import ConfigError, SourceError, TidalError, TransientError
 from tidal.records import SourceFile
-from tidal.retrying import IDEMPOTENT_READS
+from tidal.retrying import IDEMPOTENT_READS, retry_after
 
 log = logging.getLogger("tidal.sources")
 
@@ -189,11 +189,25 @@ class SupabaseSource:
         if status == 404:
             return SourceError(f"not found in bucket {self.bucket!r}: {message}", path=path)
         if status is not None and (status in (408, 425, 429) or status >= 500):
-            return TransientError(f"Storage answered {status} {doing}: {message}", path=path)
+            error = TransientError(f"Storage answered {status} {doing}: {message}", path=path)
+            error.retry_after = retry_after(_header(exc, "retry-after"))  # type: ignore[attr-defined]
+            return error
         return SourceError(f"Storage answered {status} {doing}: {message}", path=path)
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "[key]") if self._key else text
+
+
+def _header(exc: BaseException, name: str) -> str | None:
+    """A header of the HTTP answer behind a client error (storage3 chains it), if any."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if isinstance(seen, httpx.HTTPStatusError):
+            return seen.response.headers.get(name)
+        if seen is None:
+            return None
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _status(exc: BaseException) -> int | None:
