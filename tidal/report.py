@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from tidal.records import RunSummary, file_kind
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMNS = ["path", "type", "status", "chunks", "tokens", "reused", "attempts", "seconds", "error"]
 
 
 def summary_frame(summary: RunSummary) -> pd.DataFrame:
-    """One row per file, in path order."""
+    """One row per file, in path order. pandas is imported here, when a run ends: ~46 MB a run
+    with the local model would otherwise carry through its peak of encoding."""
+    import pandas as pd
+
     rows = [
         {
             "path": r.path,
