@@ -442,3 +442,27 @@ def test_a_failed_run_says_which_files_failed_and_why_in_one_line() -> None:
     assert "invalid JSON" in message and "\n" not in message
     assert "designs/a/broken-2.json" in message and "broken-3.json" not in message
     assert message.endswith("; and 1 more; `tidal failed` lists them")
+
+
+def test_every_finished_run_is_on_the_ledger_and_status_shows_it() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tidal.store import IndexStatus
+
+    files = _corpus(4)
+    pipeline = _pipeline(files)
+    run_in_threads(_run(pipeline), concurrency=2)
+    del pipeline.source.files["prds/note-0002.md"]  # type: ignore[attr-defined]
+    run_in_threads(_run(pipeline), concurrency=2)
+
+    first, second = pipeline.store.runs  # type: ignore[attr-defined]
+    assert (first.outcome, first.counts["ingested"], first.deleted) == ("completed", 4, 0)
+    assert (second.outcome, second.counts["skipped"], second.deleted) == ("completed", 3, 1)
+    assert second.flow_run_id is None  # driven without Prefect
+    status = IndexStatus(files=3, chunks=3, failed=0, last_run=second, last_success=second)
+    text = status.render(now=second.finished_at + timedelta(minutes=5))
+    assert "last run: completed " in text and "(5 min ago)" in text
+    assert "3 files: ingested 0, skipped 3, failed 0, deleted 1" in text
+    assert "no Prefect flow run" in text
+    assert second.finished_at.tzinfo is UTC or second.finished_at.utcoffset() == timedelta(0)
+    assert datetime.now(UTC) >= second.finished_at >= first.finished_at

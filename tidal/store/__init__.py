@@ -59,9 +59,10 @@ class IndexStatus:
             for k in STATUSES
             if run.counts.get(k) or k in ("ingested", "skipped", "failed")
         )
+        deleted = f", deleted {run.deleted}" if run.deleted else ""
         lines.append(
             f"last run: {run.outcome} {_when(run.finished_at, now)}, {run.seconds:.1f} s, "
-            f"{sum(run.counts.values())} files: {counts}"
+            f"{sum(run.counts.values())} files: {counts}{deleted}"
         )
         if run.message:
             lines.append(f"  {run.message}")
