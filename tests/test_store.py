@@ -228,3 +228,19 @@ def test_a_bulk_load_writes_without_the_index_and_search_still_answers(
             )
         )
     assert "documents_embedding_idx" in plan
+
+
+def test_kept_vectors_nobody_claimed_for_a_week_are_forgotten(
+    store: PostgresStore, database_url: str
+) -> None:
+    vector = [1.0] + [0.0] * (DIM - 1)
+    store.keep_embeddings({"old-hash": vector, "new-hash": vector}, EMB)
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "update embedding_cache set created_at = now() - interval '8 days'"
+            " where chunk_hash = 'old-hash'"
+        )
+
+    assert store.forget_kept_embeddings(7) == 1
+
+    assert set(store.cached_embeddings(["old-hash", "new-hash"], EMB)) == {"new-hash"}

@@ -40,6 +40,8 @@ log = logging.getLogger("tidal.run")
 
 ORCHESTRATION = "orchestration"
 """The error kind of a failure that came from the orchestrator, not from the file."""
+KEEP_BOUGHT_VECTORS_DAYS = 7
+"""How long vectors bought for a file that never got written are kept for its next attempt."""
 BULK_LOAD_FILES = 200
 """The fewest files a run must write to drop a live (non-empty) vector index for its load."""
 
@@ -360,6 +362,7 @@ class IngestRun:
                         FileResult(file.path, "stopped", error="not started", error_kind="fatal")
                     )
         self.pipeline.store.build_vector_index()  # after a bulk load, or one a crash cut short
+        self.pipeline.store.forget_kept_embeddings(KEEP_BOUGHT_VECTORS_DAYS)
         deletion = work.deletion
         deleted: tuple[str, ...] = ()
         if deletion.refused:

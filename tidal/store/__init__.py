@@ -149,6 +149,11 @@ class Store(Protocol):
         """Mark a file failed; its previously stored chunks (if any) stay searchable."""
         ...
 
+    def forget_kept_embeddings(self, older_than_days: float) -> int:
+        """Drop vectors kept by ``keep_embeddings`` that no file's write has claimed for this
+        long (a file that kept failing, or changed before its retry); returns how many."""
+        ...
+
     def record_run(self, record: RunRecord) -> None:
         """Add a finished run to the index's ledger."""
         ...

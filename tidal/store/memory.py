@@ -109,6 +109,9 @@ class MemoryStore:
             for hash_, vector in vectors.items():
                 self.held.setdefault((hash_, embedder), vector)
 
+    def forget_kept_embeddings(self, older_than_days: float) -> int:
+        return 0  # a MemoryStore lives for one process: nothing gets that old
+
     def record_run(self, record: RunRecord) -> None:
         with self._lock:
             self.runs.append(record)

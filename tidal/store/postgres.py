@@ -196,6 +196,16 @@ class PostgresStore:
             )
 
     @_riding_out
+    def forget_kept_embeddings(self, older_than_days: float) -> int:
+        with self._conn("clean the embedding cache") as conn:
+            deleted = conn.execute(
+                "delete from embedding_cache where created_at < now() - make_interval(secs => %s)",
+                (older_than_days * 86400,),
+            ).rowcount
+            conn.commit()
+        return deleted
+
+    @_riding_out
     def record_run(self, record: RunRecord) -> None:
         row = {**asdict(record), "counts": Jsonb(record.counts)}
         with self._conn("record the run") as conn:
