@@ -52,8 +52,10 @@ VECTOR_INDEX_SQL = (
     "    on documents using hnsw (embedding vector_cosine_ops);\n"
 )
 """The HNSW index, as schema.sql writes it: the one statement a store's set-up leaves out."""
-INDEX_MEMORY_CAP_MB = 1024
-"""The most ``maintenance_work_mem`` an index build asks for (see ``build_vector_index``)."""
+INDEX_MEMORY_CAP_MB = 512
+"""The most ``maintenance_work_mem`` an index build asks for (see ``build_vector_index``): the
+graph of ~60,000 1536-dimension rows. Past it pgvector goes on building on disk, slower but
+safe on a small managed instance, where a larger ask could exhaust the server's memory."""
 
 
 def schema_sql(dimension: int, *, vector_index: bool = True) -> str:
