@@ -87,9 +87,12 @@ def tidal(
     logger.info("Tidal settings: %s", settings.describe())
     spec = PipelineSpec.of(settings)
     pipeline = shared_pipeline(spec)
-    run = IngestRun.configured(pipeline, settings, paths=paths)
+    run = _prepared.pop((spec, tuple(paths or ())), None)
+    if run is None:
+        run = IngestRun.configured(pipeline, settings, paths=paths)
+        run.prepare()
     run.flow_run = (str(current_flow_run.id), current_flow_run.name)
-    work = run.prepare()
+    work = run.work
     logger.info(
         "found %d files in %s: %d to ingest, %d unchanged",
         work.total,
@@ -176,6 +179,11 @@ def _warm_up(settings: Settings) -> None:
     threading.Thread(target=build, name="tidal-warm-up", daemon=True).start()
 
 
+_prepared: dict[tuple[PipelineSpec, tuple[str, ...]], IngestRun] = {}
+"""A run ``main`` prepared and found work in, for the flow it then starts in this process to take
+over rather than list the source and read the file table a second time."""
+
+
 def _without_a_flow(
     settings: Settings, paths: list[str] | None, *, dry_run: bool
 ) -> RunSummary | Plan | None:
@@ -189,11 +197,13 @@ def _without_a_flow(
     as the flow would. With a Prefect server configured every run is a flow run, so the UI
     shows them all.
     """
-    run = IngestRun.configured(shared_pipeline(PipelineSpec.of(settings)), settings, paths=paths)
+    spec = PipelineSpec.of(settings)
+    run = IngestRun.configured(shared_pipeline(spec), settings, paths=paths)
     work = run.prepare()
     if dry_run:
         return run.plan()
     if work.todo:
+        _prepared[(spec, tuple(paths or ()))] = run  # the flow goes on from this listing
         return None
     summary = run.finish()
     write_csv(summary, settings.data_dir / "reports")

@@ -682,3 +682,33 @@ threads = [threading.Thread(target=work, args=(n,)) for n in range(2)]
     statuses = api.statuses()
     assert statuses.count(200) == 20 and statuses.count(429) <= 1
     assert sum(r["tokens"] for r in api.requests) > 2 * 150  # both limits did bind
+
+
+def test_an_api_that_cannot_be_reached_stops_the_run_at_its_check() -> None:
+    """Connection refused through every quick retry: not a file's failure, the run's."""
+    from tests.flowkit import counts
+    from tidal.chunking import ChunkingOptions
+    from tidal.errors import ServiceDown
+    from tidal.pipeline import Pipeline
+    from tidal.run import IngestRun, run_in_threads
+    from tidal.sources.memory import MemorySource
+    from tidal.store.memory import MemoryStore
+
+    nowhere = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    embedder = OpenAIEmbedder(api_key=KEY, base_url=nowhere)
+    with pytest.raises(ServiceDown, match="OPENAI_BASE_URL"):
+        embedder.check()
+    files = {f"prds/note-{i}.md": f"# Note {i}\n\nBody {i}.\n".encode() for i in range(30)}
+    store = MemoryStore()
+    pipeline = Pipeline(
+        source=MemorySource(files),
+        embedder=embedder,
+        store=store,
+        chunking=ChunkingOptions(64, 8),
+    )
+
+    summary = run_in_threads(IngestRun(pipeline), concurrency=4)
+
+    assert summary.counts == counts(stopped=30)
+    assert summary.stopped and "could not reach" in summary.stopped
+    assert store.failed_files() == []  # not one file blamed for it

@@ -46,7 +46,14 @@ from tidal.embedders.batching import (
     fit_input,
 )
 from tidal.embedders.ratelimit import RateBudget
-from tidal.errors import ConfigError, PermanentError, TidalError, TransientError, is_transient
+from tidal.errors import (
+    ConfigError,
+    PermanentError,
+    ServiceDown,
+    TidalError,
+    TransientError,
+    is_transient,
+)
 from tidal.retrying import QuickRetry, retry_after
 
 log = logging.getLogger("tidal.embedders.openai")
@@ -64,6 +71,10 @@ SERVER_ERROR_BUDGET = 20.0
 """Seconds one batch may spend on quick retries of 5xx, timeouts and dropped connections."""
 CHECK_TEXT = "dimension probe"
 """What the run's check and the width probe send: two tokens."""
+
+
+class Unreachable(TransientError):
+    """No connection to the API at all (refused, reset, DNS), as opposed to a slow answer."""
 
 
 class OpenAIEmbedder:
@@ -116,8 +127,14 @@ class OpenAIEmbedder:
 
     def check(self) -> None:
         """One two-token request: a revoked key, an exhausted quota, an unknown model or a
-        wrong width then stops the run after one request instead of one per worker."""
-        self.embed([CHECK_TEXT])
+        wrong width then stops the run after one request instead of one per worker. An API
+        that cannot be reached at all, after the quick retries, stops it too: every file would
+        only meet the same refused connection, four attempts each. (A 5xx or a timeout here is
+        left to the files: a busy service may recover.)"""
+        try:
+            self.embed([CHECK_TEXT])
+        except Unreachable as exc:
+            raise ServiceDown(f"{exc.message}; check OPENAI_BASE_URL and the network") from None
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         vectors = self._embed_checked(texts)
@@ -260,7 +277,7 @@ class OpenAIEmbedder:
         if isinstance(exc, openai.APITimeoutError):
             return TransientError(f"no answer from {self._client.base_url}: {message}")
         if isinstance(exc, openai.APIConnectionError):
-            return TransientError(f"could not reach {self._client.base_url}: {message}")
+            return Unreachable(f"could not reach {self._client.base_url}: {message}")
         if isinstance(exc, openai.APIStatusError) and status in (408, 409):
             return TransientError(f"OpenAI answered HTTP {status}: {message}")
         return PermanentError(f"OpenAI error ({type(exc).__name__}): {message}")
