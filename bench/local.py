@@ -7,6 +7,9 @@ Each round, in alternating order, each in its own subprocess:
 
 * ``tidal``: ``python flows/ingest.py`` as a user runs it (temporary Prefect server, a fresh
   embedded database, the local model), wall time from process start to exit;
+* ``server``: the same run as a daily one finds things: the embedded Postgres already running (a
+  fresh database on it, ``TIDAL_DATABASE_URL``) and a long-lived Prefect server
+  (``PREFECT_API_URL``), as the README's stack and any deployment have;
 * ``raw``: load the same SentenceTransformer and ``encode`` exactly the chunks that run stored
   (read back from its database), in batches of 64 as the pipeline sends them: the floor any
   tool using this model pays.
@@ -20,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,52 +65,58 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
-    from bench.common import span
+    from bench.common import Databases, span
     from bench.corpus import generate
+    from bench.runners import _server
+    from tests.services import free_port
 
     work = Path(tempfile.mkdtemp(prefix="tidal-local-"))
     generate(work / "corpus", args.files, seed=3)
-    results: dict[str, list[dict[str, float]]] = {"tidal": [], "raw": []}
-    for round_ in range(args.rounds):
-        data = work / f"data-{round_}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
-        env.update(
-            TIDAL_SOURCE=str(work / "corpus"),
-            TIDAL_DATA_DIR=str(data),
-            PREFECT_HOME=str(work / "prefect"),
-        )
-        order = ("tidal", "raw") if round_ % 2 == 0 else ("raw", "tidal")
-        if order[0] == "raw":  # raw reads the chunks a tidal run stored: make them first
-            _tidal(env, work / "warm")
-        for mode in order:
-            if mode == "tidal":
-                shutil.rmtree(data, ignore_errors=True)
-                results["tidal"].append(_tidal(env, data))
-            else:
-                source = data if data.exists() else work / "warm"
-                done = subprocess.run(
-                    [sys.executable, __file__, "--raw", str(source)],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                results["raw"].append(json.loads(done.stdout.strip().splitlines()[-1]))
-            r = results[mode][-1]
-            print(f"  round {round_ + 1} {mode:5} {r['seconds']:6.1f} s  {r['rss_mb']:5.0f} MB")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
+    base.update(TIDAL_SOURCE=str(work / "corpus"), PREFECT_HOME=str(work / "prefect"))
+    _tidal(base, work / "warm")  # untimed: the chunks raw encodes, and warm caches
+    databases = Databases(work / "pg")
+    port = free_port()
+    server = _server(work / "prefect-server", port)
+    modes = ("tidal", "raw", "server")
+    results: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
+    try:
+        for round_ in range(args.rounds):
+            for mode in modes[round_ % 3 :] + modes[: round_ % 3]:
+                if mode == "tidal":  # as on a first run: a fresh data folder, a temporary server
+                    data = work / f"data-{round_}"
+                    results[mode].append(_tidal(base, data))
+                elif mode == "server":  # as a daily run: Postgres and a Prefect server running
+                    env = {
+                        **base,
+                        "TIDAL_DATABASE_URL": databases.fresh("local"),
+                        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+                    }
+                    results[mode].append(_tidal(env, work / "data-server"))
+                else:
+                    done = subprocess.run(
+                        [sys.executable, __file__, "--raw", str(work / "warm")],
+                        env=base,
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
+                    results[mode].append(json.loads(done.stdout.strip().splitlines()[-1]))
+                r = results[mode][-1]
+                print(f"  round {round_ + 1} {mode:6} {r['seconds']:6.1f} s  {r['rss_mb']:5.0f} MB")
+    finally:
+        server.terminate()
+        server.wait(30)
 
-    ratios = [
-        t["seconds"] / r["seconds"] for t, r in zip(results["tidal"], results["raw"], strict=True)
-    ]
     print(f"\n{args.files} files, {results['raw'][0]['chunks']:.0f} chunks")
-    print(f"{'':6} {'wall s':>12} {'peak RSS MB':>12}")
-    for mode in ("raw", "tidal"):
+    print(f"{'':7} {'wall s':>12} {'peak RSS MB':>12} {'/ raw':>10}")
+    for mode in modes:
         rows = results[mode]
+        ratio = [r["seconds"] / raw["seconds"] for r, raw in zip(rows, results["raw"], strict=True)]
         print(
-            f"{mode:6} {span([r['seconds'] for r in rows], '{:.1f}'):>12} "
-            f"{span([r['rss_mb'] for r in rows]):>12}"
+            f"{mode:7} {span([r['seconds'] for r in rows], '{:.1f}'):>12} "
+            f"{span([r['rss_mb'] for r in rows]):>12} {span(ratio, '{:.2f}'):>10}"
         )
-    print(f"tidal / raw: {span(ratios, '{:.2f}')}")
 
 
 def _tidal(env: dict[str, str], data: Path) -> dict[str, float]:
