@@ -27,7 +27,7 @@ from prefect.settings import get_current_settings  # noqa: E402
 from tasks import configured_ingest_task, result_storage, slots, task_runner  # noqa: E402
 from tasks.artifacts import Progress, label_run, publish  # noqa: E402
 from tidal.errors import TidalError  # noqa: E402
-from tidal.records import FileResult, RunSummary, shown  # noqa: E402
+from tidal.records import FileResult, RunSummary, outcome_of, shown  # noqa: E402
 from tidal.report import summary_frame, write_csv  # noqa: E402
 from tidal.run import (  # noqa: E402
     DeletionRefused,
@@ -44,6 +44,13 @@ from tidal.sync import Plan  # noqa: E402
 
 __all__ = ["DeletionRefused", "IngestFailed", "RunStopped", "main", "tidal"]
 _ENDED_WITH_A_SUMMARY = (IngestFailed, RunStopped, DeletionRefused)
+_EXIT = {
+    "completed": (0, None),
+    "failed": (1, None),  # the table and the summary above name the files
+    "stopped": (2, "the run stopped"),
+    "deletion refused": (3, "deletion refused"),
+}
+"""main's exit status for each way a run ends (``outcome_of``), and what it adds on stderr."""
 
 
 @flow(name="tidal", log_prints=False)
@@ -213,16 +220,16 @@ def _without_a_flow(
 _FINAL = ["COMPLETED", "FAILED", "CANCELLED", "CRASHED"]
 
 
-def _task_runs(outcome: object) -> int:
-    """Task runs the flow started: one per file it tried (a file settled without one, unchanged
-    or still broken, has 0 attempts); 0 for a run that ended without a summary."""
+def _summary_of(outcome: object) -> RunSummary | None:
+    """The run's summary, whether it ended clean or Failed with one; None for a plan or a run
+    that ended without one (an error of the flow itself)."""
     summary = outcome.summary if isinstance(outcome, _ENDED_WITH_A_SUMMARY) else outcome
-    if not isinstance(summary, RunSummary):
-        return 0
-    return sum(1 for r in summary.results if r.attempts > 0)
+    return summary if isinstance(summary, RunSummary) else None
 
 
-def _let_the_server_record(flow_run_id: UUID | None, task_runs: int, timeout: float = 15) -> None:
+def _let_the_server_record(
+    flow_run_id: UUID | None, summary: RunSummary | None, timeout: float = 15
+) -> None:
     """Wait until the temporary Prefect server has recorded this flow's task runs as finished.
 
     The server records task runs from the events the flow sends, one database write per event,
@@ -233,6 +240,8 @@ def _let_the_server_record(flow_run_id: UUID | None, task_runs: int, timeout: fl
     that task run's last state. Waiting here costs one request when it has caught up; a server
     that is still behind after ``timeout`` is left as it is, noise and all.
     """
+    # One task run per file the flow tried: a file settled without one has 0 attempts.
+    task_runs = sum(1 for r in summary.results if r.attempts > 0) if summary else 0
     if flow_run_id is None or not task_runs:
         return
     from prefect.events.worker import EventsWorker
@@ -272,10 +281,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     outcome: RunSummary | Plan | BaseException | None = None
+    temporary_server = get_current_settings().api.url is None
     try:
         settings = load_settings(force_delete=args.force_delete or None)
         preflight(settings)  # a wrong key or bucket fails here, not after Prefect's start-up
-        if get_current_settings().api.url is None:
+        if temporary_server:
             # No Prefect server is configured, so the flow would run on a temporary one started
             # for this run alone: first decide whether there is anything for it to do.
             outcome = _without_a_flow(settings, args.paths or None, dry_run=args.dry_run)
@@ -293,30 +303,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             return_state=True,
         )
         outcome = state.result(raise_on_failure=False)
-        if get_current_settings().api.url is None:  # the temporary server stops at our exit
-            _let_the_server_record(state.state_details.flow_run_id, _task_runs(outcome))
-    if isinstance(outcome, BaseException) and not isinstance(outcome, _ENDED_WITH_A_SUMMARY):
-        print(f"tidal: the run failed: {outcome}", file=sys.stderr)
-        return 2
+        if temporary_server:  # it stops at our exit
+            _let_the_server_record(state.state_details.flow_run_id, _summary_of(outcome))
     if isinstance(outcome, Plan):
         print(outcome.render())
         return 0
-    summary = outcome.summary if isinstance(outcome, _ENDED_WITH_A_SUMMARY) else outcome
+    summary = _summary_of(outcome)
+    if summary is None:
+        print(f"tidal: the run failed: {outcome}", file=sys.stderr)
+        return 2
     table = summary_frame(summary)
     if not args.verbose:  # unchanged files are counted below; the CSV and artifact list them all
         table = table[table["status"] != "skipped"]
     if len(table):
         print(table.to_string(index=False, max_colwidth=60))
     print(summary.render())
-    if summary.stopped:
-        print(f"tidal: the run stopped: {summary.stopped}", file=sys.stderr)
-        return 2
-    if summary.failed:
-        return 1
-    if summary.deletion_refused:
-        print(f"tidal: deletion refused: {summary.deletion_refused}", file=sys.stderr)
-        return 3
-    return 0
+    ended, reason = outcome_of(summary)
+    code, said = _EXIT[ended]
+    if said:
+        print(f"tidal: {said}: {reason}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

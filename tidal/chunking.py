@@ -96,6 +96,8 @@ def _pieces(text: str, options: ChunkingOptions) -> Iterator[tuple[str, int]]:
     pack: list[str] = []
     size = 0
     for section in sections(text):
+        # A section over BLOCK_CHARS is not encoded whole just to be measured: it goes to the
+        # windows, which count it block by block (BLOCK_CHARS stands in, over any window).
         n = count_tokens(section) if len(section) <= BLOCK_CHARS else BLOCK_CHARS
         if pack and size + n > options.max_tokens:
             yield from _flush(pack, options)
