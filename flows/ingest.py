@@ -28,7 +28,7 @@ from tasks import configured_ingest_task, result_storage, slots, task_runner  # 
 from tasks.artifacts import Progress, label_run, publish  # noqa: E402
 from tidal.errors import TidalError  # noqa: E402
 from tidal.records import FileResult, RunSummary, outcome_of, shown  # noqa: E402
-from tidal.report import summary_frame, write_csv  # noqa: E402
+from tidal.report import load_pandas_in_background, summary_frame, write_csv  # noqa: E402
 from tidal.run import (  # noqa: E402
     DeletionRefused,
     IngestFailed,
@@ -120,6 +120,8 @@ def tidal(
         progress.update(run.done)
 
     if work.todo:
+        if settings.embedder != "local":
+            load_pandas_in_background()  # for the report, while the files wait on the network
         task = configured_ingest_task(settings, result_storage(settings))
         pinned = spec.pinned(pipeline.fingerprint)
         with task_runner(settings) as runner:

@@ -79,3 +79,53 @@ def pipeline_document(pipeline: Pipeline, file: SourceFile):  # type: ignore[no-
     from tidal.parsing import parse
 
     return parse(file.path, pipeline.source.read(file))
+
+
+class _CutsTheClaim(HashEmbedder):
+    """Terminates the backend holding the file's claim right after the first batch is bought,
+    as a Postgres restart or failover would, before the file is written."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(dimension=8)
+        self.url = url
+        self.asked: list[str] = []
+        self.cut: list[int] = []
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.asked.extend(texts)
+        if not self.cut:
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                [pid] = conn.execute(
+                    "select pid from pg_locks where locktype = 'advisory' and granted"
+                ).fetchone()
+                conn.execute("select pg_terminate_backend(%s)", (pid,))
+            self.cut.append(pid)
+        return super().embed(texts)
+
+
+def test_a_file_whose_claim_connection_dies_starts_over_and_lands_once(
+    store: PostgresStore, database_url: str
+) -> None:
+    """The file's reads and write share its claim's transaction; when that connection dies the
+    file is started over at once (no task retry needed), re-buying nothing."""
+    embedder = _CutsTheClaim(database_url)
+    source = MemorySource({"prds/long.md": TEXT.encode(), "prds/other.md": b"# Other\n\nText."})
+    pipeline = Pipeline(
+        source=source, embedder=embedder, store=store, chunking=ChunkingOptions(64, 8), batch_size=4
+    )
+    files = {f.path: f for f in source.list()}
+    result = pipeline.ingest(files["prds/long.md"])
+
+    assert embedder.cut  # the claim's backend really was terminated mid-file
+    assert result.status == "ingested" and result.attempts == 1
+    chunks = pipeline.chunk(pipeline_document(pipeline, files["prds/long.md"]))
+    assert sorted(embedder.asked) == sorted({c.text for c in chunks})  # each text bought once
+    assert result.reused == len(chunks)  # every batch was kept before the write failed
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "select chunk_index from documents where source_path = 'prds/long.md'"
+            " order by chunk_index"
+        ).fetchall()
+    assert [r[0] for r in rows] == list(range(len(chunks)))
+    assert _held(database_url) == 0
+    assert pipeline.ingest(files["prds/other.md"]).status == "ingested"  # the pool recovered

@@ -341,8 +341,8 @@ def test_concurrency_defaults_per_embedder_and_a_set_value_wins(
 ) -> None:
     monkeypatch.setenv("TIDAL_EMBEDDER", "openai")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    assert load_settings().concurrency == 8  # requests wait on the network
-    assert load_settings(concurrency=None).concurrency == 8  # an unset parameter defers
+    assert load_settings().concurrency == 16  # requests wait on the network
+    assert load_settings(concurrency=None).concurrency == 16  # an unset parameter defers
     assert load_settings(concurrency=3).concurrency == 3
     monkeypatch.setenv("TIDAL_CONCURRENCY", "5")
     assert load_settings().concurrency == 5

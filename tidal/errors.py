@@ -2,8 +2,10 @@
 
     TidalError
     ├── TransientError        retried with backoff (timeouts, 429, 5xx, dropped connections)
-    │   └── ServiceDown       a service every file needs (Redis) stopped answering: retried,
-    │                         then it stops the run instead of failing each remaining file
+    │   ├── ServiceDown       a service every file needs (Redis) stopped answering: retried,
+    │   │                     then it stops the run instead of failing each remaining file
+    │   └── ClaimLost         the connection holding a file's claim died mid-file: the file
+    │                         starts over at once, re-claiming (which waits out an outage)
     └── PermanentError        fails its file at once, never retried
         ├── ParseError        the file itself is bad (binary, invalid JSON, no text)
         ├── SourceError       the source refuses the path (escapes the root, missing)
@@ -51,6 +53,14 @@ class TransientError(TidalError):
 
 class ServiceDown(TransientError):
     """A service the whole run needs is not answering; the message names its variable."""
+
+
+class ClaimLost(TransientError):
+    """The connection that held a file's claim (and its uncommitted write) is gone.
+
+    Nothing of the file was written; retrying on that connection cannot help, but starting the
+    file over can: the new claim waits for Postgres to come back.
+    """
 
 
 class PermanentError(TidalError):

@@ -17,7 +17,7 @@ import numpy as np
 
 from tidal.chunking import CHUNKER_VERSION, ENCODING, ChunkingOptions, chunk_text
 from tidal.embedders import Embedder, open_embedder
-from tidal.errors import PermanentError, TidalError, TransientError, is_transient
+from tidal.errors import ClaimLost, PermanentError, TidalError, TransientError, is_transient
 from tidal.parsing import PARSER_VERSION, parse
 from tidal.records import Chunk, Document, EmbeddedChunk, FileResult, SourceFile, Vector
 from tidal.settings import Settings
@@ -26,6 +26,9 @@ from tidal.store import Store, open_store
 from tidal.sync import is_unchanged
 
 log = logging.getLogger("tidal.pipeline")
+
+POOL_MARGIN = 2
+"""Database connections a process opens beyond one per file in flight."""
 
 
 def fingerprint(chunking: ChunkingOptions, embedder: Embedder) -> str:
@@ -78,7 +81,14 @@ class Pipeline:
         That is how a run tells a file's failure from the orchestrator's own.
         """
         try:
-            return self._ingest(file, attempt)
+            try:
+                return self._ingest(file, attempt)
+            except ClaimLost as exc:
+                # Postgres dropped the claim's connection (a restart, a failover): nothing of
+                # the file was written, and the vectors bought so far were kept. Start over
+                # once; the new claim waits for Postgres to answer again.
+                log.warning("%s: %s; starting the file over", file.path, exc.message)
+                return self._ingest(file, attempt)
         except TidalError:
             raise
         except Exception as exc:
@@ -193,9 +203,10 @@ def build_pipeline(settings: Settings, *, embedder: Embedder | None = None) -> P
     once per process; pass ``embedder`` to share a loaded model."""
     source = open_source(settings)
     embedder = embedder or open_embedder(settings)
-    # Each running file holds one connection for its claim and briefly uses a second.
+    # Each file in flight holds one connection (its claim's, see PostgresStore); the margin
+    # serves vectors kept for a retry and the run's own reads and writes, a moment each.
     store = open_store(
-        settings, dimension=embedder.dimension, pool_size=2 * settings.concurrency + 1
+        settings, dimension=embedder.dimension, pool_size=settings.concurrency + POOL_MARGIN
     )
     return Pipeline(
         source=source,

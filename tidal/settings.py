@@ -36,6 +36,7 @@ TaskRunnerName = Literal["threads", "dask"]
 EMBEDDER_DEFAULTS: dict[str, dict[str, Any]] = {
     # concurrency: the local model is CPU-bound (torch already uses every core for one batch);
     # OpenAI's requests mostly wait on the network, paced by the shared budget, not by this.
+    # Each file in flight holds one database connection (PostgresStore): 16 files need 18.
     "local": {
         "model": "all-MiniLM-L6-v2",
         "chunk_tokens": 160,
@@ -46,7 +47,7 @@ EMBEDDER_DEFAULTS: dict[str, dict[str, Any]] = {
         "model": "text-embedding-3-small",
         "chunk_tokens": 512,
         "chunk_overlap": 64,
-        "concurrency": 8,
+        "concurrency": 16,
     },
 }
 
@@ -140,7 +141,7 @@ class Settings(BaseSettings):
         validate_default=True,
         ge=1,
         le=64,
-        description="files processed at once (1-64); unset: 2 with the local model, 8 with OpenAI",
+        description="files processed at once (1-64); unset: 2 with the local model, 16 with OpenAI",
     )
     task_runner: TaskRunnerName = Field(
         default="threads",

@@ -3,6 +3,11 @@
 Each file's chunks are replaced in one transaction, under a per-path advisory lock, so a
 reader sees the old chunk set or the new one, never none, part or a mix; and the file table
 row is written in that same transaction, so "ingested" is recorded only with its chunks.
+
+A file in flight holds one connection: its claim's. The file's reads and its write run on it,
+inside the claim's transaction, so the write commits as the claim ends; only vectors kept for a
+retry (``keep_embeddings``) commit on a pooled connection of their own. The pool is sized for
+that (``pool_size`` = files in flight + a margin), not twice over.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +31,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from tidal.errors import ConfigError, ServiceDown, TransientError
+from tidal.errors import ClaimLost, ConfigError, ServiceDown, TransientError
 from tidal.records import Document, EmbeddedChunk, RunRecord, SourceFile, Vector
 from tidal.store import FailedFile, IndexStatus, SearchHit
 
@@ -89,7 +95,10 @@ def _riding_out(method: Callable[P, R]) -> Callable[P, R]:
             try:
                 return method(*args, **kwargs)
             except TransientError as exc:
-                if not isinstance(exc.__cause__, psycopg.OperationalError):
+                # A dead claim connection does not come back: the file starts over instead.
+                if isinstance(exc, ClaimLost) or not isinstance(
+                    exc.__cause__, psycopg.OperationalError
+                ):
                     raise
                 if time.monotonic() + delay > deadline:
                     raise ServiceDown(
@@ -116,6 +125,8 @@ class PostgresStore:
     ) -> None:
         self.dimension = dimension
         self.outage_seconds = outage_seconds
+        self._claims = threading.local()
+        """``conn``: the connection holding this thread's claim, while it holds one."""
         with _connection_errors("connect to Postgres"):
             with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
                 ensure_schema(conn, dimension)
@@ -142,6 +153,25 @@ class PostgresStore:
         with _connection_errors(what), self._pool.connection() as conn:
             yield conn
 
+    @contextmanager
+    def _file_conn(self, what: str) -> Iterator[psycopg.Connection[Any]]:
+        """The connection of this thread's claim, inside its transaction; a pooled one when
+        the thread holds no claim. Work on it commits when the claim ends."""
+        conn: psycopg.Connection[Any] | None = getattr(self._claims, "conn", None)
+        if conn is None:
+            with self._conn(what) as pooled:
+                yield pooled
+            return
+        try:
+            with _connection_errors(what):
+                yield conn
+        except TransientError as exc:
+            if isinstance(exc.__cause__, psycopg.OperationalError):
+                raise ClaimLost(
+                    f"{exc.message} (the file's claim ended with its connection)"
+                ) from exc.__cause__
+            raise
+
     @_riding_out
     def current_files(self, fingerprint: str, paths: Sequence[str] | None = None) -> dict[str, str]:
         query = (
@@ -152,7 +182,7 @@ class PostgresStore:
         if paths is not None:
             query += " and path = any(%s)"
             params += (list(paths),)
-        with self._conn("read the file table") as conn:
+        with self._file_conn("read the file table") as conn:
             rows = conn.execute(query, params).fetchall()
         return {path: content_hash for path, content_hash in rows}
 
@@ -168,7 +198,8 @@ class PostgresStore:
         attempts: int = 1,
     ) -> None:
         tokens = sum(e.chunk.token_count for e in chunks)
-        with self._conn("write chunks") as conn, conn.transaction():
+        # Under a claim this is a savepoint of the claim's transaction, committed as it ends.
+        with self._file_conn("write chunks") as conn, conn.transaction():
             conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (file.path,))
             conn.execute("delete from documents where source_path = %s", (file.path,))
             conn.execute(
@@ -255,24 +286,37 @@ class PostgresStore:
 
     @contextmanager
     def claim(self, path: str) -> Iterator[None]:
-        """Hold ``path`` for this process until the block ends; wait while another holds it.
+        """Hold ``path`` for this thread until the block ends; wait while another holds it.
 
         A transaction-level advisory lock on a connection of its own: it lives exactly as long
         as its holder, so a worker killed mid-file (even with SIGKILL) frees the file the moment
         Postgres sees its connection drop, and it works through a transaction pooler, where
         session-level locks do not. (prefect-redis's lock manager leaves a stale lock behind
-        after a kill, and the next run waits on it forever.)
+        after a kill, and the next run waits on it forever.) The file's reads and write run in
+        the same transaction (``_file_conn``): a block that ends cleanly commits them, and the
+        lock with them; one that raises rolls them back.
         """
         conn = self._locked(path)
+        self._claims.conn = conn
         try:
             yield
-        finally:
+        except BaseException:
+            self._claims.conn = None
             try:
-                conn.rollback()  # ends the lock's transaction, which wrote nothing
+                conn.rollback()
             except psycopg.OperationalError:
-                # The connection died (a restart): the lock went with it. The file's own
-                # write is in replace_file's transaction, so there is nothing to undo.
+                # The connection died (a restart): the lock and any write went with it.
                 log.debug("the claim on %r ended with its connection", path)
+            raise
+        else:
+            self._claims.conn = None
+            try:
+                conn.commit()
+            except psycopg.OperationalError as exc:
+                raise ClaimLost(
+                    f"could not commit the file's write: {_first_line(exc)}", path=path
+                ) from exc
+        finally:
             self._pool.putconn(conn)
 
     @_riding_out
@@ -292,7 +336,7 @@ class PostgresStore:
         """Stored vectors for chunk texts already embedded by ``embedder``, by chunk hash."""
         if not hashes:
             return {}
-        with self._conn("read cached embeddings") as conn:
+        with self._file_conn("read cached embeddings") as conn:
             rows = conn.execute(
                 "select chunk_hash, embedding from embedding_cache"
                 " where chunk_hash = any(%s) and embedder = %s"
