@@ -111,6 +111,9 @@ def main() -> None:
     from tests.fakes.openai_server import FakeOpenAI
 
     work = Path(tempfile.mkdtemp(prefix="tidal-bigfile-"))
+    from bench.common import stop_local_servers_at_exit
+
+    stop_local_servers_at_exit(work)
     databases = Databases(work / "pg")
     rng = random.Random(7)
     print(f"{'shape':12} {'MB':>5} {'chunks':>7} {'wall s':>7} {'peak RSS MB':>12}")

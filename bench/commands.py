@@ -54,6 +54,9 @@ def main() -> int:
     args = parser.parse_args()
     repo = args.repo.resolve()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tidal-commands-"))
+    from bench.common import stop_local_servers_at_exit
+
+    stop_local_servers_at_exit(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
 
     seconds, code, tail = run(COMMANDS["python flows/ingest.py"], repo, workdir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import resource
 import uuid
 from pathlib import Path
@@ -38,3 +39,18 @@ def span(values: list[float], fmt: str = "{:.0f}") -> str:
     """``low–high`` over rounds, or one value when they agree at this precision."""
     low, high = fmt.format(min(values)), fmt.format(max(values))
     return low if low == high else f"{low}–{high}"
+
+
+def stop_local_servers(work: Path) -> None:
+    """Stop every local Prefect server the benchmark's ad hoc runs left running under ``work``
+    (flows/server.py keeps one per data folder for the next run)."""
+    from flows import server
+
+    for record in work.rglob(server.STATE):
+        server.stop(record.parent)
+
+
+def stop_local_servers_at_exit(work: Path) -> None:
+    """``stop_local_servers(work)`` when the benchmark exits, however it exits (call it before
+    deleting ``work`` too: the records live there)."""
+    atexit.register(stop_local_servers, work)

@@ -65,6 +65,9 @@ def main() -> None:
     from tidal.store.embedded import embedded_database_url
 
     work = Path(tempfile.mkdtemp(prefix="tidal-bench-"))
+    from bench.common import stop_local_servers, stop_local_servers_at_exit
+
+    stop_local_servers_at_exit(work)
     corpus = work / "corpus"
     make_corpus(corpus)
     base = embedded_database_url(work / "data")
@@ -120,6 +123,7 @@ def main() -> None:
             f"{label:32} {r['seconds']:8.1f} {first / r['seconds']:8.2f}x {r['ingested']:9.0f}"
             f" {r['chunks']:7.0f} {r['reused']:7.0f} {r['rss_mb']:12.0f}"
         )
+    stop_local_servers(work)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -71,6 +71,9 @@ def main() -> None:
     from tests.services import free_port
 
     work = Path(tempfile.mkdtemp(prefix="tidal-local-"))
+    from bench.common import stop_local_servers_at_exit
+
+    stop_local_servers_at_exit(work)
     generate(work / "corpus", args.files, seed=3)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
     base.update(TIDAL_SOURCE=str(work / "corpus"), PREFECT_HOME=str(work / "prefect"))

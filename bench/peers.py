@@ -245,6 +245,9 @@ def main() -> None:
     from tidal.chunking import count_tokens
 
     work = Path(tempfile.mkdtemp(prefix="tidal-peers-"))
+    from bench.common import stop_local_servers, stop_local_servers_at_exit
+
+    stop_local_servers_at_exit(work)
     databases = Databases(work / "pg")
     pristine = work / "corpus"
     paths = generate(pristine, args.files, seed=args.seed, designs=args.designs)
@@ -354,6 +357,7 @@ def main() -> None:
             server.terminate()
             server.wait(30)
     _table(rows, systems, args, len(paths), designs, corpus_tokens)
+    stop_local_servers(work)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -411,7 +415,9 @@ def _environment(
             TIDAL_EMBEDDER="openai",
             TIDAL_OPENAI_RPM="3000",
             TIDAL_OPENAI_TPM="300000",
-            TIDAL_DATA_DIR=str(state / "tidal-data"),
+            # One for the sitting, as a user's machine has: the local Prefect server the first
+            # (warm-up) run starts is found running by the later ones.
+            TIDAL_DATA_DIR=str(work / "tidal-data"),
             PREFECT_HOME=str(work / "prefect"),  # one for the sitting, as a user's machine has
         )
     else:

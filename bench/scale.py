@@ -98,6 +98,9 @@ def main() -> None:
     from tests.fakes.openai_server import FakeOpenAI
 
     work = Path(tempfile.mkdtemp(prefix="tidal-scale-"))
+    from bench.common import stop_local_servers, stop_local_servers_at_exit
+
+    stop_local_servers_at_exit(work)
     databases = Databases(work / "pg")
 
     rows: defaultdict[tuple[int, str, str], list[dict[str, float]]] = defaultdict(list)
@@ -150,6 +153,7 @@ def main() -> None:
                             file=sys.stderr,
                         )
     _table(rows, args)
+    stop_local_servers(work)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -22,8 +22,10 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tidal")
 from prefect import flow, get_client, get_run_logger  # noqa: E402
 from prefect.futures import PrefectFuture  # noqa: E402
 from prefect.runtime import flow_run as current_flow_run  # noqa: E402
-from prefect.settings import get_current_settings  # noqa: E402
+from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings  # noqa: E402
 
+from flows import server as local_server  # noqa: E402
+from flows.server import LocalServer  # noqa: E402
 from tasks import configured_ingest_task, result_storage, slots, task_runner  # noqa: E402
 from tasks.artifacts import Progress, label_run, publish  # noqa: E402
 from tidal.errors import TidalError  # noqa: E402
@@ -219,6 +221,19 @@ def _without_a_flow(
     return summary
 
 
+def _local_server(settings: Settings) -> LocalServer | None:
+    """The local server this run reports to (``flows/server.py``), found running or started now;
+    None when TIDAL_PREFECT_SERVER=temporary leaves it to Prefect's temporary one."""
+    if settings.prefect_server == "temporary":
+        return None
+    server = local_server.running(settings.data_dir)
+    if server is None:
+        print("tidal: starting a local Prefect server, kept running for the next run ...")
+        server = local_server.ensure(settings.data_dir)
+    print(f"tidal: Prefect UI at {server.ui_url} (`tidal server stop` stops it)")
+    return server
+
+
 _FINAL = ["COMPLETED", "FAILED", "CANCELLED", "CRASHED"]
 
 
@@ -283,30 +298,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     outcome: RunSummary | Plan | BaseException | None = None
-    temporary_server = get_current_settings().api.url is None
+    configured = get_current_settings().api.url is not None
+    server: LocalServer | None = None
     try:
         settings = load_settings(force_delete=args.force_delete or None)
         preflight(settings)  # a wrong key or bucket fails here, not after Prefect's start-up
-        if temporary_server:
-            # No Prefect server is configured, so the flow would run on a temporary one started
-            # for this run alone: first decide whether there is anything for it to do.
+        if not configured:
+            # No Prefect server is configured, so one must be started (or found running) for a
+            # flow run: first decide whether there is anything for it to do.
             outcome = _without_a_flow(settings, args.paths or None, dry_run=args.dry_run)
             if isinstance(outcome, RunSummary):
                 print("tidal: nothing to ingest, so no Prefect flow run was started")
+        if outcome is None:
+            _warm_up(settings)  # the model loads while a server starts
+            server = None if configured else _local_server(settings)
     except TidalError as exc:
         print(f"tidal: {exc}", file=sys.stderr)
         return 2
     if outcome is None:
-        _warm_up(settings)
-        state = tidal(
-            paths=args.paths or None,
-            dry_run=args.dry_run,
-            force_delete=args.force_delete or None,
-            return_state=True,
-        )
-        outcome = state.result(raise_on_failure=False)
-        if temporary_server:  # it stops at our exit
-            _let_the_server_record(state.state_details.flow_run_id, _summary_of(outcome))
+        api = {PREFECT_API_URL: server.api_url} if server else {}
+        with temporary_settings(updates=api):
+            state = tidal(
+                paths=args.paths or None,
+                dry_run=args.dry_run,
+                force_delete=args.force_delete or None,
+                return_state=True,
+            )
+            outcome = state.result(raise_on_failure=False)
+            if not configured and server is None:  # Prefect's temporary one stops at our exit
+                _let_the_server_record(state.state_details.flow_run_id, _summary_of(outcome))
     if isinstance(outcome, Plan):
         print(outcome.render())
         return 0

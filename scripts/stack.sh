@@ -35,12 +35,22 @@ if [ "${1:-up}" = stop ]; then
     exit 0
 fi
 
+healthy() {
+    "$PYTHON" -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)" \
+        "$PREFECT_API_URL/health" 2>/dev/null
+}
+
+if healthy; then
+    # A server already answers there (the one ad hoc runs keep, `tidal server`): use it.
+    echo "using the Prefect server already running at $PREFECT_API_URL"
+else
 # Logs streamed out: `prefect deployment run --watch` then prints the run's log lines (its summary,
 # and a failure's reason) among the events, not only the final state's name.
 PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED=true PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED=true \
 setsid "$PYTHON" -m prefect server start --host 127.0.0.1 --port "$PORT" --analytics-off \
     > "$STACK/server.log" 2>&1 &
 echo $! > "$STACK/server.pid"
+fi
 for _ in $(seq 120); do
     "$PYTHON" -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)" \
         "$PREFECT_API_URL/health" 2>/dev/null && break

@@ -7,11 +7,13 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from flows import server as local_server
 from tests.flowkit import chunks_by_path
 from tidal.settings import REPO_ROOT, SAMPLE_CORPUS
 
@@ -25,8 +27,9 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder where the main job ran once with no configuration at all."""
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A folder where the main job ran once with no configuration at all (the local Prefect
+    server it started is stopped after the module's tests)."""
     cwd = tmp_path_factory.mktemp("main-job")
     home = cwd / "prefect-home"
     done = subprocess.run(
@@ -39,7 +42,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     (cwd / "first-run.log").write_text(done.stdout + done.stderr)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return cwd
+    yield cwd
+    local_server.stop(cwd / ".tidal")
 
 
 def test_the_main_job_ingests_the_sample_corpus_with_no_configuration(workdir: Path) -> None:
@@ -49,6 +53,8 @@ def test_the_main_job_ingests_the_sample_corpus_with_no_configuration(workdir: P
     assert f"ingested {len(files)}, skipped 0 (unchanged), failed 0" in log
     assert re.search(rf"\[{len(files)}/{len(files)}\] \S+: \d+ chunks", log)  # per-file lines
     assert (workdir / ".tidal" / "pgdata" / "PG_VERSION").is_file()  # the embedded default
+    server = local_server.running(workdir / ".tidal")  # kept for the next run, UI and all
+    assert server is not None and f"Prefect UI at {server.ui_url}" in log
 
 
 def test_search_finds_the_document_written_for_the_question(

@@ -104,6 +104,24 @@ def _db(settings: Settings, action: str, dimension: int | None) -> int:
     return 0
 
 
+def _server(settings: Settings, action: str) -> int:
+    """``tidal server [status|stop]``: reads the server's record, imports no Prefect."""
+    from flows import server as local_server
+
+    if action == "stop":
+        stopped = local_server.stop(settings.data_dir)
+        print(f"stopped the local Prefect server (pid {stopped.pid})" if stopped else "none ran")
+        return 0
+    running = local_server.running(settings.data_dir)
+    if running is None:
+        print("no local Prefect server: the next run with work starts one")
+        return 1
+    print(
+        f"local Prefect server: UI {running.ui_url}, pid {running.pid}, Prefect {running.prefect}"
+    )
+    return 0
+
+
 def plan(settings: Settings) -> Plan:
     """The next run's plan, from the same IngestRun the flow drives; no Prefect involved."""
     from tidal.run import IngestRun
@@ -132,6 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     retry = commands.add_parser("retry", help="run the flow for these files only")
     retry.add_argument("paths", nargs="*", help="paths to retry (default: every failed file)")
+    server = commands.add_parser(
+        "server", help="the local Prefect server ad hoc runs keep running (flows/server.py)"
+    )
+    server.add_argument("action", choices=["status", "stop"], nargs="?", default="status")
     db = commands.add_parser("db", help="create or print the database schema")
     db.add_argument("action", choices=["init", "sql"], help="init: apply it; sql: print it")
     db.add_argument(
@@ -160,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _print_failed(_failed(settings))
         if args.command == "db":
             return _db(settings, args.action, args.dimension)
+        if args.command == "server":
+            return _server(settings, args.action)
         _print_hits(search(settings, args.query, limit=args.limit, kind=args.type))
     except TidalError as exc:
         print(f"tidal: {exc}", file=sys.stderr)

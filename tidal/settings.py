@@ -188,6 +188,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path(".tidal"), description="where the embedded Postgres and the run reports live"
     )
+    prefect_server: Literal["background", "temporary"] = Field(
+        default="background",
+        description=(
+            "with no PREFECT_API_URL: background keeps one local Prefect server running for the "
+            "next run (`tidal server stop`); temporary starts and stops one per run"
+        ),
+    )
 
     @field_validator("source")
     @classmethod

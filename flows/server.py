@@ -1,0 +1,185 @@
+"""The local Prefect server ad hoc runs report to, kept running from one run to the next.
+
+With no ``PREFECT_API_URL``, Prefect starts a temporary server for each flow run and stops it
+as the run's process exits: ~4 s to start and ~1.5 s to stop on every ``python flows/ingest.py``
+with work to do, its CPU competing with the run's, and the run's "View at" link dead by the time
+anyone opens it. Tidal instead starts one server on the first run that needs it and leaves it
+running - as pgserver leaves the embedded Postgres running - so later runs report to it at once
+and its UI keeps every run's history. ``tidal server stop`` stops it;
+``TIDAL_PREFECT_SERVER=temporary`` keeps Prefect's own temporary server.
+
+The server is ``prefect server start`` in a session of its own, recorded in
+``<data dir>/prefect-server.json`` (pid, port, Prefect version) with its log beside it. A record
+is trusted only while its process lives and answers at its port with this Prefect's version, so
+a stale record (a reboot, a killed server, an upgraded Prefect) means a fresh start. Nothing here
+imports Prefect: ``tidal server status`` answers in milliseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+from tidal.errors import ServiceDown
+
+STATE = "prefect-server.json"
+LOG = "prefect-server.log"
+PREFERRED_PORT = 4200
+"""Prefect's own default port, used when free: the UI's address stays the one users know."""
+STARTUP_SECONDS = 90.0
+"""How long a start may take: ~4 s here, ~10 s creating a new Prefect database, more under load."""
+_SECRETS = ("TIDAL_", "OPENAI_", "SUPABASE_")
+"""Variables the long-lived server never needs, so it never holds them."""
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    pid: int
+    port: int
+    prefect: str
+    """The Prefect version that started it: a run under another version starts a new one."""
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.ui_url}/api"
+
+
+def running(data_dir: Path) -> LocalServer | None:
+    """The server recorded under ``data_dir``, if it is alive, answers, and runs this Prefect."""
+    server = _recorded(data_dir)
+    if server is None or not _alive(server.pid) or server.prefect != version("prefect"):
+        return None
+    return server if _answers(server.api_url) else None
+
+
+def ensure(data_dir: Path) -> LocalServer:
+    """The running server, or a new one; two runs starting at once start one server."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(data_dir / f"{STATE}.lock"):
+        server = running(data_dir)
+        if server is not None:
+            return server
+        stop(data_dir)  # a recorded server that is stale, or of another Prefect version
+        return _start(data_dir)
+
+
+def stop(data_dir: Path, *, timeout: float = 15.0) -> LocalServer | None:
+    """Stop the recorded server (its whole process group) and forget it; the one stopped."""
+    server = _recorded(data_dir)
+    if server is None:
+        return None
+    if _alive(server.pid):
+        _signal_group(server.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(server.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(server.pid):
+            _signal_group(server.pid, signal.SIGKILL)
+    (data_dir / STATE).unlink(missing_ok=True)
+    return server
+
+
+def _start(data_dir: Path) -> LocalServer:
+    last_error = ""
+    for port in (_free_port(PREFERRED_PORT), _free_port(0)):  # the second if the first is taken
+        process = _launch(data_dir, port)
+        server = LocalServer(process.pid, port, version("prefect"))
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while process.poll() is None and time.monotonic() < deadline:
+            if _answers(server.api_url):
+                (data_dir / STATE).write_text(json.dumps(asdict(server)))
+                return server
+            time.sleep(0.1)
+        if process.poll() is None:  # still starting after the deadline: give up on it
+            _signal_group(process.pid, signal.SIGKILL)
+        last_error = f"it exited with status {process.poll()}"
+    raise ServiceDown(
+        f"the local Prefect server did not start ({last_error}); see {data_dir / LOG}. Set "
+        "PREFECT_API_URL to a running server, or TIDAL_PREFECT_SERVER=temporary"
+    )
+
+
+def _launch(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(_SECRETS)}
+    environment.pop("PREFECT_API_URL", None)
+    environment.update(DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    with (data_dir / LOG).open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start"]
+            + ["--host", "127.0.0.1", "--port", str(port), "--analytics-off"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            cwd=data_dir,
+            start_new_session=True,  # outlives this run; its group is what ``stop`` signals
+        )
+
+
+def _recorded(data_dir: Path) -> LocalServer | None:
+    try:
+        return LocalServer(**json.loads((data_dir / STATE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _answers(api_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(ChildProcessError):  # reap it if this process started it
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    return True
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _free_port(preferred: int) -> int:
+    """``preferred`` if nothing listens there, else one the system picks."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", preferred))
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -1,0 +1,127 @@
+"""The local Prefect server ad hoc runs start once and share (flows/server.py): real
+``prefect server start`` processes, each with a Prefect home of the test's own."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from flows import server as local_server
+from tests.fakes.openai_server import FakeOpenAI
+from tidal.settings import REPO_ROOT
+
+KEY = "sk-local-server-test"
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    folder = tmp_path / "data"
+    yield folder
+    local_server.stop(folder)  # whatever a failing test left running
+
+
+def _dead(pid: int, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not local_server._alive(pid):  # reaps it too, when this process started it
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_concurrent_starts_make_one_server_and_a_killed_one_is_replaced(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)  # a secret the long-lived server must not hold
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: local_server.ensure(data_dir), range(2))
+    assert first == second  # one server, though two runs asked at once
+    assert local_server.running(data_dir) == first
+    with urllib.request.urlopen(f"{first.api_url}/health", timeout=5) as answer:
+        assert answer.status == 200
+    assert KEY not in Path(f"/proc/{first.pid}/environ").read_bytes().decode(errors="replace")
+
+    os.killpg(first.pid, signal.SIGKILL)  # a reboot, an OOM kill: the record goes stale
+    assert _dead(first.pid)
+    assert local_server.running(data_dir) is None
+    replacement = local_server.ensure(data_dir)
+    assert replacement.pid != first.pid and local_server.running(data_dir) == replacement
+
+    assert local_server.stop(data_dir) == replacement
+    assert _dead(replacement.pid)
+    assert local_server.running(data_dir) is None and local_server.stop(data_dir) is None
+
+
+def test_ad_hoc_runs_report_to_one_server_that_outlives_them(
+    data_dir: Path, tmp_path: Path, database_url: str
+) -> None:
+    corpus = tmp_path / "corpus"
+    (corpus / "prds").mkdir(parents=True)
+    (corpus / "prds" / "a.md").write_text("# A\n\nThe first note.\n")
+    (corpus / "prds" / "b.md").write_text("# B\n\nThe second note.\n")
+    with FakeOpenAI(api_key=KEY) as api:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
+        env.update(
+            PREFECT_HOME=os.environ["PREFECT_HOME"],
+            TIDAL_SOURCE=str(corpus),
+            TIDAL_DATABASE_URL=database_url,
+            TIDAL_DATA_DIR=str(data_dir),
+            TIDAL_EMBEDDER="openai",
+            OPENAI_API_KEY=KEY,
+            OPENAI_BASE_URL=api.base_url,
+        )
+
+        def ingest() -> subprocess.CompletedProcess[str]:
+            done = subprocess.run(
+                [sys.executable, str(REPO_ROOT / "flows" / "ingest.py")],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+            return done
+
+        first = ingest()
+        assert "starting a local Prefect server" in first.stdout
+        server = local_server.running(data_dir)
+        assert server is not None  # still running after the run's process exited
+        assert f"Prefect UI at {server.ui_url}" in first.stdout
+
+        (corpus / "prds" / "b.md").write_text("# B\n\nThe second note, edited.\n")
+        second = ingest()
+        assert "starting a local Prefect server" not in second.stdout
+        assert local_server.running(data_dir) == server  # the same process, found running
+
+    request = urllib.request.Request(
+        f"{server.api_url}/flow_runs/filter",
+        data=json.dumps({"flows": {"name": {"any_": ["tidal"]}}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        runs = json.load(answer)
+    assert sorted(r["state_type"] for r in runs) == ["COMPLETED", "COMPLETED"]  # both, kept
+
+    stopped = subprocess.run(
+        [sys.executable, "-m", "tidal.cli", "server", "stop"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"pid {server.pid}" in stopped.stdout
+    assert _dead(server.pid)
