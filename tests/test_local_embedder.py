@@ -72,3 +72,57 @@ def test_the_model_loads_on_first_use_and_its_declared_shape_is_its_real_one() -
     declared, loaded = done.stdout.split("\n")[:2]
     assert declared == "384 256 False False"  # nothing heavy imported to learn the shape
     assert loaded == "384 256"
+
+
+def test_files_embedding_at_once_share_encode_calls_and_get_their_own_rows(
+    embedder, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Concurrent callers are merged into shared encode calls, each answered with exactly the
+    rows of its own texts (the vectors a call of its own would give)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    texts = [
+        [f"File {f} talks about topic {f * 7 + i} at length {i}." for i in range(f % 4 + 1)]
+        for f in range(12)
+    ]
+    alone = [embedder.embed(t) for t in texts]
+    sizes: list[int] = []
+    real = type(embedder)._encode
+
+    def counting(self, batch):  # type: ignore[no-untyped-def]
+        sizes.append(len(batch))
+        return real(self, batch)
+
+    monkeypatch.setattr(type(embedder), "_encode", counting)
+    with ThreadPoolExecutor(12) as pool:
+        together = list(pool.map(embedder.embed, texts))
+    for mine, reference in zip(together, alone, strict=True):
+        assert np.allclose(mine, reference, atol=1e-5)
+    assert sum(sizes) == sum(len(t) for t in texts)
+    assert len(sizes) < len(texts)  # some calls carried more than one file's texts
+
+
+def test_a_failure_in_a_merged_call_lands_on_the_file_that_caused_it(embedder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    real = type(embedder)._encode
+
+    def refusing(self, batch):  # type: ignore[no-untyped-def]
+        if "poison" in batch:
+            raise RuntimeError("the model refused an input")
+        return real(self, batch)
+
+    monkeypatch.setattr(type(embedder), "_encode", refusing)
+
+    def embed(texts: list[str]) -> str:
+        try:
+            return f"{len(embedder.embed(texts))} rows"
+        except RuntimeError as exc:
+            return str(exc)
+
+    asked = [["fine one"], ["poison"], ["fine two", "fine three"]] * 4
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(embed, asked))
+    assert answers == ["1 rows", "the model refused an input", "2 rows"] * 4

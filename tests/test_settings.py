@@ -56,7 +56,7 @@ def test_defaults() -> None:
     assert Path(s.source).is_dir()
     assert s.embedder == "local"
     assert s.effective_model == "all-MiniLM-L6-v2"
-    assert s.concurrency == 2  # the local model is CPU-bound
+    assert s.concurrency == 8  # files wait for the one encoder: fuller merged calls
     assert s.chunk_tokens is None and s.chunk_overlap is None
     assert s.effective_chunk_tokens == 160
     assert s.effective_chunk_overlap == 24

@@ -34,14 +34,16 @@ TaskRunnerName = Literal["threads", "dask"]
 # all-MiniLM-L6-v2 truncates at 256 word pieces; design JSON turns into key paths that cost
 # up to ~1.6 word pieces per cl100k token, so 160 tokens stays under the limit with room.
 EMBEDDER_DEFAULTS: dict[str, dict[str, Any]] = {
-    # concurrency: the local model is CPU-bound (torch already uses every core for one batch);
-    # OpenAI's requests mostly wait on the network, paced by the shared budget, not by this.
-    # Each file in flight holds one database connection (PostgresStore): 16 files need 18.
+    # concurrency: files in flight. The local model encodes on one thread (torch already uses
+    # every core for one call) and merges the texts of the files waiting into each call, so
+    # more files in flight mean fuller calls: 8 measured ~7 % faster than 2. OpenAI's requests
+    # mostly wait on the network, paced by the shared budget, not by this. Each file in flight
+    # holds one database connection (PostgresStore): 16 files need 18.
     "local": {
         "model": "all-MiniLM-L6-v2",
         "chunk_tokens": 160,
         "chunk_overlap": 24,
-        "concurrency": 2,
+        "concurrency": 8,
     },
     "openai": {
         "model": "text-embedding-3-small",
@@ -141,7 +143,7 @@ class Settings(BaseSettings):
         validate_default=True,
         ge=1,
         le=64,
-        description="files processed at once (1-64); unset: 2 with the local model, 16 with OpenAI",
+        description="files processed at once (1-64); unset: 8 with the local model, 16 with OpenAI",
     )
     task_runner: TaskRunnerName = Field(
         default="threads",

@@ -7,11 +7,14 @@ instead of hanging.
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import json
 import os
+import queue
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,18 @@ import numpy as np
 from tidal.errors import ConfigError
 
 BUNDLED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+MERGE_TEXTS = 64
+"""The most texts one encode call takes from the files waiting (``LocalEmbedder.embed``)."""
+
+
+@dataclass
+class _Asked:
+    """One caller's texts, waiting for the encoder thread."""
+
+    texts: list[str]
+    done: threading.Event = field(default_factory=threading.Event)
+    vectors: np.ndarray | None = None
+    error: BaseException | None = None
 
 
 class LocalEmbedder:
@@ -40,6 +55,10 @@ class LocalEmbedder:
         # Fast tokenizers are not safe to call from two threads at once ("Already borrowed");
         # torch already spreads one batch over every core, so serialising costs nothing.
         self._lock = threading.Lock()
+        self._asked: queue.SimpleQueue[_Asked] = queue.SimpleQueue()
+        self._counting = threading.Lock()
+        self._counter: Any = None
+        self._encoder: threading.Thread | None = None
         self.name = f"local:{Path(model).name}"
         shape = _declared_shape(self._path)
         if shape is None:
@@ -64,20 +83,82 @@ class LocalEmbedder:
         """Nothing to ask: the model is on disk, and a broken one fails its first file alone."""
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Counted with a copy of the model's tokenizer, so files count while the encoder
+        thread encodes (one fast tokenizer cannot serve two threads: "Already borrowed")."""
         if not texts:  # the tokenizer fails on an empty batch
             return []
-        tokenizer = self._model.tokenizer
-        with self._lock:
-            encoded = tokenizer(list(texts), add_special_tokens=True, truncation=False)
+        with self._counting:
+            if self._counter is None:
+                model = self._model
+                with self._lock:
+                    self._counter = copy.deepcopy(model.tokenizer)
+            encoded = self._counter(list(texts), add_special_tokens=True, truncation=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors for ``texts``, encoded together with whatever other files are waiting.
+
+        Every call is handed to one encoder thread, which takes all the texts waiting (up to
+        ``MERGE_TEXTS``) into one ``encode``: sentence-transformers sorts a call's texts by
+        length, so merged files pad less than one call per file, and the per-call cost is paid
+        once (measured on 399 chunks of 60 files, two cores: 15.7-16.6 s as a call per file,
+        11.1-11.9 s as one call). One thread also keeps the activations in one malloc arena.
+        """
         if not texts:
             return np.empty((0, self.dimension), dtype=np.float32)
-        model = self._model
+        self._model  # noqa: B018 - loads the model in the caller, whose failure it is
+        asked = _Asked(list(texts))
+        self._asked.put(asked)
+        self._start_encoder()
+        asked.done.wait()
+        if asked.error is not None:
+            raise asked.error
+        assert asked.vectors is not None
+        return asked.vectors  # float32 rows, as the pipeline keeps them
+
+    def _start_encoder(self) -> None:
         with self._lock:
-            vectors = model.encode(
-                list(texts),
+            if self._encoder is None:
+                self._encoder = threading.Thread(
+                    target=self._encode_forever, name="tidal-encoder", daemon=True
+                )
+                self._encoder.start()
+
+    def _encode_forever(self) -> None:
+        while True:
+            batch = [self._asked.get()]
+            size = len(batch[0].texts)
+            while size < MERGE_TEXTS:
+                try:
+                    batch.append(self._asked.get_nowait())
+                except queue.Empty:
+                    break
+                size += len(batch[-1].texts)
+            self._answer(batch)
+
+    def _answer(self, batch: list[_Asked]) -> None:
+        """Encode the batch's texts in one call and hand each caller its rows. A failure of
+        a merged call is retried caller by caller, so it lands on the file that caused it."""
+        try:
+            vectors = self._encode([t for asked in batch for t in asked.texts])
+        except Exception as exc:  # noqa: BLE001 - handed to the caller that waits on it
+            if len(batch) > 1:
+                for asked in batch:
+                    self._answer([asked])
+                return
+            batch[0].error = exc
+            batch[0].done.set()
+            return
+        start = 0
+        for asked in batch:
+            asked.vectors = vectors[start : start + len(asked.texts)]
+            start += len(asked.texts)
+            asked.done.set()
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            vectors = self._loaded.encode(
+                texts,
                 # 8, not sentence-transformers' 32: as fast on two CPU cores (7.4-8.0 s against
                 # 7.8-8.5 s at 16 for 399 chunks) and a quarter of the activations held at once,
                 # the transient that sets the flow process's peak memory with this model.
@@ -87,7 +168,7 @@ class LocalEmbedder:
                 show_progress_bar=False,
             )
             _give_back_memory()
-        return vectors  # float32 rows, as the pipeline keeps them
+        return np.asarray(vectors, dtype=np.float32)
 
 
 def _give_back_memory() -> None:
