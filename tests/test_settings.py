@@ -74,7 +74,7 @@ def test_describe_defaults() -> None:
     assert d["results"] == "not persisted"
     assert d["embedder"] == "local:all-MiniLM-L6-v2"
     assert d["chunking"] == "160/24 tokens"
-    assert d["concurrency"] == "2"
+    assert d["concurrency"] == "8"
 
 
 def test_settings_are_frozen() -> None:
