@@ -12,9 +12,11 @@ runs the three systems in turn (the order reversed in the next round), each on i
 database and its own copy of the corpus, each run in its own subprocess:
 
 * ``tidal``: ``python flows/ingest.py`` as a user runs it (run here through ``flows.ingest.main``
-  in the measured process, so its own CPU and peak RSS can be told from the temporary Prefect
-  server's), TIDAL_EMBEDDER=openai, its default concurrency (2), TIDAL_OPENAI_RPM/TPM set to the
-  server's limits;
+  in the measured process, so its own CPU and peak RSS can be told apart), with no
+  ``PREFECT_API_URL``: it reports to the local Prefect server Tidal keeps running (the unmeasured
+  warm-up run starts it, as a user's first run does), TIDAL_EMBEDDER=openai, its default
+  concurrency, TIDAL_OPENAI_RPM/TPM set to the server's limits;
+* ``tidal+server``: the same with ``PREFECT_API_URL`` at a server started for the sitting;
 * ``langchain``: ``langchain_core.indexing.index`` (cleanup="incremental", source_id_key="source")
   with langchain-classic's ``SQLRecordManager`` and langchain-postgres's ``PGVector`` in the same
   database, ``RecursiveCharacterTextSplitter.from_tiktoken_encoder`` (512/64), files read as raw
@@ -25,10 +27,10 @@ database and its own copy of the corpus, each run in its own subprocess:
 
 Per system: a full run, an unchanged re-run, then one sentence changed in each of three files
 (a design, a Markdown PRD, a text PRD) and a third run. Measured: the subprocess's wall time
-(start-up included), its CPU (and, for Tidal, the CPU of the Prefect server it starts, from the
-subprocess's reaped children), its peak RSS, the rows in its vector table, and the requests and
-tokens (cl100k, ``tidal.chunking.count_tokens``) the fake server saw. Ranges are min-max over
-rounds; ratios are to LlamaIndex's run in the same round.
+(start-up included), its CPU (and, for Tidal, the CPU its Prefect server spent meanwhile, read
+from /proc: the server is not the run's child), its peak RSS, the rows in its vector table, and
+the requests and tokens (cl100k, ``tidal.chunking.count_tokens``) the fake server saw. Ranges are
+min-max over rounds; ratios are to LlamaIndex's run in the same round.
 """
 
 from __future__ import annotations
