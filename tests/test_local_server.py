@@ -125,3 +125,23 @@ def test_ad_hoc_runs_report_to_one_server_that_outlives_them(
     assert stopped.returncode == 0, stopped.stderr
     assert f"pid {server.pid}" in stopped.stdout
     assert _dead(server.pid)
+
+
+def test_a_server_that_will_not_start_is_a_clear_error(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both ports tried, then one message naming the log and the two ways around it."""
+    tried: list[int] = []
+
+    def exits_at_once(folder: Path, port: int) -> subprocess.Popen[bytes]:
+        tried.append(port)
+        return subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+
+    monkeypatch.setattr(local_server, "_launch", exits_at_once)
+    with pytest.raises(local_server.ServiceDown) as raised:
+        local_server.ensure(data_dir)
+    assert len(tried) == 2
+    message = str(raised.value)
+    assert "exited with status 3" in message and str(data_dir / local_server.LOG) in message
+    assert "PREFECT_API_URL" in message and "TIDAL_PREFECT_SERVER=temporary" in message
+    assert local_server.running(data_dir) is None
