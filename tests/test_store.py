@@ -244,3 +244,40 @@ def test_kept_vectors_nobody_claimed_for_a_week_are_forgotten(
     assert store.forget_kept_embeddings(7) == 1
 
     assert set(store.cached_embeddings(["old-hash", "new-hash"], EMB)) == {"new-hash"}
+
+
+def test_opening_a_store_on_a_current_schema_waits_for_no_file_in_flight(
+    database_url: str,
+) -> None:
+    """A worker or a second run joining a busy index: files in flight hold their reads in
+    their claims' transactions, and schema.sql's ``alter table`` would wait for them all."""
+    PostgresStore(database_url, dimension=DIM).close()  # the schema, applied once
+    opened: list[PostgresStore] = []
+    with psycopg.connect(database_url) as busy:
+        for table in ("documents", "ingested_files", "embedding_cache", "ingest_runs"):
+            busy.execute(f"select count(*) from {table}")  # held until the transaction ends
+        joining = threading.Thread(
+            target=lambda: opened.append(PostgresStore(database_url, dimension=DIM)), daemon=True
+        )
+        joining.start()
+        joining.join(timeout=15)
+        try:
+            assert opened, "opening the store waited for a transaction that read the tables"
+        finally:
+            busy.rollback()
+            joining.join(timeout=30)
+            for store in opened:
+                store.close()
+
+
+def test_a_changed_schema_is_applied_again(database_url: str) -> None:
+    PostgresStore(database_url, dimension=DIM).close()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("comment on table ingest_runs is 'tidal schema from an older release'")
+        conn.execute("drop function match_documents")
+    PostgresStore(database_url, dimension=DIM).close()
+    with psycopg.connect(database_url) as conn:
+        marker = conn.execute("select obj_description('ingest_runs'::regclass)").fetchone()[0]
+        restored = conn.execute("select to_regproc('match_documents')").fetchone()[0]
+    assert marker.startswith("tidal schema ") and "older" not in marker
+    assert restored is not None

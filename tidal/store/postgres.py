@@ -13,6 +13,7 @@ that (``pool_size`` = files in flight + a margin), not twice over.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import threading
@@ -490,9 +491,18 @@ def _failed_files(conn: psycopg.Connection[Any]) -> list[FailedFile]:
 
 
 def ensure_schema(conn: psycopg.Connection[Any], dimension: int) -> None:
-    """Create what is missing; refuse a ``documents`` table built for another dimension."""
+    """Create what is missing; refuse a ``documents`` table built for another dimension.
+
+    schema.sql's ``alter table`` statements take an exclusive lock on each table even when they
+    change nothing, and a lock that waits for every file in flight (each holds its reads in
+    its claim's transaction) while new claims queue behind it. So the schema applied is marked
+    with its digest (a comment on ``ingest_runs``), and a process opening a store on a schema
+    that is already current reads the catalog only: a worker or a second run joining a busy
+    index takes no table lock.
+    """
+    sql = schema_sql(dimension, vector_index=False)
+    marker = f"tidal schema {hashlib.sha256(sql.encode()).hexdigest()[:16]}"
     with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
         existing = conn.execute(
             "select a.atttypmod from pg_attribute a"
             " where a.attrelid = to_regclass('documents') and a.attname = 'embedding'"
@@ -503,7 +513,18 @@ def ensure_schema(conn: psycopg.Connection[Any], dimension: int) -> None:
                 f"makes {dimension}; point TIDAL_DATABASE_URL at another database, or drop "
                 "the documents and ingested_files tables to re-index with this model"
             )
-        conn.execute(schema_sql(dimension, vector_index=False))
+        if _schema_marker(conn) == marker:
+            return
+        conn.execute("select pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        if _schema_marker(conn) == marker:  # another process applied it while we waited
+            return
+        conn.execute(sql)
+        conn.execute(f"comment on table ingest_runs is '{marker}'")
+
+
+def _schema_marker(conn: psycopg.Connection[Any]) -> str | None:
+    row = conn.execute("select obj_description(to_regclass('ingest_runs'), 'pg_class')").fetchone()
+    return row[0] if row else None
 
 
 @contextmanager
