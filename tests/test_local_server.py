@@ -58,8 +58,15 @@ def test_concurrent_starts_make_one_server_and_a_killed_one_is_replaced(
     replacement = local_server.ensure(data_dir)
     assert replacement.pid != first.pid and local_server.running(data_dir) == replacement
 
-    assert local_server.stop(data_dir) == replacement
-    assert _dead(replacement.pid)
+    # A server started by another Prefect version (an upgrade since) is stopped and replaced.
+    record = data_dir / local_server.STATE
+    record.write_text(json.dumps({**json.loads(record.read_text()), "prefect": "0.0.1"}))
+    assert local_server.running(data_dir) is None
+    upgraded = local_server.ensure(data_dir)
+    assert _dead(replacement.pid) and upgraded.pid != replacement.pid
+
+    assert local_server.stop(data_dir) == upgraded
+    assert _dead(upgraded.pid)
     assert local_server.running(data_dir) is None and local_server.stop(data_dir) is None
 
 
