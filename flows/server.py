@@ -63,7 +63,7 @@ class LocalServer:
 def running(data_dir: Path) -> LocalServer | None:
     """The server recorded under ``data_dir``, if it is alive, answers, and runs this Prefect."""
     server = _recorded(data_dir)
-    if server is None or not _alive(server.pid) or server.prefect != version("prefect"):
+    if server is None or not _is_ours(server) or server.prefect != version("prefect"):
         return None
     return server if _answers(server.api_url) else None
 
@@ -84,7 +84,7 @@ def stop(data_dir: Path, *, timeout: float = 15.0) -> LocalServer | None:
     server = _recorded(data_dir)
     if server is None:
         return None
-    if _alive(server.pid):
+    if _is_ours(server):  # a stale record's pid may belong to another process by now
         _signal_group(server.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while _alive(server.pid) and time.monotonic() < deadline:
@@ -145,6 +145,22 @@ def _answers(api_url: str) -> bool:
             return answer.status == 200
     except OSError:
         return False
+
+
+def _is_ours(server: LocalServer) -> bool:
+    """Whether the recorded pid is alive and is still that server: after a reboot or in a new
+    container the same pid can be any process, which must never be signalled."""
+    if not _alive(server.pid):
+        return False
+    try:
+        command = Path(f"/proc/{server.pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:  # no /proc (macOS): ask ps
+        shown = subprocess.run(
+            ["ps", "-o", "command=", "-p", str(server.pid)], capture_output=True, check=False
+        )
+        command = shown.stdout.split()
+    words = {w.decode(errors="replace") for w in command}
+    return {"prefect", "server", "start", str(server.port)} <= words
 
 
 def _alive(pid: int) -> bool:

@@ -145,8 +145,19 @@ def test_a_server_that_will_not_start_is_a_clear_error(
         return subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
 
     monkeypatch.setattr(local_server, "_launch", exits_at_once)
-    with pytest.raises(local_server.ServiceDown) as raised:
-        local_server.ensure(data_dir)
+    # A stale record whose pid now belongs to an unrelated process (a reboot, a new container).
+    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    data_dir.mkdir(parents=True)
+    (data_dir / local_server.STATE).write_text(
+        json.dumps({"pid": bystander.pid, "port": 4200, "prefect": "3.9.1"})
+    )
+    try:
+        with pytest.raises(local_server.ServiceDown) as raised:
+            local_server.ensure(data_dir)
+        assert bystander.poll() is None  # never signalled: it is not the recorded server
+    finally:
+        bystander.kill()
+        bystander.wait()
     assert len(tried) == 2
     message = str(raised.value)
     assert "exited with status 3" in message and str(data_dir / local_server.LOG) in message
