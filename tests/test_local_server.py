@@ -121,6 +121,18 @@ def test_ad_hoc_runs_report_to_one_server_that_outlives_them(
         runs = json.load(answer)
     assert sorted(r["state_type"] for r in runs) == ["COMPLETED", "COMPLETED"]  # both, kept
 
+    status = subprocess.run(
+        [sys.executable, "-m", "tidal.cli", "status"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    [last] = [r for r in runs if r["start_time"] == max(x["start_time"] for x in runs)]
+    assert f"{server.ui_url}/runs/flow-run/{last['id']}" in status.stdout  # a link that works
+
     stopped = subprocess.run(
         [sys.executable, "-m", "tidal.cli", "server", "stop"],
         env=env,

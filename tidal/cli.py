@@ -64,6 +64,11 @@ def _status(settings: Settings) -> int:
     ui = os.environ.get("PREFECT_UI_URL") or (
         api.removesuffix("/").removesuffix("/api") if api else None
     )
+    if ui is None and settings.prefect_server == "background":  # where ad hoc runs report
+        from flows import server as local_server
+
+        local = local_server.running(settings.data_dir)
+        ui = local.ui_url if local else None
     print(status.render(now=datetime.now(UTC), prefect_ui=ui))
     return 0 if status.last_run else 1
 
