@@ -503,6 +503,10 @@ def ensure_schema(conn: psycopg.Connection[Any], dimension: int) -> None:
     sql = schema_sql(dimension, vector_index=False)
     marker = f"tidal schema {hashlib.sha256(sql.encode()).hexdigest()[:16]}"
     with conn.transaction():
+        if _schema_marker(conn) != marker:
+            # Not current: serialise with other processes setting it up, and read the width
+            # after the lock, so one that created the table meanwhile for another model is seen.
+            conn.execute("select pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
         existing = conn.execute(
             "select a.atttypmod from pg_attribute a"
             " where a.attrelid = to_regclass('documents') and a.attname = 'embedding'"
@@ -513,13 +517,9 @@ def ensure_schema(conn: psycopg.Connection[Any], dimension: int) -> None:
                 f"makes {dimension}; point TIDAL_DATABASE_URL at another database, or drop "
                 "the documents and ingested_files tables to re-index with this model"
             )
-        if _schema_marker(conn) == marker:
-            return
-        conn.execute("select pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-        if _schema_marker(conn) == marker:  # another process applied it while we waited
-            return
-        conn.execute(sql)
-        conn.execute(f"comment on table ingest_runs is '{marker}'")
+        if _schema_marker(conn) != marker:  # still not current once the lock is ours
+            conn.execute(sql)
+            conn.execute(f"comment on table ingest_runs is '{marker}'")
 
 
 def _schema_marker(conn: psycopg.Connection[Any]) -> str | None:
