@@ -52,12 +52,10 @@ setsid "$PYTHON" -m prefect server start --host 127.0.0.1 --port "$PORT" --analy
 echo $! > "$STACK/server.pid"
 fi
 for _ in $(seq 120); do
-    "$PYTHON" -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)" \
-        "$PREFECT_API_URL/health" 2>/dev/null && break
+    healthy && break
     sleep 1
 done
-"$PYTHON" -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)" \
-    "$PREFECT_API_URL/health" || { echo "Prefect server did not start; see $STACK/server.log" >&2; stop; exit 1; }
+healthy || { echo "Prefect server did not start; see $STACK/server.log" >&2; stop; exit 1; }
 
 "$PYTHON" -m prefect work-pool inspect tidal >/dev/null 2>&1 \
     || "$PYTHON" -m prefect work-pool create tidal --type process
