@@ -89,17 +89,21 @@ def test_ad_hoc_runs_report_to_one_server_that_outlives_them(
             OPENAI_BASE_URL=api.base_url,
         )
 
-        def ingest() -> subprocess.CompletedProcess[str]:
+        def python(*command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+            """``python *command`` as a user runs it, in this environment; it must succeed."""
             done = subprocess.run(
-                [sys.executable, str(REPO_ROOT / "flows" / "ingest.py")],
+                [sys.executable, *command],
                 env=env,
                 cwd=tmp_path,
                 capture_output=True,
                 text=True,
-                timeout=300,
+                timeout=timeout,
             )
             assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
             return done
+
+        def ingest() -> subprocess.CompletedProcess[str]:
+            return python(str(REPO_ROOT / "flows" / "ingest.py"), timeout=300)
 
         first = ingest()
         assert "starting a local Prefect server" in first.stdout
@@ -112,37 +116,21 @@ def test_ad_hoc_runs_report_to_one_server_that_outlives_them(
         assert "starting a local Prefect server" not in second.stdout
         assert local_server.running(data_dir) == server  # the same process, found running
 
-    request = urllib.request.Request(
-        f"{server.api_url}/flow_runs/filter",
-        data=json.dumps({"flows": {"name": {"any_": ["tidal"]}}}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        runs = json.load(answer)
-    assert sorted(r["state_type"] for r in runs) == ["COMPLETED", "COMPLETED"]  # both, kept
+        request = urllib.request.Request(
+            f"{server.api_url}/flow_runs/filter",
+            data=json.dumps({"flows": {"name": {"any_": ["tidal"]}}}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            runs = json.load(answer)
+        assert sorted(r["state_type"] for r in runs) == ["COMPLETED", "COMPLETED"]  # both, kept
 
-    status = subprocess.run(
-        [sys.executable, "-m", "tidal.cli", "status"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert status.returncode == 0, status.stderr
-    [last] = [r for r in runs if r["start_time"] == max(x["start_time"] for x in runs)]
-    assert f"{server.ui_url}/runs/flow-run/{last['id']}" in status.stdout  # a link that works
+        status = python("-m", "tidal.cli", "status")
+        [last] = [r for r in runs if r["start_time"] == max(x["start_time"] for x in runs)]
+        assert f"{server.ui_url}/runs/flow-run/{last['id']}" in status.stdout  # a link that works
 
-    stopped = subprocess.run(
-        [sys.executable, "-m", "tidal.cli", "server", "stop"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert stopped.returncode == 0, stopped.stderr
-    assert f"pid {server.pid}" in stopped.stdout
+        stopped = python("-m", "tidal.cli", "server", "stop")
+        assert f"pid {server.pid}" in stopped.stdout
     assert _dead(server.pid)
 
 
