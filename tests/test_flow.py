@@ -198,3 +198,52 @@ def test_parameters_override_the_environment(
         ).fetchone()
     assert longest <= 64
     assert default.chunks > 30
+
+
+def _flow_run_events(flow_run_id: str) -> list[str]:
+    """The names of the events the server recorded for one flow run, once it has its last."""
+    import time
+
+    from prefect import get_client
+
+    query = {
+        "filter": {
+            "event": {"prefix": ["prefect.flow-run."]},
+            "any_resource": {"id": [f"prefect.flow-run.{flow_run_id}"]},
+        },
+        "limit": 50,
+    }
+    names: list[str] = []
+    for _ in range(60):
+        with get_client(sync_client=True) as client:
+            found = client.request("POST", "/events/filter", json=query).json()["events"]
+        names = [event["event"] for event in found]
+        if "prefect.flow-run.Completed" in names:
+            return names
+        time.sleep(0.5)
+    return names
+
+
+@pytest.mark.parametrize("frequency", [None, 60])
+def test_a_run_by_hand_sends_heartbeats_only_when_they_are_asked_for(
+    corpus: Path, env: str, monkeypatch: pytest.MonkeyPatch, frequency: int | None
+) -> None:
+    """Heartbeats serve deployments' runs (an automation marks a silent one Crashed);
+    ``python flows/ingest.py`` sends none unless PREFECT_FLOWS_HEARTBEAT_FREQUENCY says so."""
+    from prefect import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    from flows.ingest import main as ingest_main
+
+    monkeypatch.setenv("TIDAL_SOURCE", str(corpus))
+    asked = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: frequency} if frequency else {}
+    with temporary_settings(updates=asked):
+        assert ingest_main([]) == 0
+    with get_client(sync_client=True) as client:
+        [latest] = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+
+    events = _flow_run_events(str(latest.id))
+
+    assert "prefect.flow-run.Completed" in events
+    assert ("prefect.flow-run.heartbeat" in events) == (frequency is not None)

@@ -712,3 +712,29 @@ def test_an_api_that_cannot_be_reached_stops_the_run_at_its_check() -> None:
     assert summary.counts == counts(stopped=30)
     assert summary.stopped and "could not reach" in summary.stopped
     assert store.failed_files() == []  # not one file blamed for it
+
+
+def test_a_passed_check_stands_for_a_minute_and_a_second_caller_waits_for_the_first(
+    api: FakeOpenAI,
+) -> None:
+    """``python flows/ingest.py`` checks on its warm-up thread while the flow run is created;
+    the flow's own check then costs no second round trip."""
+    embedder = _embedder(api)
+    api.delay_next(0.5)  # the first check is still in flight when the second caller comes
+    first = threading.Thread(target=embedder.check)
+    first.start()
+    embedder.check()
+    first.join()
+    embedder.check()
+
+    assert len(api.requests) == 1
+
+
+def test_a_failed_check_is_asked_again(api: FakeOpenAI) -> None:
+    embedder = _embedder(api)
+    api.fail_next(401)
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        embedder.check()
+    embedder.check()  # the key works again: asked, and passed
+
+    assert api.statuses() == [401, 200]

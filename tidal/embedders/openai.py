@@ -30,6 +30,7 @@ import base64
 import logging
 import random
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -70,6 +71,10 @@ QUICK = QuickRetry(attempts=5, first_delay=0.2, max_delay=4.0)
 SERVER_ERROR_BUDGET = 20.0
 """Seconds one batch may spend on quick retries of 5xx, timeouts and dropped connections."""
 CHECK_TEXT = "dimension probe"
+CHECK_FRESH_SECONDS = 60.0
+"""How long a passed ``check`` stands: ``python flows/ingest.py`` checks while Prefect sets up
+the flow run, and the flow's own check a moment later finds it done instead of waiting a
+second round trip before the first file."""
 """What the run's check and the width probe send: two tokens."""
 
 
@@ -113,6 +118,8 @@ class OpenAIEmbedder:
             min(max_batch_tokens, budget.tpm or max_batch_tokens) if budget else max_batch_tokens
         )
         self._api_key = api_key
+        self._check_lock = threading.Lock()
+        self._checked_at: float | None = None
         self._client = openai.OpenAI(
             api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
         )
@@ -130,11 +137,17 @@ class OpenAIEmbedder:
         wrong width then stops the run after one request instead of one per worker. An API
         that cannot be reached at all, after the quick retries, stops it too: every file would
         only meet the same refused connection, four attempts each. (A 5xx or a timeout here is
-        left to the files: a busy service may recover.)"""
-        try:
-            self.embed([CHECK_TEXT])
-        except Unreachable as exc:
-            raise ServiceDown(f"{exc.message}; check OPENAI_BASE_URL and the network") from None
+        left to the files: a busy service may recover.) A check passed within
+        ``CHECK_FRESH_SECONDS`` is not asked again; a second caller waits for one in flight."""
+        with self._check_lock:
+            checked = self._checked_at
+            if checked is not None and time.monotonic() - checked < CHECK_FRESH_SECONDS:
+                return
+            try:
+                self.embed([CHECK_TEXT])
+            except Unreachable as exc:
+                raise ServiceDown(f"{exc.message}; check OPENAI_BASE_URL and the network") from None
+            self._checked_at = time.monotonic()
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         vectors = self._embed_checked(texts)
