@@ -5,8 +5,9 @@
 
 Each round, in alternating order, each in its own subprocess:
 
-* ``tidal``: ``python flows/ingest.py`` as a user runs it (temporary Prefect server, a fresh
-  embedded database, the local model), wall time from process start to exit;
+* ``tidal``: ``python flows/ingest.py`` as a user's first run goes (a fresh data folder: it
+  creates the embedded database and starts Tidal's local Prefect server, stopped after the
+  measurement), the local model, wall time from process start to exit;
 * ``server``: the same run as a daily one finds things: the embedded Postgres already running (a
   fresh database on it, ``TIDAL_DATABASE_URL``) and a long-lived Prefect server
   (``PREFECT_API_URL``), as the README's stack and any deployment have;
@@ -71,7 +72,7 @@ def main() -> None:
     from tests.services import free_port
 
     work = Path(tempfile.mkdtemp(prefix="tidal-local-"))
-    from bench.common import stop_local_servers_at_exit
+    from bench.common import stop_local_servers, stop_local_servers_at_exit
 
     stop_local_servers_at_exit(work)
     generate(work / "corpus", args.files, seed=3)
@@ -89,6 +90,7 @@ def main() -> None:
                 if mode == "tidal":  # as on a first run: a fresh data folder, a temporary server
                     data = work / f"data-{round_}"
                     results[mode].append(_tidal(base, data))
+                    stop_local_servers(data)  # not left idling through the later rounds
                 elif mode == "server":  # as a daily run: Postgres and a Prefect server running
                     env = {
                         **base,

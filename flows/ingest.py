@@ -179,13 +179,15 @@ def _describe(result: FileResult) -> str:
     return f"FAILED ({result.error_kind}{tries}): {result.error}"
 
 
-def _warm_up(settings: Settings) -> None:
-    """Open this process's pipeline (Postgres, pool), load a local model and check the embedder
-    (one request) while the Prefect server is found or started and the flow run is created.
+def _warm_up(settings: Settings, *, check: bool) -> None:
+    """Open this process's pipeline (Postgres, pool), load a local model and, with ``check``,
+    check the embedder (one request) while the Prefect server is found or started and the flow
+    run is created.
 
     The flow asks the same per-process cache and waits for this build instead of starting its
-    own, and its own check finds this one passed (``OpenAIEmbedder.check``). A failure here is
-    left for the flow to meet again and report as the run's error.
+    own, and its own check finds this one passed (``OpenAIEmbedder.check``). ``check`` only
+    when the run is known to have files to embed: an unchanged run sends no request. A failure
+    here is left for the flow to meet again and report as the run's error.
     """
 
     def build() -> None:
@@ -193,7 +195,8 @@ def _warm_up(settings: Settings) -> None:
             pipeline = shared_pipeline(PipelineSpec.of(settings))
             if settings.task_runner == "threads":  # Dask's workers embed, not this process
                 pipeline.embedder.count_tokens(["warm up"])  # loads a local model (~4 s) now
-            pipeline.embedder.check()
+            if check:
+                pipeline.embedder.check()
         except Exception:  # noqa: BLE001 - the flow raises it again, with its context
             return
 
@@ -343,7 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if isinstance(outcome, RunSummary):
                 print("tidal: nothing to ingest, so no Prefect flow run was started")
         if outcome is None:
-            _warm_up(settings)  # the model loads while a server starts
+            # The model loads while a server starts. With a server configured, nothing was listed
+            # yet: the flow finds out whether there is anything to embed, and checks then.
+            _warm_up(settings, check=not configured)
             server = None if configured else _local_server(settings)
     except TidalError as exc:
         print(f"tidal: {exc}", file=sys.stderr)

@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,6 +41,9 @@ PREFERRED_PORT = 4200
 """Prefect's own default port, used when free: the UI's address stays the one users know."""
 STARTUP_SECONDS = 90.0
 """How long a start may take: ~4 s here, ~10 s creating a new Prefect database, more under load."""
+NICENESS = 10
+"""The server runs below the runs it records: on a busy machine (a local model encoding on every
+core) the work goes first and the bookkeeping catches up after, instead of both slowing down."""
 _SECRETS = ("TIDAL_", "OPENAI_", "SUPABASE_")
 """Variables the long-lived server never needs, so it never holds them."""
 
@@ -119,9 +123,11 @@ def _launch(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(_SECRETS)}
     environment.pop("PREFECT_API_URL", None)
     environment.update(DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    nice = shutil.which("nice")
+    lowered = [nice, "-n", str(NICENESS)] if nice else []
     with (data_dir / LOG).open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start"]
+            [*lowered, sys.executable, "-m", "prefect", "server", "start"]
             + ["--host", "127.0.0.1", "--port", str(port), "--analytics-off"],
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -51,6 +51,11 @@ def test_concurrent_starts_make_one_server_and_a_killed_one_is_replaced(
     with urllib.request.urlopen(f"{first.api_url}/health", timeout=5) as answer:
         assert answer.status == 200
     assert KEY not in Path(f"/proc/{first.pid}/environ").read_bytes().decode(errors="replace")
+    # Below the runs it records, every thread of it (each inherits its creator's niceness).
+    threads = [int(tid) for tid in os.listdir(f"/proc/{first.pid}/task")]
+    assert len(threads) > 1
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert {os.getpriority(os.PRIO_PROCESS, t) - mine for t in threads} == {local_server.NICENESS}
 
     os.killpg(first.pid, signal.SIGKILL)  # a reboot, an OOM kill: the record goes stale
     assert _dead(first.pid)
