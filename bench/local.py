@@ -8,8 +8,10 @@ Each round, in alternating order, each in its own subprocess:
 * ``tidal``: ``python flows/ingest.py`` as a user's first run goes (a fresh data folder: it
   creates the embedded database and starts Tidal's local Prefect server, stopped after the
   measurement), the local model, wall time from process start to exit;
-* ``server``: the same run as a daily one finds things: the embedded Postgres already running (a
-  fresh database on it, ``TIDAL_DATABASE_URL``) and a long-lived Prefect server
+* ``daily``: the same run as a daily one by hand finds things: the embedded Postgres already
+  running (a fresh database on it, ``TIDAL_DATABASE_URL``) and the local Prefect server an earlier
+  run of the same data folder started (``flows/server.py``);
+* ``server``: the same, reporting to a Prefect server of the benchmark's own
   (``PREFECT_API_URL``), as the README's stack and any deployment have;
 * ``raw``: load the same SentenceTransformer and ``encode`` exactly the chunks that run stored
   (read back from its database), in batches of 64 as the pipeline sends them: the floor any
@@ -79,18 +81,24 @@ def main() -> None:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
     base.update(TIDAL_SOURCE=str(work / "corpus"), PREFECT_HOME=str(work / "prefect"))
     _tidal(base, work / "warm")  # untimed: the chunks raw encodes, and warm caches
+    stop_local_servers(work / "warm")
     databases = Databases(work / "pg")
     port = free_port()
     server = _server(work / "prefect-server", port)
-    modes = ("tidal", "raw", "server")
+    daily = work / "data-daily"  # its local Prefect server is started here, unmeasured
+    _tidal({**base, "TIDAL_DATABASE_URL": databases.fresh("warm")}, daily)
+    modes = ("tidal", "raw", "daily", "server")
     results: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
     try:
         for round_ in range(args.rounds):
-            for mode in modes[round_ % 3 :] + modes[: round_ % 3]:
-                if mode == "tidal":  # as on a first run: a fresh data folder, a temporary server
+            for mode in modes[round_ % len(modes) :] + modes[: round_ % len(modes)]:
+                if mode == "tidal":  # a first run: a fresh data folder, the local server started
                     data = work / f"data-{round_}"
                     results[mode].append(_tidal(base, data))
                     stop_local_servers(data)  # not left idling through the later rounds
+                elif mode == "daily":
+                    env = {**base, "TIDAL_DATABASE_URL": databases.fresh("local")}
+                    results[mode].append(_tidal(env, daily))
                 elif mode == "server":  # as a daily run: Postgres and a Prefect server running
                     env = {
                         **base,

@@ -104,6 +104,39 @@ def test_files_embedding_at_once_share_encode_calls_and_get_their_own_rows(
     assert len(sizes) < len(texts)  # some calls carried more than one file's texts
 
 
+def test_files_arriving_while_the_encoder_works_wait_together_for_its_next_call(
+    embedder, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A file that asks while a call is encoding queues its texts at once, so every file that
+    came meanwhile shares the next call (they used to wait on the encoder's lock first and
+    queue one by one as it let go, leaving that call with one or two files)."""
+    import threading
+
+    embedder.embed(["load the model"])
+    sizes: list[int] = []
+    encoding = threading.Event()
+    real = type(embedder)._encode
+
+    def counting(self, batch):  # type: ignore[no-untyped-def]
+        sizes.append(len(batch))
+        encoding.set()
+        return real(self, batch)
+
+    monkeypatch.setattr(type(embedder), "_encode", counting)
+    long_call = threading.Thread(
+        target=embedder.embed, args=([f"sentence number {i} of a long file" for i in range(400)],)
+    )
+    long_call.start()
+    assert encoding.wait(30)
+    late = [threading.Thread(target=embedder.embed, args=([f"file {f}"] * 3,)) for f in range(5)]
+    for thread in late:
+        thread.start()
+    for thread in [long_call, *late]:
+        thread.join(60)
+
+    assert sizes == [400, 15]
+
+
 def test_a_failure_in_a_merged_call_lands_on_the_file_that_caused_it(embedder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from concurrent.futures import ThreadPoolExecutor
 

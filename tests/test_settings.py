@@ -56,7 +56,7 @@ def test_defaults() -> None:
     assert Path(s.source).is_dir()
     assert s.embedder == "local"
     assert s.effective_model == "all-MiniLM-L6-v2"
-    assert s.concurrency == 8  # files wait for the one encoder: fuller merged calls
+    assert s.concurrency == 16  # files wait for the one encoder: fuller merged calls
     assert s.chunk_tokens is None and s.chunk_overlap is None
     assert s.effective_chunk_tokens == 160
     assert s.effective_chunk_overlap == 24
@@ -74,7 +74,7 @@ def test_describe_defaults() -> None:
     assert d["results"] == "not persisted"
     assert d["embedder"] == "local:all-MiniLM-L6-v2"
     assert d["chunking"] == "160/24 tokens"
-    assert d["concurrency"] == "8"
+    assert d["concurrency"] == "16"
 
 
 def test_settings_are_frozen() -> None:

@@ -106,7 +106,8 @@ class LocalEmbedder:
         """
         if not texts:
             return np.empty((0, self.dimension), dtype=np.float32)
-        self._model  # noqa: B018 - loads the model in the caller, whose failure it is
+        if self._loaded is None:  # not ``_model`` every call: the encoder holds its lock
+            self._model  # noqa: B018 - loads the model in the caller, whose failure it is
         asked = _Asked(list(texts))
         self._asked.put(asked)
         self._start_encoder()
