@@ -36,6 +36,7 @@ from flows import server as local_server  # noqa: E402
 from flows.server import LocalServer  # noqa: E402
 from tasks import configured_ingest_task, result_storage, slots, task_runner  # noqa: E402
 from tasks.artifacts import Progress, label_run, publish  # noqa: E402
+from tidal.embedders.local import LocalEmbedder  # noqa: E402
 from tidal.errors import TidalError  # noqa: E402
 from tidal.records import FileResult, RunSummary, outcome_of, shown  # noqa: E402
 from tidal.report import load_pandas_in_background, summary_frame, write_csv  # noqa: E402
@@ -193,8 +194,10 @@ def _warm_up(settings: Settings, *, check: bool) -> None:
     def build() -> None:
         try:
             pipeline = shared_pipeline(PipelineSpec.of(settings))
-            if settings.task_runner == "threads":  # Dask's workers embed, not this process
-                pipeline.embedder.count_tokens(["warm up"])  # loads a local model (~4 s) now
+            embedder = pipeline.embedder
+            # Dask's workers embed, not this process.
+            if isinstance(embedder, LocalEmbedder) and settings.task_runner == "threads":
+                embedder.load()  # ~4 s of torch and weights, while the flow run is set up
             if check:
                 pipeline.embedder.check()
         except Exception:  # noqa: BLE001 - the flow raises it again, with its context

@@ -55,6 +55,44 @@ def test_no_chunk_is_longer_than_the_model_reads(embedder) -> None:  # type: ign
     assert max(c.token_count for c in chunks) < 600  # they were re-split
 
 
+def test_tokens_are_counted_as_the_model_reads_them_before_it_loads(embedder) -> None:  # type: ignore[no-untyped-def]
+    """The counter built from ``tokenizer.json`` (no torch, no weights) gives exactly the
+    counts of the loaded model's own tokenizer, past its 128-token stored truncation too."""
+    import json as json_module
+    import subprocess
+    import sys
+
+    from tidal.settings import SAMPLE_CORPUS
+
+    texts = [p.read_text(encoding="utf-8") for p in sorted(SAMPLE_CORPUS.rglob("*.*"))]
+    texts += [
+        "",
+        "Ünïcödé façade — naïve café 東京 🚀 emoji and CJK",
+        json_module.dumps({"screens": [{"id": i, "label": f"Écran {i}"} for i in range(40)]}),
+        "word " * 1000,
+    ]
+    code = (
+        "import sys, json; from tidal.embedders.local import LocalEmbedder; e = LocalEmbedder();"
+        "counts = e.count_tokens(json.loads(sys.stdin.read()));"
+        "print(json.dumps([counts, 'torch' in sys.modules]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json_module.dumps(texts),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    counted, loaded_torch = json_module.loads(done.stdout.strip().splitlines()[-1])
+    tokenizer = embedder._model.tokenizer
+    reference = [len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"]]
+
+    assert counted == reference
+    assert max(counted) > 1000  # long texts counted whole, not cut at 128
+    assert loaded_torch is False
+
+
 def test_the_model_loads_on_first_use_and_its_declared_shape_is_its_real_one() -> None:
     import subprocess
     import sys

@@ -13,7 +13,7 @@ import json
 import os
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ class LocalEmbedder:
         self._counting = threading.Lock()
         self._counter: Any = None
         self._encoder: threading.Thread | None = None
+        self._starting = threading.Lock()
         self.name = f"local:{Path(model).name}"
         shape = _declared_shape(self._path)
         if shape is None:
@@ -83,17 +84,28 @@ class LocalEmbedder:
         """Nothing to ask: the model is on disk, and a broken one fails its first file alone."""
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Counted with a copy of the model's tokenizer, so files count while the encoder
-        thread encodes (one fast tokenizer cannot serve two threads: "Already borrowed")."""
+        """Counted with the model's own tokenizer, read from its ``tokenizer.json`` without torch
+        or the weights: files count (and queue their texts) while the model still loads, so its
+        first call is a full one. A model without that file counts with a copy of the loaded
+        model's tokenizer. Either way a copy of its own: one fast tokenizer cannot serve two
+        threads ("Already borrowed"), and the encoder thread uses the model's."""
         if not texts:  # the tokenizer fails on an empty batch
             return []
         with self._counting:
             if self._counter is None:
-                model = self._model
-                with self._lock:
-                    self._counter = copy.deepcopy(model.tokenizer)
-            encoded = self._counter(list(texts), add_special_tokens=True, truncation=False)
-        return [len(ids) for ids in encoded["input_ids"]]
+                self._counter = _standalone_tokenizer(self._path) or self._copied_tokenizer()
+            return self._counter(list(texts))
+
+    def _copied_tokenizer(self) -> Callable[[list[str]], list[int]]:
+        model = self._model
+        with self._lock:
+            tokenizer = copy.deepcopy(model.tokenizer)
+
+        def count(texts: list[str]) -> list[int]:
+            encoded = tokenizer(texts, add_special_tokens=True, truncation=False)
+            return [len(ids) for ids in encoded["input_ids"]]
+
+        return count
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors for ``texts``, encoded together with whatever other files are waiting.
@@ -106,8 +118,6 @@ class LocalEmbedder:
         """
         if not texts:
             return np.empty((0, self.dimension), dtype=np.float32)
-        if self._loaded is None:  # not ``_model`` every call: the encoder holds its lock
-            self._model  # noqa: B018 - loads the model in the caller, whose failure it is
         asked = _Asked(list(texts))
         self._asked.put(asked)
         self._start_encoder()
@@ -117,8 +127,16 @@ class LocalEmbedder:
         assert asked.vectors is not None
         return asked.vectors  # float32 rows, as the pipeline keeps them
 
+    def load(self) -> None:
+        """Load the model now (seconds: torch and the weights) rather than at the first call."""
+        self._model  # noqa: B018 - the property loads it
+
     def _start_encoder(self) -> None:
-        with self._lock:
+        """Not under ``_lock``: a file queues its texts while the model loads or a call encodes
+        (both hold it), so every file that came meanwhile shares the next call."""
+        if self._encoder is not None:
+            return
+        with self._starting:
             if self._encoder is None:
                 self._encoder = threading.Thread(
                     target=self._encode_forever, name="tidal-encoder", daemon=True
@@ -128,6 +146,12 @@ class LocalEmbedder:
     def _encode_forever(self) -> None:
         while True:
             batch = [self._asked.get()]
+            try:
+                self.load()  # at once when loaded; the first time, files queue meanwhile
+            except Exception as exc:  # noqa: BLE001 - the failure of the file that asked
+                batch[0].error = exc
+                batch[0].done.set()
+                continue
             size = len(batch[0].texts)
             while size < MERGE_TEXTS:
                 try:
@@ -207,6 +231,25 @@ def _declared_shape(path: Path) -> tuple[int, int] | None:
         return int(pooling["word_embedding_dimension"]), int(limit)
     except (OSError, KeyError, ValueError, TypeError, IndexError):
         return None
+
+
+def _standalone_tokenizer(path: Path) -> Callable[[list[str]], list[int]] | None:
+    """A token counter from the model folder's ``tokenizer.json`` (what sentence-transformers'
+    fast tokenizer is built from), with its stored truncation and padding turned off; None when
+    the folder has no such file."""
+    file = path / "tokenizer.json"
+    if not file.is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(file))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+
+    def count(texts: list[str]) -> list[int]:
+        return [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=True)]
+
+    return count
 
 
 def _model_path(model: str) -> Path:
