@@ -4,7 +4,7 @@ With no ``PREFECT_API_URL``, Prefect starts a temporary server for each flow run
 as the run's process exits: ~4 s to start and ~1.5 s to stop on every ``python flows/ingest.py``
 with work to do, its CPU competing with the run's, and the run's "View at" link dead by the time
 anyone opens it. Tidal instead starts one server on the first run that needs it and leaves it
-running - as pgserver leaves the embedded Postgres running - so later runs report to it at once
+running, so later runs report to it at once
 and its UI keeps every run's history. ``tidal server stop`` stops it;
 ``TIDAL_PREFECT_SERVER=temporary`` keeps Prefect's own temporary server.
 

@@ -197,3 +197,27 @@ def test_a_failure_in_a_merged_call_lands_on_the_file_that_caused_it(embedder, m
     with ThreadPoolExecutor(12) as pool:
         answers = list(pool.map(embed, asked))
     assert answers == ["1 rows", "the model refused an input", "2 rows"] * 4
+
+
+def test_a_model_that_will_not_load_fails_each_file_that_asks(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The encoder thread loads the model; a load that fails is the failure of the file that
+    asked, raised in it, and the next file meets it again rather than waiting forever."""
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pytest
+
+    from tidal.embedders.local import LocalEmbedder, _model_path
+
+    broken = tmp_path / "broken-model"
+    shutil.copytree(_model_path("all-MiniLM-L6-v2"), broken)
+    (broken / "model.safetensors").write_bytes(b"not a tensor file")
+    embedder = LocalEmbedder(str(broken))
+    assert embedder.count_tokens(["counted without the weights"]) == [6]
+
+    with ThreadPoolExecutor(2) as pool:
+        asked = [pool.submit(embedder.embed, [f"file {i}"]) for i in range(2)]
+        for future in asked:
+            with pytest.raises(Exception) as raised:
+                future.result(timeout=120)
+            assert not isinstance(raised.value, TimeoutError)
