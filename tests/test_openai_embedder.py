@@ -738,3 +738,23 @@ def test_a_failed_check_is_asked_again(api: FakeOpenAI) -> None:
     embedder.check()  # the key works again: asked, and passed
 
     assert api.statuses() == [401, 200]
+
+
+def test_the_sdk_is_imported_only_for_a_request(api: FakeOpenAI) -> None:
+    """An unchanged run opens its embedder but sends nothing: it never pays the ~0.4 s import."""
+    code = (
+        "import sys; from tidal.embedders import open_embedder; from tidal.settings import "
+        "load_settings; e = open_embedder(load_settings()); e.count_tokens(['counted']);"
+        "print('openai' in sys.modules); e.check(); print('openai' in sys.modules)"
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "TIDAL_EMBEDDER": "openai",
+        "OPENAI_API_KEY": KEY,
+        "OPENAI_BASE_URL": api.base_url,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["False", "True"]
+    assert len(api.requests) == 1

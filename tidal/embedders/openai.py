@@ -33,10 +33,9 @@ import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import openai
 
 from tidal.chunking import encoding
 from tidal.embedders.batching import (
@@ -56,6 +55,9 @@ from tidal.errors import (
     is_transient,
 )
 from tidal.retrying import QuickRetry, retry_after
+
+if TYPE_CHECKING:
+    import openai
 
 log = logging.getLogger("tidal.embedders.openai")
 
@@ -120,11 +122,27 @@ class OpenAIEmbedder:
         self._api_key = api_key
         self._check_lock = threading.Lock()
         self._checked_at: float | None = None
-        self._client = openai.OpenAI(
-            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
-        )
+        self._client_options: dict[str, Any] = {
+            "api_key": api_key,
+            "base_url": base_url,
+            "timeout": timeout,
+            "max_retries": max_retries,
+        }
+        self._client_lock = threading.Lock()
+        self._opened: openai.OpenAI | None = None
         known = dimensions or KNOWN_DIMENSIONS.get(model)
         self.dimension: int = known if known else len(self._embed_checked([CHECK_TEXT])[0])
+
+    @property
+    def _client(self) -> openai.OpenAI:
+        """The SDK's client, made at the first request: importing ``openai`` costs ~0.4 s of
+        CPU, which a run with nothing to embed (most daily runs) never needs to pay."""
+        with self._client_lock:
+            if self._opened is None:
+                import openai
+
+                self._opened = openai.OpenAI(**self._client_options)
+            return self._opened
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         # cl100k is these models' own tokenizer. Not encode_ordinary_batch: it starts a pool of
@@ -206,6 +224,8 @@ class OpenAIEmbedder:
         A file's other batches are untouched by one batch's trouble: only this request is
         sent again. Each try is charged to the budget, as OpenAI counts each.
         """
+        import openai  # loaded by the client already: a name lookup
+
         extra: dict[str, Any] = {"dimensions": self._dimensions} if self._dimensions else {}
         rate_limited = server_errors = 0
         deadline = time.monotonic() + SERVER_ERROR_BUDGET
@@ -260,6 +280,8 @@ class OpenAIEmbedder:
 
     def _translate(self, exc: openai.OpenAIError, *, attempts: int = 1) -> TidalError:
         """The Tidal error for an SDK error, keeping the server's words but never the key."""
+        import openai
+
         body = getattr(exc, "body", None)
         message = body.get("message") if isinstance(body, dict) else None
         if not isinstance(message, str) or not message:
