@@ -199,7 +199,7 @@ def _warm_up(settings: Settings, *, check: bool) -> None:
             if isinstance(embedder, LocalEmbedder) and settings.task_runner == "threads":
                 embedder.load()  # ~4 s of torch and weights, while the flow run is set up
             if check:
-                pipeline.embedder.check()
+                embedder.check()
         except Exception:  # noqa: BLE001 - the flow raises it again, with its context
             return
 
