@@ -37,6 +37,7 @@ from flows.server import LocalServer  # noqa: E402
 from tasks import configured_ingest_task, result_storage, slots, task_runner  # noqa: E402
 from tasks.artifacts import Progress, label_run, publish  # noqa: E402
 from tidal.embedders.local import LocalEmbedder  # noqa: E402
+from tidal.embedders.openai import OpenAIEmbedder  # noqa: E402
 from tidal.errors import TidalError  # noqa: E402
 from tidal.records import FileResult, RunSummary, outcome_of, shown  # noqa: E402
 from tidal.report import load_pandas_in_background, summary_frame, write_csv  # noqa: E402
@@ -203,6 +204,13 @@ def _warm_up(settings: Settings, *, check: bool) -> None:
         except Exception:  # noqa: BLE001 - the flow raises it again, with its context
             return
 
+    if check:
+        embedder = shared_pipeline(PipelineSpec.of(settings)).embedder  # opened by the listing
+        if isinstance(embedder, OpenAIEmbedder):
+            # The SDK's import (~0.4 s of CPU) on this thread, before the flow run's creation
+            # starts: on the warm-up thread it would compete with it for the GIL, and the check
+            # would come back after the flow had started waiting for it.
+            embedder.connect()
     threading.Thread(target=build, name="tidal-warm-up", daemon=True).start()
 
 

@@ -133,6 +133,10 @@ class OpenAIEmbedder:
         known = dimensions or KNOWN_DIMENSIONS.get(model)
         self.dimension: int = known if known else len(self._embed_checked([CHECK_TEXT])[0])
 
+    def connect(self) -> None:
+        """Import the SDK and make the client now rather than at the first request."""
+        self._client  # noqa: B018 - the property makes it
+
     @property
     def _client(self) -> openai.OpenAI:
         """The SDK's client, made at the first request: importing ``openai`` costs ~0.4 s of
