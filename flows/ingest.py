@@ -219,11 +219,26 @@ _prepared: dict[tuple[PipelineSpec, tuple[str, ...]], IngestRun] = {}
 over rather than list the source and read the file table a second time."""
 
 
+def _prepare(settings: Settings, paths: list[str] | None) -> IngestRun:
+    """List the source and read the file table here, before Prefect's part of the run starts.
+
+    Whether the run has work decides what comes next: no Prefect flow run at all when nothing
+    is configured and nothing needs ingesting, the model's load and the embedder's check only
+    when something does. The flow this process then starts takes this run over (``_prepared``)
+    instead of listing a second time.
+    """
+    spec = PipelineSpec.of(settings)
+    run = IngestRun.configured(shared_pipeline(spec), settings, paths=paths)
+    run.prepare()
+    _prepared[(spec, tuple(paths or ()))] = run
+    return run
+
+
 def _without_a_flow(
-    settings: Settings, paths: list[str] | None, *, dry_run: bool
+    run: IngestRun, settings: Settings, *, dry_run: bool
 ) -> RunSummary | Plan | None:
-    """The run, in this process and without Prefect, when it has no file to ingest; None when
-    it has (the flow then runs it).
+    """The prepared run, finished in this process without Prefect, when it has no file to
+    ingest; None when it has (the flow then runs it).
 
     A temporary Prefect server costs 6-20 s to start and stop, all of an unchanged daily run
     (which lists the source and reads the file table in under a second). A run with nothing to
@@ -232,14 +247,10 @@ def _without_a_flow(
     as the flow would. With a Prefect server configured every run is a flow run, so the UI
     shows them all.
     """
-    spec = PipelineSpec.of(settings)
-    run = IngestRun.configured(shared_pipeline(spec), settings, paths=paths)
-    work = run.prepare()
+    if run.work.todo and not dry_run:
+        return None
     if dry_run:
         return run.plan()
-    if work.todo:
-        _prepared[(spec, tuple(paths or ()))] = run  # the flow goes on from this listing
-        return None
     summary = run.finish()
     write_csv(summary, settings.data_dir / "reports")
     return summary
@@ -350,31 +361,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(force_delete=args.force_delete or None)
         preflight(settings)  # a wrong key or bucket fails here, not after Prefect's start-up
+        run = _prepare(settings, args.paths or None)
         if not configured:
             # No Prefect server is configured, so one must be started (or found running) for a
-            # flow run: first decide whether there is anything for it to do.
-            outcome = _without_a_flow(settings, args.paths or None, dry_run=args.dry_run)
+            # flow run: only when there is anything for it to do.
+            outcome = _without_a_flow(run, settings, dry_run=args.dry_run)
             if isinstance(outcome, RunSummary):
                 print("tidal: nothing to ingest, so no Prefect flow run was started")
         if outcome is None:
-            # The model loads while a server starts. With a server configured, nothing was listed
-            # yet: the flow finds out whether there is anything to embed, and checks then.
-            _warm_up(settings, check=not configured)
+            # The model loads, and the key is checked, while a server starts and the flow run
+            # is created.
+            _warm_up(settings, check=bool(run.work.todo) and not args.dry_run)
             server = None if configured else _local_server(settings)
     except TidalError as exc:
+        _prepared.clear()  # no flow will take it over
         print(f"tidal: {exc}", file=sys.stderr)
         return 2
-    if outcome is None:
-        with temporary_settings(updates=_ad_hoc_settings(server)):
-            state = tidal(
-                paths=args.paths or None,
-                dry_run=args.dry_run,
-                force_delete=args.force_delete or None,
-                return_state=True,
-            )
-            outcome = state.result(raise_on_failure=False)
-            if not configured and server is None:  # Prefect's temporary one stops at our exit
-                _let_the_server_record(state.state_details.flow_run_id, _summary_of(outcome))
+    try:
+        if outcome is None:
+            with temporary_settings(updates=_ad_hoc_settings(server)):
+                state = tidal(
+                    paths=args.paths or None,
+                    dry_run=args.dry_run,
+                    force_delete=args.force_delete or None,
+                    return_state=True,
+                )
+                outcome = state.result(raise_on_failure=False)
+                if not configured and server is None:  # Prefect's temporary one stops at exit
+                    _let_the_server_record(state.state_details.flow_run_id, _summary_of(outcome))
+    finally:
+        _prepared.clear()  # taken over by the flow, or never to be
     if isinstance(outcome, Plan):
         print(outcome.render())
         return 0

@@ -267,11 +267,12 @@ def test_a_wrong_bucket_key_or_url_fails_before_prefect_starts(
     assert SERVICE_KEY not in done.stdout + done.stderr
 
 
-def test_the_main_job_checks_the_key_once_with_work_and_never_without(
-    production_env: str, openai_api: FakeOpenAI
+def test_the_main_job_lists_once_and_checks_the_key_once_with_work_and_never_without(
+    production_env: str, openai_api: FakeOpenAI, storage: FakeStorage
 ) -> None:
-    """``python flows/ingest.py`` with a Prefect server configured: the embedder is checked on
-    the warm-up thread only when the run is known to have work; an unchanged run asks nothing."""
+    """``python flows/ingest.py`` with a Prefect server configured: the source is listed before
+    the flow, which takes the listing over, and the embedder is checked on the warm-up thread
+    only when the run has work; an unchanged run asks nothing."""
     from flows.ingest import main as ingest_main
     from tidal.embedders.openai import CHECK_TEXT
     from tidal.runtime import close_shared
@@ -280,8 +281,12 @@ def test_the_main_job_checks_the_key_once_with_work_and_never_without(
     checks = [r for r in openai_api.requests if r.get("first") == CHECK_TEXT and r["inputs"] == 1]
     assert len(checks) == 1
     close_shared(embedders=True)  # as the next process would: no check remembered
-    before = len(openai_api.requests)
+    before, listed = len(openai_api.requests), storage.list_calls
 
     assert ingest_main([]) == 0
 
     assert openai_api.requests[before:] == []
+    by_main = storage.list_calls - listed
+    state, _ = _run()  # the flow alone lists once
+    assert state.is_completed()
+    assert by_main == storage.list_calls - listed - by_main > 0
