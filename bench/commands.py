@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(HERE))  # bench.common, whichever checkout --repo times
 
 COMMANDS: dict[str, list[str]] = {
     'tidal search "..."': ["-m", "tidal.cli", "search", "how do we handle offline sync?"],
