@@ -134,6 +134,31 @@ def test_ad_hoc_runs_report_to_one_server_that_outlives_them(
         [last] = [r for r in runs if r["start_time"] == max(x["start_time"] for x in runs)]
         assert f"{server.ui_url}/runs/flow-run/{last['id']}" in status.stdout  # a link that works
 
+        # A run spread over a 2-process local Dask cluster, by hand: its workers report their
+        # task runs to the same local server (the run's API, handed to them).
+        (corpus / "prds" / "a.md").write_text("# A\n\nThe first note, edited.\n")
+        env.update(TIDAL_TASK_RUNNER="dask", TIDAL_DASK_WORKERS="2")
+        spread = ingest()
+        assert "ingested 1, skipped 1" in spread.stdout
+        assert (
+            "'task runner': 'dask, local cluster of 2 processes'" in spread.stdout + spread.stderr
+        )
+        assert local_server.running(data_dir) == server
+        query = {"task_runs": {"name": {"any_": ["prds/a.md"]}}}
+        deadline = time.monotonic() + 30
+        while True:  # the server records task runs from events, a moment after they are sent
+            request = urllib.request.Request(
+                f"{server.api_url}/task_runs/filter",
+                data=json.dumps(query).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                states = sorted(t["state_type"] for t in json.load(answer))
+            if states == ["COMPLETED", "COMPLETED"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert states == ["COMPLETED", "COMPLETED"]  # the first run's, and the Dask worker's
+
         stopped = python("-m", "tidal.cli", "server", "stop")
         assert f"pid {server.pid}" in stopped.stdout
     assert _dead(server.pid)
