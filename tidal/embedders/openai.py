@@ -73,11 +73,11 @@ QUICK = QuickRetry(attempts=5, first_delay=0.2, max_delay=4.0)
 SERVER_ERROR_BUDGET = 20.0
 """Seconds one batch may spend on quick retries of 5xx, timeouts and dropped connections."""
 CHECK_TEXT = "dimension probe"
+"""What the run's check and the width probe send: two tokens."""
 CHECK_FRESH_SECONDS = 60.0
 """How long a passed ``check`` stands: ``python flows/ingest.py`` checks while Prefect sets up
 the flow run, and the flow's own check a moment later finds it done instead of waiting a
 second round trip before the first file."""
-"""What the run's check and the width probe send: two tokens."""
 
 
 class Unreachable(TransientError):
