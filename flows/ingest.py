@@ -36,6 +36,7 @@ from flows import server as local_server  # noqa: E402
 from flows.server import LocalServer  # noqa: E402
 from tasks import configured_ingest_task, result_storage, slots, task_runner  # noqa: E402
 from tasks.artifacts import Progress, label_run, publish  # noqa: E402
+from tidal.embedders import Embedder  # noqa: E402
 from tidal.embedders.local import LocalEmbedder  # noqa: E402
 from tidal.embedders.openai import OpenAIEmbedder  # noqa: E402
 from tidal.errors import TidalError  # noqa: E402
@@ -181,21 +182,24 @@ def _describe(result: FileResult) -> str:
     return f"FAILED ({result.error_kind}{tries}): {result.error}"
 
 
-def _warm_up(settings: Settings, *, check: bool) -> None:
-    """Open this process's pipeline (Postgres, pool), load a local model and, with ``check``,
-    check the embedder (one request) while the Prefect server is found or started and the flow
-    run is created.
+def _warm_up(embedder: Embedder, settings: Settings, *, check: bool) -> None:
+    """Load a local model and, with ``check``, check the embedder (one request) while the
+    Prefect server is found or started and the flow run is created.
 
-    The flow asks the same per-process cache and waits for this build instead of starting its
-    own, and its own check finds this one passed (``OpenAIEmbedder.check``). ``check`` only
-    when the run is known to have files to embed: an unchanged run sends no request. A failure
-    here is left for the flow to meet again and report as the run's error.
+    ``embedder`` is the one ``_prepare`` opened in this process's pipeline cache, which the flow
+    asks again: it waits for this load instead of starting its own, and its own check finds this
+    one passed (``OpenAIEmbedder.check``). ``check`` only when the run is known to have files to
+    embed: an unchanged run sends no request. A failure here is left for the flow to meet again
+    and report as the run's error.
     """
+    if check and isinstance(embedder, OpenAIEmbedder):
+        # The SDK's import (~0.4 s of CPU) on this thread, before the flow run's creation
+        # starts: on the warm-up thread it would compete with it for the GIL, and the check
+        # would come back after the flow had started waiting for it.
+        embedder.connect()
 
-    def build() -> None:
+    def warm() -> None:
         try:
-            pipeline = shared_pipeline(PipelineSpec.of(settings))
-            embedder = pipeline.embedder
             # Dask's workers embed, not this process.
             if isinstance(embedder, LocalEmbedder) and settings.task_runner == "threads":
                 embedder.load()  # ~4 s of torch and weights, while the flow run is set up
@@ -204,14 +208,7 @@ def _warm_up(settings: Settings, *, check: bool) -> None:
         except Exception:  # noqa: BLE001 - the flow raises it again, with its context
             return
 
-    if check:
-        embedder = shared_pipeline(PipelineSpec.of(settings)).embedder  # opened by the listing
-        if isinstance(embedder, OpenAIEmbedder):
-            # The SDK's import (~0.4 s of CPU) on this thread, before the flow run's creation
-            # starts: on the warm-up thread it would compete with it for the GIL, and the check
-            # would come back after the flow had started waiting for it.
-            embedder.connect()
-    threading.Thread(target=build, name="tidal-warm-up", daemon=True).start()
+    threading.Thread(target=warm, name="tidal-warm-up", daemon=True).start()
 
 
 _prepared: dict[tuple[PipelineSpec, tuple[str, ...]], IngestRun] = {}
@@ -371,7 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if outcome is None:
             # The model loads, and the key is checked, while a server starts and the flow run
             # is created.
-            _warm_up(settings, check=bool(run.work.todo) and not args.dry_run)
+            _warm_up(
+                run.pipeline.embedder, settings, check=bool(run.work.todo) and not args.dry_run
+            )
             server = None if configured else _local_server(settings)
     except TidalError as exc:
         _prepared.clear()  # no flow will take it over

@@ -81,7 +81,8 @@ class LocalEmbedder:
             return self._loaded
 
     def check(self) -> None:
-        """Nothing to ask: the model is on disk, and a broken one fails its first file alone."""
+        """Nothing to ask: the model is on disk, and a broken one fails each file that asks (the
+        encoder thread tries the load again for each)."""
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Counted with the model's own tokenizer, read from its ``tokenizer.json`` without torch
