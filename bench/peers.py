@@ -234,7 +234,7 @@ def main() -> None:
     parser.add_argument("--tpm", type=int, default=300_000)
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument(
-        "--tidal-concurrency", type=int, help="TIDAL_CONCURRENCY (unset: Tidal's default, 2)"
+        "--tidal-concurrency", type=int, help="TIDAL_CONCURRENCY (unset: the embedder's default)"
     )
     args = parser.parse_args()
     systems = args.systems.split(",")

@@ -52,6 +52,16 @@ create table if not exists embedding_cache (
     primary key (chunk_hash, embedder)
 );
 
+-- Files being worked on: a row per file in flight, naming the store that holds it. A holder is
+-- alive while it holds its presence lock (an advisory lock keyed by its id, on a connection of
+-- its own), so a killed worker's files are free the moment Postgres sees its connection drop,
+-- and a file in flight holds no connection while it waits for its embeddings.
+create table if not exists file_claims (
+    path       text primary key,
+    holder     uuid not null,
+    claimed_at timestamptz not null default now()
+);
+
 -- The run ledger: a row per finished run (a dry run is not a run), so anyone reading the index
 -- can tell how fresh it is, and `tidal status` answers without Prefect.
 create table if not exists ingest_runs (
@@ -91,3 +101,4 @@ alter table documents enable row level security;
 alter table ingested_files enable row level security;
 alter table embedding_cache enable row level security;
 alter table ingest_runs enable row level security;
+alter table file_claims enable row level security;

@@ -81,51 +81,69 @@ def pipeline_document(pipeline: Pipeline, file: SourceFile):  # type: ignore[no-
     return parse(file.path, pipeline.source.read(file))
 
 
-class _CutsTheClaim(HashEmbedder):
-    """Terminates the backend holding the file's claim right after the first batch is bought,
-    as a Postgres restart or failover would, before the file is written."""
+class _TakesTheFileOver(HashEmbedder):
+    """At the first batch, cuts its store's presence connection (as a restart or a failover
+    would) and has another store ingest the same file, which takes the claim over."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, other: Pipeline, file: SourceFile) -> None:
         super().__init__(dimension=8)
         self.url = url
+        self.other = other
+        self.file = file
         self.asked: list[str] = []
         self.cut: list[int] = []
+        self.other_result: list[str] = []
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         self.asked.extend(texts)
         if not self.cut:
             with psycopg.connect(self.url, autocommit=True) as conn:
+                # Between statements no file holds a lock: the one advisory lock held is the
+                # store's presence.
                 [pid] = conn.execute(
                     "select pid from pg_locks where locktype = 'advisory' and granted"
                 ).fetchone()
                 conn.execute("select pg_terminate_backend(%s)", (pid,))
             self.cut.append(pid)
+            self.other_result.append(self.other.ingest(self.file).status)
         return super().embed(texts)
 
 
-def test_a_file_whose_claim_connection_dies_starts_over_and_lands_once(
-    store: PostgresStore, database_url: str
+def test_a_file_taken_over_mid_file_writes_nothing_starts_over_and_lands_once(
+    database_url: str,
 ) -> None:
-    """The file's reads and write share its claim's transaction; when that connection dies the
-    file is started over at once (no task retry needed), re-buying nothing."""
-    embedder = _CutsTheClaim(database_url)
+    """A store that looks gone (its presence connection dropped) loses its files to the next
+    claim; its own write then finds the claim gone and writes nothing, and the file, started
+    over, is found current: stored once, by the store that took it over."""
     source = MemorySource({"prds/long.md": TEXT.encode(), "prds/other.md": b"# Other\n\nText."})
-    pipeline = Pipeline(
-        source=source, embedder=embedder, store=store, chunking=ChunkingOptions(64, 8), batch_size=4
-    )
     files = {f.path: f for f in source.list()}
-    result = pipeline.ingest(files["prds/long.md"])
+    # A keeper that never pings: the cut presence stays cut for the whole file.
+    first = PostgresStore(database_url, dimension=8, presence_ping_seconds=3600)
+    second = PostgresStore(database_url, dimension=8)
+    other_embedder = HashEmbedder(dimension=8)
+    other = Pipeline(
+        source=source, embedder=other_embedder, store=second, chunking=ChunkingOptions(64, 8)
+    )
+    embedder = _TakesTheFileOver(database_url, other, files["prds/long.md"])
+    pipeline = Pipeline(
+        source=source, embedder=embedder, store=first, chunking=ChunkingOptions(64, 8), batch_size=4
+    )
+    try:
+        result = pipeline.ingest(files["prds/long.md"])
 
-    assert embedder.cut  # the claim's backend really was terminated mid-file
-    assert result.status == "ingested" and result.attempts == 1
-    chunks = pipeline.chunk(pipeline_document(pipeline, files["prds/long.md"]))
-    assert sorted(embedder.asked) == sorted({c.text for c in chunks})  # each text bought once
-    assert result.reused == len(chunks)  # every batch was kept before the write failed
-    with psycopg.connect(database_url) as conn:
-        rows = conn.execute(
-            "select chunk_index from documents where source_path = 'prds/long.md'"
-            " order by chunk_index"
-        ).fetchall()
-    assert [r[0] for r in rows] == list(range(len(chunks)))
-    assert _held(database_url) == 0
-    assert pipeline.ingest(files["prds/other.md"]).status == "ingested"  # the pool recovered
+        assert embedder.cut  # the presence's backend really was terminated mid-file
+        assert embedder.other_result == ["ingested"]  # the other store took the claim over
+        assert result.status == "skipped" and result.attempts == 1  # refused, then current
+        chunks = pipeline.chunk(pipeline_document(pipeline, files["prds/long.md"]))
+        with psycopg.connect(database_url) as conn:
+            rows = conn.execute(
+                "select chunk_index from documents where source_path = 'prds/long.md'"
+                " order by chunk_index"
+            ).fetchall()
+            claims = conn.execute("select count(*) from file_claims").fetchone()[0]
+        assert [r[0] for r in rows] == list(range(len(chunks)))  # once, not twice
+        assert claims == 0
+        assert pipeline.ingest(files["prds/other.md"]).status == "ingested"  # back at work
+    finally:
+        first.close()
+        second.close()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+import time
 
 import psycopg
 import pytest
@@ -170,6 +173,42 @@ def test_a_table_built_for_another_dimension_is_a_clear_error(database_url: str)
         PostgresStore(database_url, dimension=16)
 
 
+def test_two_models_setting_up_one_empty_database_at_once_one_wins_one_is_told(
+    database_url: str,
+) -> None:
+    """The schema lock serialises set-up, and the loser reads the width after it: never two
+    tables, never a silent mix of widths."""
+    start = threading.Barrier(4)
+    outcomes: dict[int, object] = {}
+
+    def open_with(dimension: int, key: int) -> None:
+        start.wait()
+        try:
+            PostgresStore(database_url, dimension=dimension).close()
+            outcomes[key] = dimension
+        except ConfigError as exc:
+            outcomes[key] = exc
+
+    threads = [
+        threading.Thread(target=open_with, args=(dim, i))
+        for i, dim in enumerate((DIM, 16, DIM, 16))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    with psycopg.connect(database_url) as conn:
+        (width,) = conn.execute(
+            "select atttypmod from pg_attribute"
+            " where attrelid = 'documents'::regclass and attname = 'embedding'"
+        ).fetchone()
+    assert len(outcomes) == 4
+    assert sorted(o for o in outcomes.values() if isinstance(o, int)) == [width, width]
+    errors = [o for o in outcomes.values() if isinstance(o, ConfigError)]
+    assert len(errors) == 2
+    assert all(f"{width}-dimension vectors but the embedder makes" in str(e) for e in errors)
+
+
 def test_chunk_ids_are_deterministic(store: PostgresStore, database_url: str) -> None:
     store.replace_file(_file(), _doc(), _chunks(3), fingerprint=FP, embedder=EMB)
     with psycopg.connect(database_url) as conn:
@@ -281,3 +320,134 @@ def test_a_changed_schema_is_applied_again(database_url: str) -> None:
         restored = conn.execute("select to_regproc('match_documents')").fetchone()[0]
     assert marker.startswith("tidal schema ") and "older" not in marker
     assert restored is not None
+
+
+def _claim_in_thread(store: PostgresStore, path: str) -> tuple[threading.Event, threading.Event]:
+    """Claim ``path`` on a thread; returns (got it, let it go)."""
+    got, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.claim(path):
+            got.set()
+            release.wait(30)
+
+    threading.Thread(target=hold, daemon=True).start()
+    return got, release
+
+
+def test_a_claim_excludes_other_stores_and_threads_until_it_ends(database_url: str) -> None:
+    first = PostgresStore(database_url, dimension=DIM)
+    second = PostgresStore(database_url, dimension=DIM)
+    try:
+        got, release = _claim_in_thread(first, "prds/a.md")
+        assert got.wait(10)
+        other_store, let_go = _claim_in_thread(second, "prds/a.md")
+        same_store, let_go_too = _claim_in_thread(first, "prds/a.md")
+        elsewhere, free = _claim_in_thread(second, "prds/b.md")
+        assert elsewhere.wait(10)  # another path is not held up
+        assert not other_store.wait(1) and not same_store.is_set()
+        release.set()
+        # Exactly one of the two waiting claims gets it next, within the longest poll.
+        assert _first_of(other_store, same_store, timeout=10)
+        assert not (other_store.is_set() and same_store.is_set())
+        for event in (let_go, let_go_too, free):
+            event.set()
+        assert other_store.wait(10) and same_store.wait(10)
+    finally:
+        first.close()
+        second.close()
+
+
+def _first_of(*events: threading.Event, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(e.is_set() for e in events):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_files_in_flight_hold_no_connection(database_url: str) -> None:
+    """Claims are rows, not held transactions: 12 files held at once by a store whose pool
+    has 2 connections, with the presence connection the store's only other one."""
+    store = PostgresStore(database_url, dimension=DIM, pool_size=2)
+    try:
+        held = [_claim_in_thread(store, f"prds/{i}.md") for i in range(12)]
+        assert all(got.wait(15) for got, _ in held)
+        with psycopg.connect(database_url) as conn:
+            claims = conn.execute("select count(*) from file_claims").fetchone()[0]
+            (connections,) = conn.execute(
+                "select count(*) from pg_stat_activity where datname = current_database()"
+                " and backend_type = 'client backend' and pid <> pg_backend_pid()"
+            ).fetchone()
+        assert claims == 12
+        assert connections <= 3
+        for _, release in held:
+            release.set()
+    finally:
+        store.close()
+
+
+HOLD_AND_WAIT = """
+import sys, time
+from tidal.store.postgres import PostgresStore
+store = PostgresStore(sys.argv[1], dimension=8)
+with store.claim("prds/a.md"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_killed_holders_files_are_free_at_once(database_url: str) -> None:
+    """SIGKILL leaves the claim's row behind, but its holder's presence lock goes with the
+    process: the next claim takes the file over without waiting for any timeout."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_AND_WAIT, database_url], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        store = PostgresStore(database_url, dimension=DIM)
+        try:
+            got, release = _claim_in_thread(store, "prds/a.md")
+            assert not got.wait(1)  # alive: it holds the file
+            holder.kill()
+            holder.wait(10)
+            assert got.wait(5)  # gone: the row left behind is taken over
+            with psycopg.connect(database_url) as conn:
+                [(owner,)] = conn.execute("select holder from file_claims").fetchall()
+            assert owner == store.holder
+            release.set()
+        finally:
+            store.close()
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+
+def test_a_dropped_presence_connection_comes_back_and_holds_the_files_again(
+    database_url: str,
+) -> None:
+    store = PostgresStore(database_url, dimension=DIM, presence_ping_seconds=0.2)
+    other = PostgresStore(database_url, dimension=DIM)
+    try:
+        got, release = _claim_in_thread(store, "prds/a.md")
+        assert got.wait(10)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            query = "select pid from pg_locks where locktype = 'advisory' and granted"
+            [(cut,)] = conn.execute(query).fetchall()
+            conn.execute("select pg_terminate_backend(%s)", (cut,))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                pids = [pid for (pid,) in conn.execute(query).fetchall()]
+                if pids and pids != [cut]:
+                    break
+                time.sleep(0.05)
+        assert pids and cut not in pids  # present again, on a new connection
+        taken, let_go = _claim_in_thread(other, "prds/a.md")
+        assert not taken.wait(1)  # so the file is still its own
+        release.set()
+        assert taken.wait(10)
+        let_go.set()
+    finally:
+        store.close()
+        other.close()

@@ -4,8 +4,8 @@
     ├── TransientError        retried with backoff (timeouts, 429, 5xx, dropped connections)
     │   ├── ServiceDown       a service every file needs (Redis) stopped answering: retried,
     │   │                     then it stops the run instead of failing each remaining file
-    │   └── ClaimLost         the connection holding a file's claim died mid-file: the file
-    │                         starts over at once, re-claiming (which waits out an outage)
+    │   └── ClaimLost         another run took a file's claim over mid-file (it thought this
+    │                         one gone): nothing was written, the file starts over at once
     └── PermanentError        fails its file at once, never retried
         ├── ParseError        the file itself is bad (binary, invalid JSON, no text)
         ├── SourceError       the source refuses the path (escapes the root, missing)
@@ -56,10 +56,11 @@ class ServiceDown(TransientError):
 
 
 class ClaimLost(TransientError):
-    """The connection that held a file's claim (and its uncommitted write) is gone.
+    """A file's claim was taken over before its write: its store's presence connection was
+    gone for a moment (a restart, a failover), and another run took it for dead.
 
-    Nothing of the file was written; retrying on that connection cannot help, but starting the
-    file over can: the new claim waits for Postgres to come back.
+    Nothing of the file was written. Starting the file over claims it again, which waits for
+    the other run to finish it; the file is then usually found current, and skipped.
     """
 
 

@@ -27,9 +27,6 @@ from tidal.sync import is_unchanged
 
 log = logging.getLogger("tidal.pipeline")
 
-POOL_MARGIN = 2
-"""Database connections a process opens beyond one per file in flight."""
-
 
 def fingerprint(chunking: ChunkingOptions, embedder: Embedder) -> str:
     """Everything besides a file's bytes that decides its chunks and vectors.
@@ -84,9 +81,9 @@ class Pipeline:
             try:
                 return self._ingest(file, attempt)
             except ClaimLost as exc:
-                # Postgres dropped the claim's connection (a restart, a failover): nothing of
-                # the file was written, and the vectors bought so far were kept. Start over
-                # once; the new claim waits for Postgres to answer again.
+                # Another run took the file over while this one's presence was gone (a
+                # restart, a failover): nothing was written, and the vectors bought so far
+                # were kept. Start over once; the new claim waits for the other run.
                 log.warning("%s: %s; starting the file over", file.path, exc.message)
                 return self._ingest(file, attempt)
         except TidalError:
@@ -203,10 +200,10 @@ def build_pipeline(settings: Settings, *, embedder: Embedder | None = None) -> P
     once per process; pass ``embedder`` to share a loaded model."""
     source = open_source(settings)
     embedder = embedder or open_embedder(settings)
-    # Each file in flight holds one connection (its claim's, see PostgresStore); the margin
-    # serves vectors kept for a retry and the run's own reads and writes, a moment each.
+    # Files in flight share the pool a statement at a time (PostgresStore's claims hold no
+    # connection); the store opens one more connection of its own, its presence.
     store = open_store(
-        settings, dimension=embedder.dimension, pool_size=settings.concurrency + POOL_MARGIN
+        settings, dimension=embedder.dimension, pool_size=settings.database_connections - 1
     )
     return Pipeline(
         source=source,

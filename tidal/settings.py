@@ -38,8 +38,9 @@ EMBEDDER_DEFAULTS: dict[str, dict[str, Any]] = {
     # every core for one call) and merges the texts of the files waiting into each call, so
     # more files in flight mean fuller calls: at 16 a 60-file run made 9 calls of ~44 texts,
     # at 8 16 calls of ~25, and the encoding took 8.3 s against 9.2 s. OpenAI's requests
-    # mostly wait on the network, paced by the shared budget, not by this. Each file in flight
-    # holds one database connection (PostgresStore): 16 files need 18.
+    # mostly wait on the network, paced by the shared budget, not by this. Files in flight hold
+    # no database connection while they wait (PostgresStore's claims are rows), so this is not
+    # bounded by TIDAL_DATABASE_CONNECTIONS.
     "local": {
         "model": "all-MiniLM-L6-v2",
         "chunk_tokens": 160,
@@ -108,6 +109,13 @@ class Settings(BaseSettings):
         default=None,
         description="a postgresql:// URL; unset uses the embedded Postgres under TIDAL_DATA_DIR",
     )
+    database_connections: int = Field(
+        default=8,
+        ge=2,
+        le=256,
+        description="the most connections one process opens to Postgres (2-256): a pool shared "
+        "by the files in flight, plus one that marks the process alive",
+    )
     redis_url: SecretStr | None = Field(
         default=None,
         description="a redis:// URL for task results and the shared OpenAI budget",
@@ -144,7 +152,7 @@ class Settings(BaseSettings):
         validate_default=True,
         ge=1,
         le=64,
-        description="files processed at once (1-64); unset: 8 with the local model, 16 with OpenAI",
+        description="files processed at once (1-64); unset: the embedder's default (16)",
     )
     task_runner: TaskRunnerName = Field(
         default="threads",

@@ -4,10 +4,11 @@ Each file's chunks are replaced in one transaction, under a per-path advisory lo
 reader sees the old chunk set or the new one, never none, part or a mix; and the file table
 row is written in that same transaction, so "ingested" is recorded only with its chunks.
 
-A file in flight holds one connection: its claim's. The file's reads and its write run on it,
-inside the claim's transaction, so the write commits as the claim ends; only vectors kept for a
-retry (``keep_embeddings``) commit on a pooled connection of their own. The pool is sized for
-that (``pool_size`` = files in flight + a margin), not twice over.
+A file in flight holds no connection while it waits for its embeddings: its claim is a row in
+``file_claims`` naming the store that holds it, and a store is alive while its one presence
+connection holds its presence lock (see ``_Presence``). So the pool serves statements, not
+files (``pool_size`` need not grow with the files in flight), and a killed worker's files are
+still free the moment Postgres sees its connection drop.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from tidal.errors import ClaimLost, ConfigError, ServiceDown, TransientError
+from tidal.errors import ClaimLost, ConfigError, ServiceDown, TidalError, TransientError
 from tidal.records import Document, EmbeddedChunk, RunRecord, SourceFile, Vector
 from tidal.store import FailedFile, IndexStatus, SearchHit
 
@@ -74,6 +75,27 @@ def schema_sql(dimension: int, *, vector_index: bool = True) -> str:
         text = text.replace(VECTOR_INDEX_SQL, "")
     return text.replace("__DIMENSION__", str(int(dimension)))
 
+
+CLAIM_FIRST_WAIT = 0.05
+CLAIM_LONGEST_WAIT = 1.0
+"""Seconds between tries for a file another live store holds, doubling from the first to the
+longest: a second run waiting on a file another is writing notices within a second."""
+PRESENCE_PING_SECONDS = 2.0
+"""How often a store checks its presence connection, re-opening it if Postgres dropped it, and
+retries releases that failed. Until it is back, other stores may take this one's files over;
+its writes then find their claims gone and start over (``ClaimLost``), never writing twice."""
+_PRESENCE_SEED = 2
+"""The seed of ``hashtextextended`` for presence locks (0 keys a file's write lock)."""
+
+TAKE_CLAIM_SQL = f"""
+    insert into file_claims as c (path, holder) values (%(path)s, %(holder)s)
+    on conflict (path) do update set holder = excluded.holder, claimed_at = now()
+        where c.holder = excluded.holder
+            or pg_try_advisory_xact_lock(hashtextextended(c.holder::text, {_PRESENCE_SEED}))
+    returning c.holder
+"""
+"""Claim a path, or take it over from a holder that is gone: its presence lock can be taken
+(for this statement only). A row of a live holder is left alone and nothing is returned."""
 
 OUTAGE_SECONDS = 60.0
 """How long a call waits out a Postgres that does not answer before the run gives up on it."""
@@ -123,11 +145,19 @@ class PostgresStore:
         dimension: int,
         pool_size: int = 4,
         outage_seconds: float = OUTAGE_SECONDS,
+        presence_ping_seconds: float = PRESENCE_PING_SECONDS,
     ) -> None:
         self.dimension = dimension
         self.outage_seconds = outage_seconds
-        self._claims = threading.local()
-        """``conn``: the connection holding this thread's claim, while it holds one."""
+        self.holder = uuid.uuid4()
+        """This store's name on its claims; alive while ``_presence`` holds its lock."""
+        self._presence = _Presence(url, self.holder, presence_ping_seconds, self._release_pending)
+        self._held: dict[str, bool] = {}
+        """Paths this store's threads hold → whether the path's ``file_claims`` row may still
+        be there (False once the file's write removed it)."""
+        self._held_changed = threading.Condition()
+        self._unreleased: set[str] = set()
+        """Claims whose release failed (Postgres away): the presence keeper retries them."""
         with _connection_errors("connect to Postgres"):
             with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
                 ensure_schema(conn, dimension)
@@ -154,25 +184,6 @@ class PostgresStore:
         with _connection_errors(what), self._pool.connection() as conn:
             yield conn
 
-    @contextmanager
-    def _file_conn(self, what: str) -> Iterator[psycopg.Connection[Any]]:
-        """The connection of this thread's claim, inside its transaction; a pooled one when
-        the thread holds no claim. Work on it commits when the claim ends."""
-        conn: psycopg.Connection[Any] | None = getattr(self._claims, "conn", None)
-        if conn is None:
-            with self._conn(what) as pooled:
-                yield pooled
-            return
-        try:
-            with _connection_errors(what):
-                yield conn
-        except TransientError as exc:
-            if isinstance(exc.__cause__, psycopg.OperationalError):
-                raise ClaimLost(
-                    f"{exc.message} (the file's claim ended with its connection)"
-                ) from exc.__cause__
-            raise
-
     @_riding_out
     def current_files(self, fingerprint: str, paths: Sequence[str] | None = None) -> dict[str, str]:
         query = (
@@ -183,7 +194,7 @@ class PostgresStore:
         if paths is not None:
             query += " and path = any(%s)"
             params += (list(paths),)
-        with self._file_conn("read the file table") as conn:
+        with self._conn("read the file table") as conn:
             rows = conn.execute(query, params).fetchall()
         return {path: content_hash for path, content_hash in rows}
 
@@ -199,9 +210,15 @@ class PostgresStore:
         attempts: int = 1,
     ) -> None:
         tokens = sum(e.chunk.token_count for e in chunks)
-        # Under a claim this is a savepoint of the claim's transaction, committed as it ends.
-        with self._file_conn("write chunks") as conn, conn.transaction():
+        claimed = file.path in self._held
+        with self._conn("write chunks") as conn, conn.transaction():
             conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (file.path,))
+            if claimed and not self._end_claim(conn, file.path):
+                raise ClaimLost(
+                    "another run took the file over while this one was away from Postgres;"
+                    " nothing was written",
+                    path=file.path,
+                )
             conn.execute("delete from documents where source_path = %s", (file.path,))
             conn.execute(
                 "delete from embedding_cache where embedder = %s and chunk_hash = any(%s)",
@@ -228,6 +245,8 @@ class PostgresStore:
                 """,
                 (file.path, file.content_hash, fingerprint, len(chunks), tokens, attempts),
             )
+        if claimed:
+            self._held[file.path] = False  # the write removed the claim's row with it
 
     @_riding_out
     def forget_kept_embeddings(self, older_than_days: float) -> int:
@@ -289,55 +308,85 @@ class PostgresStore:
     def claim(self, path: str) -> Iterator[None]:
         """Hold ``path`` for this thread until the block ends; wait while another holds it.
 
-        A transaction-level advisory lock on a connection of its own: it lives exactly as long
-        as its holder, so a worker killed mid-file (even with SIGKILL) frees the file the moment
-        Postgres sees its connection drop, and it works through a transaction pooler, where
-        session-level locks do not. (prefect-redis's lock manager leaves a stale lock behind
-        after a kill, and the next run waits on it forever.) The file's reads and write run in
-        the same transaction (``_file_conn``): a block that ends cleanly commits them, and the
-        lock with them; one that raises rolls them back.
+        Threads of this store wait on each other in memory; other stores (runs, workers,
+        machines) through the path's ``file_claims`` row. The row names this store, and holds
+        only while this store is alive: a row whose holder's presence lock is free belongs to
+        a store that is gone (killed, even with SIGKILL), and the next claim takes it over at
+        once. No connection is held while the block runs, so files in flight are not bounded
+        by connections. The file's write (``replace_file``) removes the row in its own
+        transaction, and refuses to write when the row is no longer this store's.
         """
-        conn = self._locked(path)
-        self._claims.conn = conn
+        with self._held_changed:
+            while path in self._held:
+                self._held_changed.wait()
+            self._held[path] = True
         try:
+            self._be_present()
+            delay = CLAIM_FIRST_WAIT
+            while not self._take(path):
+                time.sleep(delay)
+                delay = min(delay * 2, CLAIM_LONGEST_WAIT)
             yield
-        except BaseException:
-            self._claims.conn = None
-            try:
-                conn.rollback()
-            except psycopg.OperationalError:
-                # The connection died (a restart): the lock and any write went with it.
-                log.debug("the claim on %r ended with its connection", path)
-            raise
-        else:
-            self._claims.conn = None
-            try:
-                conn.commit()
-            except psycopg.OperationalError as exc:
-                raise ClaimLost(
-                    f"could not commit the file's write: {_first_line(exc)}", path=path
-                ) from exc
         finally:
-            self._pool.putconn(conn)
+            try:
+                if self._held[path]:
+                    self._release(path)
+            finally:
+                with self._held_changed:
+                    del self._held[path]
+                    self._held_changed.notify_all()
 
     @_riding_out
-    def _locked(self, path: str) -> psycopg.Connection[Any]:
-        """A connection of its own holding ``path``'s lock, waiting out an outage to get it."""
-        with _connection_errors("claim a file"):
-            conn = self._pool.getconn()
-            try:
-                conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 1))", (path,))
-            except BaseException:
-                self._pool.putconn(conn)
-                raise
-        return conn
+    def _be_present(self) -> None:
+        self._presence.ensure()
+
+    @_riding_out
+    def _take(self, path: str) -> bool:
+        with self._conn("claim a file") as conn:
+            taken = conn.execute(TAKE_CLAIM_SQL, {"path": path, "holder": self.holder}).fetchone()
+            conn.commit()
+        return taken is not None
+
+    def _end_claim(self, conn: psycopg.Connection[Any], path: str) -> bool:
+        """Remove this store's claim row on ``path`` in ``conn``'s transaction; False when the
+        row is another's (a store that thought this one gone took the file over)."""
+        return bool(
+            conn.execute(
+                "delete from file_claims where path = %s and holder = %s", (path, self.holder)
+            ).rowcount
+        )
+
+    def _release(self, path: str) -> None:
+        """End a claim that wrote nothing; left to the presence keeper if Postgres is away."""
+        try:
+            with self._conn("release a file") as conn:
+                self._end_claim(conn, path)
+                conn.commit()
+        except TransientError as exc:
+            log.warning("could not release %r (%s); retrying in the background", path, exc.message)
+            with self._held_changed:
+                self._unreleased.add(path)
+
+    def _release_pending(self) -> None:
+        with self._held_changed:
+            pending = sorted(self._unreleased - set(self._held))
+        if not pending:
+            return
+        with self._conn("release files") as conn:
+            conn.execute(
+                "delete from file_claims where path = any(%s) and holder = %s",
+                (pending, self.holder),
+            )
+            conn.commit()
+        with self._held_changed:
+            self._unreleased.difference_update(pending)
 
     @_riding_out
     def cached_embeddings(self, hashes: Sequence[str], embedder: str) -> dict[str, Vector]:
         """Stored vectors for chunk texts already embedded by ``embedder``, by chunk hash."""
         if not hashes:
             return {}
-        with self._file_conn("read cached embeddings") as conn:
+        with self._conn("read cached embeddings") as conn:
             rows = conn.execute(
                 "select chunk_hash, embedding from embedding_cache"
                 " where chunk_hash = any(%s) and embedder = %s"
@@ -439,7 +488,92 @@ class PostgresStore:
         ]
 
     def close(self) -> None:
-        self._pool.close()
+        try:
+            self._presence.close()
+        finally:
+            self._pool.close()
+
+
+class _Presence:
+    """A store's liveness, as every other store sees it: one connection holding a
+    transaction-level advisory lock keyed by the store's id, in a transaction left open (it
+    writes nothing, so it holds back no vacuum).
+
+    A transaction-level lock works through Supabase's transaction pooler, where session locks
+    do not, and it goes with its connection: when the process dies, Postgres frees it, and
+    the store's claims with it. A keeper thread pings it every ``ping_seconds`` and re-opens it
+    after Postgres dropped it (a restart, a failover), then runs ``on_ping``.
+    """
+
+    def __init__(
+        self, url: str, holder: uuid.UUID, ping_seconds: float, on_ping: Callable[[], None]
+    ) -> None:
+        self._url = url
+        self._holder = holder
+        self._ping_seconds = ping_seconds
+        self._on_ping = on_ping
+        self._conn: psycopg.Connection[Any] | None = None
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._keeper: threading.Thread | None = None
+
+    def ensure(self) -> None:
+        """Be present before a claim; opened on the first claim (a store that only reads
+        never opens it). Raises TransientError while Postgres is away."""
+        with self._lock:
+            if self._conn is not None and not self._conn.closed:
+                return
+            self._open()
+            if self._keeper is None:
+                self._keeper = threading.Thread(
+                    target=self._keep, name="tidal-presence", daemon=True
+                )
+                self._keeper.start()
+
+    def _open(self) -> None:
+        with _connection_errors("open the store's presence connection"):
+            conn = psycopg.connect(self._url, prepare_threshold=None)
+            try:
+                [present] = conn.execute(
+                    f"select pg_try_advisory_xact_lock(hashtextextended(%s, {_PRESENCE_SEED}))",
+                    (str(self._holder),),
+                ).fetchone()
+            except BaseException:
+                conn.close()
+                raise
+        if not present:
+            # The old connection's backend has not noticed it is gone yet: until it does, the
+            # store's claims stand, and the next ping tries again.
+            conn.close()
+            raise TransientError("the store's previous presence connection is still open")
+        self._conn = conn
+
+    def _keep(self) -> None:
+        while not self._closed.wait(self._ping_seconds):
+            try:
+                with self._lock:
+                    if self._conn is not None and not self._conn.closed:
+                        try:
+                            self._conn.execute("select 1")
+                        except psycopg.Error:
+                            self._conn.close()
+                    if self._conn is None or self._conn.closed:
+                        self._open()
+                        log.info("the store's presence connection is back")
+                self._on_ping()
+            except TidalError as exc:
+                log.debug("presence keeper: %s", exc.message)
+            except Exception:  # noqa: BLE001 - the keeper must outlive any one failure
+                log.exception("presence keeper")
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+        if self._keeper is not None:
+            self._keeper.join(timeout=5)
 
 
 def failed_files(url: str) -> list[FailedFile]:
