@@ -235,8 +235,15 @@ def test_overlap_must_be_under_half_a_chunk(overrides: dict) -> None:
 
 
 def test_every_invalid_value_is_reported_at_once() -> None:
-    message = str(_config_error(concurrency=0, retries=99, embedder="bogus"))
-    for variable in ("TIDAL_CONCURRENCY", "TIDAL_RETRIES", "TIDAL_EMBEDDER"):
+    message = str(
+        _config_error(concurrency=0, retries=99, embedder="bogus", database_connections=1)
+    )
+    for variable in (
+        "TIDAL_CONCURRENCY",
+        "TIDAL_RETRIES",
+        "TIDAL_EMBEDDER",
+        "TIDAL_DATABASE_CONNECTIONS",
+    ):
         assert variable in message
 
 
@@ -341,8 +348,8 @@ def test_concurrency_defaults_per_embedder_and_a_set_value_wins(
 ) -> None:
     monkeypatch.setenv("TIDAL_EMBEDDER", "openai")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    assert load_settings().concurrency == 16  # requests wait on the network
-    assert load_settings(concurrency=None).concurrency == 16  # an unset parameter defers
+    assert load_settings().concurrency == 32  # requests wait on the network, holding no connection
+    assert load_settings(concurrency=None).concurrency == 32  # an unset parameter defers
     assert load_settings(concurrency=3).concurrency == 3
     monkeypatch.setenv("TIDAL_CONCURRENCY", "5")
     assert load_settings().concurrency == 5

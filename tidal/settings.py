@@ -38,9 +38,11 @@ EMBEDDER_DEFAULTS: dict[str, dict[str, Any]] = {
     # every core for one call) and merges the texts of the files waiting into each call, so
     # more files in flight mean fuller calls: at 16 a 60-file run made 9 calls of ~44 texts,
     # at 8 16 calls of ~25, and the encoding took 8.3 s against 9.2 s. OpenAI's requests
-    # mostly wait on the network, paced by the shared budget, not by this. Files in flight hold
-    # no database connection while they wait (PostgresStore's claims are rows), so this is not
-    # bounded by TIDAL_DATABASE_CONNECTIONS.
+    # mostly wait on the network, paced by the shared budget, not by this: 150 files against
+    # a 0.3 s server ran in 8.0-10.3 s at 32 against 10.0-12.4 s at 16 (bench/README.md); at 64
+    # the run's own CPU sets the pace. Files in flight hold no database connection while they
+    # wait (PostgresStore's claims are rows), so this is not bounded by
+    # TIDAL_DATABASE_CONNECTIONS.
     "local": {
         "model": "all-MiniLM-L6-v2",
         "chunk_tokens": 160,
@@ -51,7 +53,7 @@ EMBEDDER_DEFAULTS: dict[str, dict[str, Any]] = {
         "model": "text-embedding-3-small",
         "chunk_tokens": 512,
         "chunk_overlap": 64,
-        "concurrency": 16,
+        "concurrency": 32,
     },
 }
 
@@ -152,7 +154,7 @@ class Settings(BaseSettings):
         validate_default=True,
         ge=1,
         le=64,
-        description="files processed at once (1-64); unset: the embedder's default (16)",
+        description="files processed at once (1-64); unset: 16 local, 32 openai",
     )
     task_runner: TaskRunnerName = Field(
         default="threads",
