@@ -548,7 +548,7 @@ class _Presence:
 
     def _open(self) -> None:
         with _connection_errors("open the store's presence connection"):
-            conn = psycopg.connect(self._url, prepare_threshold=None)
+            conn = psycopg.connect(self._url, prepare_threshold=None, connect_timeout=10)
             try:
                 [present] = conn.execute(
                     f"select pg_try_advisory_xact_lock(hashtextextended(%s, {_PRESENCE_SEED}))",
@@ -567,12 +567,17 @@ class _Presence:
     def _keep(self) -> None:
         while not self._closed.wait(self._ping_seconds):
             try:
+                # Pinged outside the lock (only this thread uses the connection), so a ping
+                # stuck on a dead network never holds up a claim's ``ensure``.
+                conn = self._conn
+                if conn is not None and not conn.closed:
+                    try:
+                        conn.execute("select 1")
+                    except psycopg.Error:
+                        conn.close()
                 with self._lock:
-                    if self._conn is not None and not self._conn.closed:
-                        try:
-                            self._conn.execute("select 1")
-                        except psycopg.Error:
-                            self._conn.close()
+                    if self._closed.is_set():
+                        return
                     if self._conn is None or self._conn.closed:
                         self._open()
                         log.info("the store's presence connection is back")
