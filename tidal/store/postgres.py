@@ -122,10 +122,7 @@ def _riding_out(method: Callable[P, R]) -> Callable[P, R]:
             try:
                 return method(*args, **kwargs)
             except TransientError as exc:
-                # A dead claim connection does not come back: the file starts over instead.
-                if isinstance(exc, ClaimLost) or not isinstance(
-                    exc.__cause__, psycopg.OperationalError
-                ):
+                if not isinstance(exc.__cause__, psycopg.OperationalError):
                     raise
                 if time.monotonic() + delay > deadline:
                     raise ServiceDown(
@@ -195,9 +192,10 @@ class PostgresStore:
 
     def _check_if_idle(self, conn: psycopg.Connection[Any]) -> None:
         """Check a connection that sat in the pool, with a round trip; hand out one returned
-        moments ago as it is. Checking every checkout cost a file ~6 round trips (a remote
-        database, 20 ms away, simulated: 0.77 s a file against 0.65 s). One broken in those
-        moments fails its statement, which ``_riding_out`` runs again on another."""
+        moments ago as it is. Checking every checkout, with a COMMIT after each lone
+        statement, cost a file ~12 round trips (``bench/remote_db.py``, Postgres 20 ms away:
+        0.92 s a file against 0.68 s). One broken in those moments fails its statement, which
+        ``_riding_out`` runs again on another."""
         if time.monotonic() - self._returned.get(conn, 0.0) > FRESH_CONNECTION_SECONDS:
             ConnectionPool.check_connection(conn)
 
@@ -235,7 +233,7 @@ class PostgresStore:
         claimed = file.path in self._held
         with self._conn("write chunks") as conn, conn.transaction():
             conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (file.path,))
-            if claimed and not self._end_claim(conn, file.path):
+            if claimed and not self._end_claims(conn, [file.path]):
                 raise ClaimLost(
                     "another run took the file over while this one was away from Postgres;"
                     " nothing was written",
@@ -365,20 +363,20 @@ class PostgresStore:
             taken = conn.execute(TAKE_CLAIM_SQL, {"path": path, "holder": self.holder}).fetchone()
         return taken is not None
 
-    def _end_claim(self, conn: psycopg.Connection[Any], path: str) -> bool:
-        """Remove this store's claim row on ``path`` in ``conn``'s transaction; False when the
-        row is another's (a store that thought this one gone took the file over)."""
-        return bool(
-            conn.execute(
-                "delete from file_claims where path = %s and holder = %s", (path, self.holder)
-            ).rowcount
-        )
+    def _end_claims(self, conn: psycopg.Connection[Any], paths: Sequence[str]) -> int:
+        """Remove this store's claim rows on ``paths`` (in ``conn``'s transaction, if one is
+        open); how many there were. A row that is another's stays (a store that thought this
+        one gone took the file over)."""
+        return conn.execute(
+            "delete from file_claims where path = any(%s) and holder = %s",
+            (list(paths), self.holder),
+        ).rowcount
 
     def _release(self, path: str) -> None:
         """End a claim that wrote nothing; left to the presence keeper if Postgres is away."""
         try:
             with self._conn("release a file") as conn:
-                self._end_claim(conn, path)
+                self._end_claims(conn, [path])
         except TransientError as exc:
             log.warning("could not release %r (%s); retrying in the background", path, exc.message)
             with self._held_changed:
@@ -390,10 +388,7 @@ class PostgresStore:
         if not pending:
             return
         with self._conn("release files") as conn:
-            conn.execute(
-                "delete from file_claims where path = any(%s) and holder = %s",
-                (pending, self.holder),
-            )
+            self._end_claims(conn, pending)
         with self._held_changed:
             self._unreleased.difference_update(pending)
 
