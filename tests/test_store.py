@@ -269,6 +269,41 @@ def test_a_bulk_load_writes_without_the_index_and_search_still_answers(
     assert "documents_embedding_idx" in plan
 
 
+def test_runs_finishing_at_once_build_the_vector_index_once(database_url: str) -> None:
+    """Two runs that end together both find the index missing after a bulk load. ``create
+    index if not exists`` alone is not safe against that: the second insert into the
+    catalogue fails on its unique key. The build is serialised, and the later run finds the
+    index there."""
+    stores = [PostgresStore(database_url, dimension=DIM) for _ in range(4)]
+    for i in range(8):
+        stores[0].replace_file(
+            _file(f"prds/{i}.md"),
+            _doc(f"prds/{i}.md"),
+            _chunks(400, str(i)),
+            fingerprint=FP,
+            embedder=EMB,
+        )
+    start = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+
+    def finish(store: PostgresStore) -> None:
+        start.wait()
+        try:
+            store.build_vector_index()
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=finish, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for s in stores:
+        s.close()
+    assert errors == []
+    assert _vector_index(database_url) == "hnsw"
+
+
 def test_kept_vectors_nobody_claimed_for_a_week_are_forgotten(
     store: PostgresStore, database_url: str
 ) -> None:

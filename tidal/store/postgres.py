@@ -44,6 +44,7 @@ R = TypeVar("R")
 
 _ID_NAMESPACE = uuid.UUID("5b0c1f55-7a1d-4c3e-9a4e-746964616c00")
 _SCHEMA_LOCK = 0x7469_6461_6C  # "tidal": serialises concurrent schema set-up
+_INDEX_LOCK = _SCHEMA_LOCK + 1  # serialises builds of the vector index by runs ending together
 
 
 WRITE_BATCH = 500
@@ -301,8 +302,14 @@ class PostgresStore:
     def build_vector_index(self) -> None:
         """Create the HNSW index if it is missing (after a bulk load, or a run that crashed in
         one), with enough ``maintenance_work_mem`` for the graph to be built in memory: past
-        it, pgvector goes on building on disk at the row-by-row price."""
+        it, pgvector goes on building on disk at the row-by-row price.
+
+        Runs that end together would both find the index missing, and ``if not exists`` does
+        not cover that: the later catalogue insert fails on its unique key. So builds take a
+        lock of their own (not the schema's, which would hold up stores opening for the whole
+        build), and the later run finds the index there."""
         with self._conn("build the vector index") as conn, conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(%s)", (_INDEX_LOCK,))
             if conn.execute("select to_regclass('documents_embedding_idx')").fetchone() != (None,):
                 return
             rows = conn.execute("select count(*) from documents").fetchone()[0]
