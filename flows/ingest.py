@@ -20,6 +20,9 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tidal")
+# tidal's loggers also log before the flow run starts (the embedded Postgres starting, the
+# model loading): those lines go to the console, and the API handler need not warn about them.
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 from prefect import flow, get_client, get_run_logger  # noqa: E402
 from prefect.futures import PrefectFuture  # noqa: E402

@@ -55,6 +55,7 @@ def test_the_main_job_ingests_the_sample_corpus_with_no_configuration(workdir: P
     assert (workdir / ".tidal" / "pgdata" / "PG_VERSION").is_file()  # the embedded default
     server = local_server.running(workdir / ".tidal")  # kept for the next run, UI and all
     assert server is not None and f"Prefect UI at {server.ui_url}" in log
+    assert "Warning" not in log  # a first run says what it did, and nothing a user must decode
 
 
 def test_search_finds_the_document_written_for_the_question(
