@@ -309,7 +309,12 @@ class PostgresStore:
         lock of their own (not the schema's, which would hold up stores opening for the whole
         build), and the later run finds the index there."""
         with self._conn("build the vector index") as conn, conn.transaction():
-            conn.execute("select pg_advisory_xact_lock(%s)", (_INDEX_LOCK,))
+            (free,) = conn.execute(
+                "select pg_try_advisory_xact_lock(%s)", (_INDEX_LOCK,)
+            ).fetchone()
+            if not free:
+                log.info("waiting for another run's build of the vector index")
+                conn.execute("select pg_advisory_xact_lock(%s)", (_INDEX_LOCK,))
             if conn.execute("select to_regclass('documents_embedding_idx')").fetchone() != (None,):
                 return
             rows = conn.execute("select count(*) from documents").fetchone()[0]
