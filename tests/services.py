@@ -79,9 +79,15 @@ class OwnRedis:
 
     def __init__(self, folder: Path) -> None:
         self.port = free_port()
+        self._folder = folder
+        self.start()
+
+    def start(self) -> None:
+        """Start it (again, after ``stop``) on the same port."""
         self._server = subprocess.Popen(
             [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
-             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)],
+             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir",
+             str(self._folder)],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         for _ in range(100):

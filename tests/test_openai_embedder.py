@@ -13,6 +13,7 @@ import math
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -28,7 +29,6 @@ from tidal.embedders import Embedder
 from tidal.embedders.batching import batch_by_tokens, fit_input
 from tidal.embedders.openai import (
     QUICK,
-    RATE_LIMIT_RETRIES,
     OpenAIEmbedder,
     _decode,
     parse_duration,
@@ -228,18 +228,27 @@ def test_a_redis_that_does_not_answer_at_start_up_is_a_config_error_naming_it() 
     assert "hunter2" not in str(caught.value) and ":***@" in str(caught.value)
 
 
-def test_a_redis_that_dies_mid_run_is_a_service_down(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Its own redis-server on a free port, stopped under a live budget."""
+def test_a_redis_that_dies_mid_run_is_waited_out_then_a_service_down(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Its own redis-server on a free port, stopped under a live budget: back within the
+    outage limit, the waiting request goes on; gone past it, the run stops naming it."""
     from tidal.errors import ServiceDown
 
     redis_server = OwnRedis(tmp_path)
     try:
-        budget = RateBudget(redis_server.url, rpm=5, tpm=100)
+        budget = RateBudget(redis_server.url, rpm=500, tpm=10_000, outage_seconds=30)
         assert budget.acquire(1) == 0.0
+        redis_server.stop()
+        threading.Timer(2.0, redis_server.start).start()
+        started = time.monotonic()
+        assert budget.acquire(1) == 0.0  # waited at the gate, then charged
+        assert time.monotonic() - started > 1.5
     finally:
         redis_server.stop()
+    budget._store.service.outage_seconds = 1.0  # type: ignore[attr-defined]
+    started = time.monotonic()
     with pytest.raises(ServiceDown, match="TIDAL_REDIS_URL"):
         budget.acquire(1)
+    assert time.monotonic() - started < 10
 
 
 # -- retry hints (pure) --------------------------------------------------------------------
@@ -463,18 +472,26 @@ def test_a_429_is_retried_on_any_hint(api: FakeOpenAI, headers) -> None:
     assert api.statuses() == [429, 429, 200]
 
 
-def test_endless_429s_become_transient_after_a_bounded_number_of_tries(api: FakeOpenAI) -> None:
-    api.fail_next(429, times=RATE_LIMIT_RETRIES + 5, headers={"retry-after-ms": "5"})
-    with pytest.raises(TransientError, match="rate limit"):
-        _embedder(api).embed(["a"])
-    assert api.statuses() == [429] * (RATE_LIMIT_RETRIES + 1)
+def test_429s_never_spend_an_attempt_however_many_and_however_long(api: FakeOpenAI) -> None:
+    """A 429 is "later": 20 of them, then one asking for longer than the old quick wait, are
+    all waited out inside one call."""
+    api.fail_next(429, times=20, headers={"retry-after-ms": "5"})
+    api.fail_next(429, headers={"retry-after": "2"})
+    started = time.monotonic()
+    assert _embedder(api).embed(["a"]) == [FakeOpenAI.vector("a")]
+    assert api.statuses() == [429] * 21 + [200]
+    assert time.monotonic() - started >= 2
 
 
-def test_a_429_asking_for_minutes_is_left_to_the_task_retry(api: FakeOpenAI) -> None:
-    api.fail_next(429, headers={"retry-after": "600"})
-    with pytest.raises(TransientError):
-        _embedder(api).embed(["a"])
-    assert api.statuses() == [429]
+def test_429s_that_never_end_stop_the_run_after_the_outage_limit(api: FakeOpenAI) -> None:
+    from tidal.errors import ServiceDown
+
+    embedder = _embedder(api, outage_seconds=1.5)
+    api.fail_next(429, times=10**6, headers={"retry-after-ms": "100"})
+    started = time.monotonic()
+    with pytest.raises(ServiceDown, match="let no request through for 1.5 s"):
+        embedder.embed(["a"])
+    assert 1.2 < time.monotonic() - started < 5
 
 
 def test_an_exhausted_quota_is_a_config_error_not_retried(api: FakeOpenAI) -> None:
@@ -492,8 +509,7 @@ def test_a_server_error_is_retried_quickly_by_that_batch_alone(
     api: FakeOpenAI, status: int
 ) -> None:
     """Three batches, the first answered 5xx twice: only it is sent again, inside ``embed``;
-    the batches already bought are kept. A burst that outlasts the quick retries is transient,
-    for Tidal's task retry."""
+    the batches already bought are kept."""
     embedder = _embedder(api, max_batch_inputs=2)
     api.fail_next(status, times=2)  # the next two requests: the first batch's first tries
     texts = ["a", "b", "c", "d", "e"]
@@ -501,10 +517,29 @@ def test_a_server_error_is_retried_quickly_by_that_batch_alone(
     assert api.statuses() == [status, status, 200, 200, 200]
     assert api.inputs_embedded == texts  # every text bought once
 
-    api.fail_next(status, times=100)
-    with pytest.raises(TransientError, match=f"HTTP {status}"):
+
+def test_a_500_that_persists_is_transient_after_the_quick_retries(api: FakeOpenAI) -> None:
+    """A 500 is an answer: the API is up and this request fails. The task's retry decides."""
+    embedder = _embedder(api)
+    embedder.embed(["up"])
+    api.fail_next(500, times=100)
+    with pytest.raises(TransientError, match="HTTP 500"):
         embedder.embed(["f"])
-    assert api.statuses()[5:] == [status] * QUICK.attempts
+    assert api.statuses()[1:] == [500] * QUICK.attempts
+
+
+@pytest.mark.parametrize("status", [502, 503])
+def test_an_api_answering_only_502_or_503_is_an_outage_waited_out(
+    api: FakeOpenAI, status: int
+) -> None:
+    """Every request a gateway error, the probe's too: the API is down. The call waits, one
+    probe at a time with backoff, and carries on when it answers, having spent no attempt."""
+    embedder = _embedder(api)
+    embedder.embed(["up"])  # it answered once: an outage, not a wrong address
+    api.fail_next(status, times=5)
+    assert embedder.embed(["f"]) == [FakeOpenAI.vector("f")]
+    assert api.statuses()[1:] == [status] * 5 + [200, 200]  # the probe that found it, then f
+    assert embedder.service.outages == 1
 
 
 def test_a_wrong_key_is_a_config_error_naming_the_variable_not_the_key(api: FakeOpenAI) -> None:
@@ -558,11 +593,14 @@ def test_a_timeout_is_retried_quickly_then_transient(api: FakeOpenAI) -> None:
         _embedder(api, timeout=0.3).embed(["a"])
 
 
-def test_a_refused_connection_is_transient() -> None:
+def test_a_refused_connection_at_start_up_fails_fast_as_transient() -> None:
+    """An API that never answered is a wrong address, not an outage: not waited for."""
     port = free_port()
     embedder = OpenAIEmbedder(api_key=KEY, base_url=f"http://127.0.0.1:{port}/v1")
+    started = time.monotonic()
     with pytest.raises(TransientError, match="could not reach"):
         embedder.embed(["a"])
+    assert time.monotonic() - started < QUICK.total
 
 
 def test_a_missing_key_is_a_config_error() -> None:

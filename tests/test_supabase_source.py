@@ -300,10 +300,74 @@ def test_a_retry_after_is_honoured_by_the_quick_retry(
 
     assert source.read(file) == CORPUS["prds/billing.md"]
     assert waits[0] == 3.0  # as asked, not the ~0.1 s backoff
-    assert 0 <= waits[1] <= 0.2
     fake.fail_next("prds/billing.md", status, headers={"Retry-After": "60"})
-    with pytest.raises(TransientError):  # longer than a quick retry may wait: the task's turn
+    if status == 429:  # "later": a backoff from 1 s, and any wait asked, never an attempt
+        assert 0 <= waits[1] <= 1.0
+        assert source.read(file) == CORPUS["prds/billing.md"]
+        assert waits[-1] == 60.0
+    else:
+        assert 0 <= waits[1] <= 0.2
+        with pytest.raises(TransientError):  # longer than a quick retry may wait: the task's
+            source.read(file)
+
+
+def test_a_storage_outage_is_waited_out_by_every_read_in_flight(fake, make) -> None:
+    """Storage killed under four readers: each waits at the gate (one probe at a time), none
+    spends an attempt, and all get their bytes once it is back."""
+    import threading
+
+    source = make("designs", "prds")
+    files = list(source.list())  # it answered: what follows is an outage, not a wrong URL
+    fake.kill()
+    threading.Timer(3.0, fake.revive).start()
+    results: dict[str, bytes] = {}
+    errors: list[BaseException] = []
+
+    def read(f: SourceFile) -> None:
+        try:
+            results[f.path] = source.read(f)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    readers = [threading.Thread(target=read, args=(f,)) for f in files[:4]]
+    started = time.monotonic()
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join(timeout=60)
+    assert not errors, errors
+    assert results == {f.path: CORPUS[f.path] for f in files[:4]}
+    assert time.monotonic() - started > 2.5  # they did wait for it
+    assert source.service.outages == 1
+
+
+def test_an_outage_past_the_limit_is_service_down_naming_the_variable(fake, make) -> None:
+    from tidal.errors import ServiceDown
+
+    source = make(outage_seconds=1.5)
+    file = next(iter(source.list()))
+    fake.kill()
+    started = time.monotonic()
+    with pytest.raises(ServiceDown, match="SUPABASE_URL.*TIDAL_OUTAGE_SECONDS"):
         source.read(file)
+    assert 1.4 < time.monotonic() - started < 6
+
+
+def test_every_request_answered_503_is_an_outage_one_object_answered_503_is_not(
+    fake, make
+) -> None:
+    """The probe (the bucket lookup) tells them apart: a gateway failing everything is waited
+    out; one object failing while the bucket answers spends the read's quick attempts."""
+    source = make()
+    file = next(iter(source.list()))
+    fake.fail_next("", 503, times=4)  # every route: the download, the probe, two more probes
+    assert source.read(file) == CORPUS[file.path]
+    assert source.service.outages == 1
+
+    fake.fail_next(file.path, 503, times=100)
+    with pytest.raises(TransientError, match="503"):
+        source.read(file)
+    assert source.service.outages == 1  # the bucket answered each probe
 
 
 def test_a_download_hanging_past_the_timeout_is_transient(fake, make) -> None:

@@ -1,57 +1,75 @@
-"""Quick retries inside one attempt, for calls that are safe to repeat.
+"""How Tidal waits: one policy for every call to a service that is safe to repeat.
 
-Two layers of retry, so neither multiplies the other: here, a few short tries (a fraction of a
-second to a few seconds, with jitter, inside a total time cap) cure the 503 or the dropped
-connection that a busy service answers one request in ten; the task's own retries (2, 4, 8 s)
-stay for what a quick retry cannot cure. A download that fails three times in one second then
-fails its attempt, and the file's next attempt starts fresh.
+A failed request is one of three things, and each gets its own answer:
 
-Only idempotent calls go through here - a download, a listing page, a bucket lookup, an
-embedding request - and only TransientError is retried.
+* **A failure of this request** (a timeout, a 500, a reset the service shrugs off): a few
+  quick tries with jittered backoff inside a time cap (``Policy``). What persists fails the
+  attempt, and the task's own retries (Prefect's ``exponential_backoff``) decide when the file
+  is tried again.
+* **The service is down** (``Unavailable``: connection refused or reset, a gateway's
+  502/503/504, for every request and not just this one): not the file's fault, so it costs no
+  attempt. The first call that meets it asks the service's probe (one cheap request); if the
+  probe fails too, the service is marked down, every call to it waits at its gate, and one
+  probe at a time is sent with backoff until it answers. Only an outage longer than
+  ``outage_seconds`` (``TIDAL_OUTAGE_SECONDS``) raises ``ServiceDown``, which stops the run with
+  everything done kept.
+* **"Later"** (``RateLimited``: a 429): the service answered and asked to wait; the call waits
+  what it asked (or a backoff), never as an attempt. Only a service that lets nothing through
+  for ``outage_seconds`` stops the run.
+
+A service that has never answered in this process is not ridden out: a wrong URL at start-up
+fails after the quick tries, at once, naming the variable.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
-from tidal.errors import TransientError
+from tidal.errors import ServiceDown, TransientError
 
 log = logging.getLogger("tidal.retrying")
 
 T = TypeVar("T")
 
+OUTAGE_SECONDS = 300.0
+"""How long a service may stay down before the run stops (``TIDAL_OUTAGE_SECONDS``)."""
+GIVEN_UP_SECONDS = 10.0
+"""After an outage stopped a run, calls that start within this long fail at once too (the
+run is ending); later ones find the service afresh."""
+
+
+class Unavailable(TransientError):
+    """The service did not answer: refused or dropped connection, or a gateway's 502/503/504."""
+
+
+class RateLimited(TransientError):
+    """The service answered 429: later, not never. ``retry_after``: what it asked, if it did."""
+
+    def __init__(
+        self, message: str, *, path: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, path=path)
+        self.retry_after = retry_after
+
 
 @dataclass(frozen=True)
-class QuickRetry:
-    """Up to ``attempts`` tries, waits doubling from ``first_delay`` (at most ``max_delay``,
-    with full jitter), never past ``total`` seconds in all."""
+class Policy:
+    """Quick tries for the failures of one request: up to ``attempts`` tries, waits doubling
+    from ``first_delay`` (at most ``max_delay``, full jitter), never past ``total`` seconds."""
 
     attempts: int = 5
     first_delay: float = 0.1
     max_delay: float = 2.0
     total: float = 10.0
 
-    def call(self, fn: Callable[[], T], *, what: str) -> T:
-        """``fn()``, tried again on TransientError while the limits allow; else its error."""
-        deadline = time.monotonic() + self.total
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return fn()
-            except TransientError as exc:
-                wait = self.delay(attempt, exc)
-                if attempt == self.attempts or time.monotonic() + wait > deadline:
-                    raise
-                log.debug("%s: %s; quick retry %d in %.2f s", what, exc.message, attempt, wait)
-                time.sleep(wait)
-        raise AssertionError("unreachable")
-
-    def delay(self, attempt: int, exc: TransientError) -> float:
+    def delay(self, attempt: int, exc: TransientError | None = None) -> float:
         """The server's ``retry_after`` when it named one, else jittered exponential backoff."""
         asked = getattr(exc, "retry_after", None)
         if isinstance(asked, int | float) and asked >= 0:
@@ -59,8 +77,230 @@ class QuickRetry:
         return random.uniform(0, min(self.max_delay, self.first_delay * 2 ** (attempt - 1)))
 
 
-IDEMPOTENT_READS = QuickRetry()
+IDEMPOTENT_READS = Policy()
 """The policy for downloads, listing pages and lookups."""
+RATE_LIMIT_BACKOFF = Policy(attempts=1_000_000, first_delay=1.0, max_delay=20.0, total=float("inf"))
+"""Waits after a 429 that names none: 1, 2, 4 ... 20 s, jittered."""
+
+
+class Service:
+    """One dependency's health in this process, shared by every call to it.
+
+    ``name`` is what a person calls it ("Supabase Storage"), ``variable`` the setting that
+    points at it, ``probe`` one cheap request that raises ``Unavailable`` while it is down.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        variable: str,
+        probe: Callable[[], object],
+        *,
+        outage_seconds: float = OUTAGE_SECONDS,
+        max_probe_delay: float = 10.0,
+    ) -> None:
+        if outage_seconds <= 0:
+            raise ValueError(f"outage_seconds must be positive, got {outage_seconds}")
+        self.name = name
+        self.variable = variable
+        self.outage_seconds = outage_seconds
+        self._probe = probe
+        self._max_probe_delay = max_probe_delay
+        self._lock = threading.Condition()
+        self._answered_at: float | None = None
+        """When the service last answered anything (a 404, a 429 and a 500 are answers)."""
+        self._succeeded_at: float | None = None
+        self._down_since: float | None = None
+        self._down_reason = ""
+        self._probing = False
+        self._next_probe = 0.0
+        self._probe_delay = 0.5
+        self._given_up_at: float | None = None
+        self.outages = 0
+        """Outages seen so far (each declared by a failed probe), for reports and tests."""
+
+    def __repr__(self) -> str:
+        return f"Service({self.name!r})"
+
+    @property
+    def down(self) -> bool:
+        return self._down_since is not None
+
+    def answered(self) -> None:
+        """Note an answer got outside ``call`` (e.g. a start-up check): the service is up."""
+        self._note_answer(success=True)
+
+    def call(self, fn: Callable[[], T], *, what: str, policy: Policy = IDEMPOTENT_READS) -> T:
+        """``fn()``, waiting out an outage and 429s, and retrying a request's own failures."""
+        started = time.monotonic()
+        deadline = started + policy.total
+        tries = 0
+        limited = 0
+        while True:
+            self._wait_while_down(started)
+            sent = time.monotonic()
+            try:
+                result = fn()
+            except RateLimited as exc:
+                self._note_answer(success=False)
+                limited += 1
+                wait = exc.retry_after
+                if wait is None:
+                    wait = RATE_LIMIT_BACKOFF.delay(min(limited, 6))
+                self._give_up_on_limits(exc, wait, started)
+                log.info("%s: %s; waiting %.2f s", what, exc.message, wait)
+                time.sleep(wait)
+                continue
+            except ServiceDown:
+                raise  # a service this call depends on gave up: the run is stopping
+            except Unavailable as exc:
+                if self._confirmed_down(exc, sent):
+                    continue  # not this request's fault: wait at the gate, no attempt spent
+                tries += 1
+                if not self._retry_quickly(policy, tries, deadline, exc, what):
+                    raise
+            except TransientError as exc:
+                tries += 1
+                if not self._retry_quickly(policy, tries, deadline, exc, what):
+                    raise
+            except BaseException as exc:
+                if getattr(exc, "kind", None) == "permanent":
+                    self._note_answer(success=False)  # the service answered: "no"
+                raise
+            else:
+                self._note_answer(success=True)
+                return result
+
+    # -- the gate ----------------------------------------------------------------------------
+
+    def _retry_quickly(
+        self, policy: Policy, tries: int, deadline: float, exc: TransientError, what: str
+    ) -> bool:
+        wait = policy.delay(tries, exc)
+        if tries >= policy.attempts or time.monotonic() + wait > deadline:
+            return False
+        log.debug("%s: %s; quick retry %d in %.2f s", what, exc.message, tries, wait)
+        time.sleep(wait)
+        return True
+
+    def _note_answer(self, *, success: bool) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._answered_at = now
+            if success:
+                self._succeeded_at = now
+            if self._down_since is not None:
+                log.warning(
+                    "%s answers again after %.0f s down; carrying on",
+                    self.name,
+                    now - self._down_since,
+                )
+                self._down_since = None
+                self._given_up_at = None
+                self._probe_delay = 0.5
+                self._lock.notify_all()
+
+    def _confirmed_down(self, exc: Unavailable, sent: float) -> bool:
+        """Whether ``exc`` means the service is down (wait), not that this request failed.
+
+        An answer to anyone since the request was sent means the service is up; otherwise one
+        probe decides (one at a time: the others wait for its verdict). A service that never
+        answered in this process is never waited for: that is a wrong address, not an outage.
+        """
+        with self._lock:
+            while True:
+                if self._answered_at is None:
+                    return False
+                if self._down_since is not None:
+                    return True
+                if self._answered_at >= sent:
+                    return False
+                if not self._probing:
+                    self._probing = True
+                    break
+                self._lock.wait(timeout=1.0)
+        try:
+            up = self._probe_once()
+        finally:
+            with self._lock:
+                self._probing = False
+                self._lock.notify_all()
+        if up:
+            return False
+        with self._lock:
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+                self._down_reason = exc.message
+                self._next_probe = self._down_since + self._probe_delay
+                self.outages += 1
+                log.warning(
+                    "%s does not answer (%s); holding its work and probing it, for up to %g s "
+                    "(TIDAL_OUTAGE_SECONDS)",
+                    self.name,
+                    exc.message,
+                    self.outage_seconds,
+                )
+        return True
+
+    def _probe_once(self) -> bool:
+        """Whether the probe got an answer; only ``Unavailable`` says no."""
+        try:
+            self._probe()
+        except Unavailable:
+            return False
+        except Exception:  # noqa: BLE001 - any other answer (a 404, a 429, a refused key) is one
+            pass
+        self._note_answer(success=False)
+        return True
+
+    def _wait_while_down(self, call_started: float) -> None:
+        """Block while the service is down, probing it when it is this thread's turn."""
+        with self._lock:
+            if self._given_up_at is not None:
+                if call_started <= self._given_up_at + GIVEN_UP_SECONDS:
+                    raise self._service_down()
+                self._given_up_at = None
+                self._down_since = None
+                self._answered_at = None  # found afresh: a service still gone fails fast
+            while self._down_since is not None:
+                now = time.monotonic()
+                if now - self._down_since > self.outage_seconds:
+                    self._given_up_at = now
+                    self._lock.notify_all()
+                    raise self._service_down()
+                if not self._probing and now >= self._next_probe:
+                    self._probing = True
+                    self._lock.release()
+                    try:
+                        up = self._probe_once()
+                    finally:
+                        self._lock.acquire()
+                        self._probing = False
+                    if not up and self._down_since is not None:
+                        self._probe_delay = min(self._probe_delay * 2, self._max_probe_delay)
+                        self._next_probe = time.monotonic() + random.uniform(
+                            self._probe_delay / 2, self._probe_delay
+                        )
+                    self._lock.notify_all()
+                    continue
+                until = min(self._next_probe, self._down_since + self.outage_seconds) - now
+                self._lock.wait(timeout=max(0.01, min(until, 1.0)))
+
+    def _service_down(self) -> ServiceDown:
+        return ServiceDown(
+            f"{self.name} did not answer for {self.outage_seconds:g} s ({self._down_reason}); "
+            f"check {self.variable}, or raise TIDAL_OUTAGE_SECONDS to wait longer"
+        )
+
+    def _give_up_on_limits(self, exc: RateLimited, wait: float, call_started: float) -> None:
+        """Stop a run whose every request has met 429s for ``outage_seconds``."""
+        with self._lock:
+            since = max(self._succeeded_at or 0.0, call_started)
+        if time.monotonic() + wait - since > self.outage_seconds:
+            raise ServiceDown(
+                f"{self.name} let no request through for {self.outage_seconds:g} s "
+                f"({exc.message}); check the account's limits, or lower the request rate"
+            ) from exc
 
 
 def retry_after(value: str | None) -> float | None:

@@ -180,6 +180,13 @@ class Settings(BaseSettings):
     retry_delay_seconds: float = Field(
         default=2.0, ge=0, description="first retry delay; doubles on each retry"
     )
+    outage_seconds: float = Field(
+        default=300.0,
+        ge=1,
+        le=86400,
+        description="how long a run waits out Storage, the embeddings API, Postgres or Redis "
+        "not answering before it stops (seconds)",
+    )
     extensions: str = Field(
         default=".json,.md,.markdown,.txt",
         description="the file types to ingest, comma-separated; other files are ignored by name",

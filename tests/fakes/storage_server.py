@@ -29,9 +29,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from tests.fakes import KillableServer
 
 
 def fake_jwt(role: str) -> str:
@@ -148,27 +150,38 @@ class FakeStorage:
         """Faults ``flaky`` has injected so far."""
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: KillableServer | None = None
         self._thread: threading.Thread | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> FakeStorage:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._listen(0)
+        return self
+
+    def _listen(self, port: int) -> None:
+        self._server = KillableServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
         self._thread.start()
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self._stopping.set()  # wakes handlers sleeping in an injected delay
+        self.kill()
+
+    def kill(self) -> None:
+        """Stop listening, as a crashed server: connections are refused until ``revive``."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.kill()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def revive(self) -> None:
+        """Listen again on the same port, with the same contents."""
+        assert self._server is not None
+        self._listen(self._server.server_address[1])
 
     @property
     def url(self) -> str:

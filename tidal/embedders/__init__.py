@@ -52,7 +52,9 @@ def open_embedder(settings: Settings) -> Embedder:
                 settings.openai_rpm,
                 settings.openai_tpm,
                 window_seconds=settings.openai_window_seconds,
+                outage_seconds=settings.outage_seconds,
             ),
+            outage_seconds=settings.outage_seconds,
         )
     from tidal.embedders.local import LocalEmbedder
 

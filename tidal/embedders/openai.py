@@ -1,17 +1,19 @@
 """OpenAI's embeddings API (or any server that speaks it), through the official ``openai`` client.
 
-Retries are layered on purpose, so they never multiply:
+Every request goes through the API's ``Service`` (``tidal.retrying``), with the SDK's own
+retries off (``max_retries=0``: hidden HTTP attempts would be charged to no budget):
 
-* The SDK's own retries are off (``max_retries=0``): left at its default of 2, every Tidal task
-  retry would hide up to three HTTP attempts, and none of them would be charged to the budget.
-* A 429 is retried here, in ``embed``, up to ``RATE_LIMIT_RETRIES`` times, after the wait the
-  server asks for (``retry-after-ms``, ``retry-after``, else the ``x-ratelimit-reset-*`` of the
-  exhausted limit), each retry charged to the budget again as OpenAI counts it again. A 429
-  is the one failure whose cure - waiting a known time - needs no new task attempt.
-* Every other transient failure (5xx, timeout, dropped connection) is retried quickly, by
-  this batch alone (``QUICK``, at most ``SERVER_ERROR_BUDGET`` seconds), so one bad answer
-  never throws away the file's good batches; what persists raises TransientError, and
-  Tidal's task retries, with their backoff, decide when to try again.
+* A 429 is "later": waited out as the server asks (``retry-after-ms``, ``retry-after``, else
+  the ``x-ratelimit-reset-*`` of the exhausted limit), never as an attempt, and it tells the
+  shared budget to slow down (``RateBudget.slow_down``), so a limit lower than the configured
+  one is learned instead of hammered. Each try is charged to the budget again, as OpenAI
+  counts it again.
+* An API that stops answering (refused connections, 502/503/504 to every request, the probe's
+  included) is waited out by every batch in flight, without spending attempts, up to
+  ``TIDAL_OUTAGE_SECONDS``.
+* Any other transient failure of one batch (a 500, a timeout) is retried quickly by this batch
+  alone (``QUICK``), so one bad answer never throws away the file's good batches; what persists
+  raises TransientError, and Tidal's task retries, with their backoff, decide when to try again.
 
 Requests are charged to a shared ``RateBudget`` before they are sent, so with a budget at or
 under the account's limits a 429 should only come from traffic Tidal does not know about; every
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import random
 import re
 import threading
 import time
@@ -45,16 +46,15 @@ from tidal.embedders.batching import (
     batch_by_tokens,
     fit_input,
 )
-from tidal.embedders.ratelimit import RateBudget
+from tidal.embedders.ratelimit import KINDS, RateBudget
 from tidal.errors import (
     ConfigError,
     PermanentError,
     ServiceDown,
     TidalError,
     TransientError,
-    is_transient,
 )
-from tidal.retrying import QuickRetry, retry_after
+from tidal.retrying import OUTAGE_SECONDS, Policy, RateLimited, Service, Unavailable, retry_after
 
 if TYPE_CHECKING:
     import openai
@@ -66,12 +66,8 @@ KNOWN_DIMENSIONS = {
     "text-embedding-3-large": 3072,
     "text-embedding-ada-002": 1536,
 }
-RATE_LIMIT_RETRIES = 6
-MAX_SERVER_WAIT = 60.0
-"""Longest 429 wait taken inside ``embed``; a longer one is left to the task's retry."""
-QUICK = QuickRetry(attempts=5, first_delay=0.2, max_delay=4.0)
-SERVER_ERROR_BUDGET = 20.0
-"""Seconds one batch may spend on quick retries of 5xx, timeouts and dropped connections."""
+QUICK = Policy(attempts=5, first_delay=0.2, max_delay=4.0, total=20.0)
+"""Quick retries of one batch's own 5xx, timeouts and dropped connections."""
 CHECK_TEXT = "dimension probe"
 """What the run's check and the width probe send: two tokens."""
 CHECK_FRESH_SECONDS = 60.0
@@ -80,7 +76,7 @@ the flow run, and the flow's own check a moment later finds it done instead of w
 second round trip before the first file."""
 
 
-class Unreachable(TransientError):
+class Unreachable(Unavailable):
     """No connection to the API at all (refused, reset, DNS), as opposed to a slow answer."""
 
 
@@ -99,6 +95,7 @@ class OpenAIEmbedder:
         max_retries: int = 0,
         max_batch_inputs: int = MAX_INPUTS_PER_REQUEST,
         max_batch_tokens: int = MAX_TOKENS_PER_REQUEST,
+        outage_seconds: float = OUTAGE_SECONDS,
     ) -> None:
         """A model the table does not know (a compatible server's) is probed once, here, for
         its dimension - so a wrong key or URL fails at start-up, not in the first file."""
@@ -130,6 +127,9 @@ class OpenAIEmbedder:
         }
         self._client_lock = threading.Lock()
         self._opened: openai.OpenAI | None = None
+        self.service = Service(
+            "the embeddings API", "OPENAI_BASE_URL", self._probe, outage_seconds=outage_seconds
+        )
         known = dimensions or KNOWN_DIMENSIONS.get(model)
         self.dimension: int = known if known else len(self._embed_checked([CHECK_TEXT])[0])
 
@@ -223,75 +223,75 @@ class OpenAIEmbedder:
         return _fold(vectors, owners, counts, len(texts))
 
     def _request(self, batch: list[str], tokens: int) -> list[list[float]]:
-        """One batch, waiting out 429s and retrying 5xx and timeouts quickly, by itself.
+        """One batch, through the API's ``Service``: 429s and outages are waited out, a 5xx or
+        a timeout of this batch alone is retried quickly. A file's other batches are untouched
+        by one batch's trouble: only this request is sent again."""
+        return self.service.call(
+            lambda: self._send(batch, tokens), what="embedding request", policy=QUICK
+        )
 
-        A file's other batches are untouched by one batch's trouble: only this request is
-        sent again. Each try is charged to the budget, as OpenAI counts each.
-        """
+    def _send(self, batch: list[str], tokens: int) -> list[list[float]]:
+        """One try, charged to the budget before it is sent, as OpenAI counts each try."""
         import openai  # loaded by the client already: a name lookup
 
         extra: dict[str, Any] = {"dimensions": self._dimensions} if self._dimensions else {}
-        rate_limited = server_errors = 0
-        deadline = time.monotonic() + SERVER_ERROR_BUDGET
-        while True:
-            if self._budget is not None:
-                self._budget.acquire(tokens)
-            sent = time.monotonic()
-            try:
-                raw = self._client.embeddings.with_raw_response.create(
-                    model=self.model, input=batch, encoding_format="base64", **extra
-                )
-                self._calibrate(raw.headers, sent)
-                response = raw.parse()
-            except openai.RateLimitError as exc:
-                self._calibrate(exc.response.headers, sent)
-                if exc.code == "insufficient_quota":
-                    raise self._translate(exc) from None
-                wait = retry_delay(exc.response.headers)
-                wait = _backoff(rate_limited) if wait is None else wait
-                if rate_limited == RATE_LIMIT_RETRIES or wait > MAX_SERVER_WAIT:
-                    raise self._translate(exc, attempts=rate_limited + 1) from None
-                rate_limited += 1
-                log.info("OpenAI answered 429; waiting %.2f s (retry %d)", wait, rate_limited)
-                time.sleep(wait)
-            except openai.OpenAIError as exc:
-                error = self._translate(exc)
-                wait = QUICK.delay(server_errors + 1, error) if is_transient(error) else 0.0
-                if (
-                    not is_transient(error)
-                    or server_errors + 1 >= QUICK.attempts
-                    or (time.monotonic() + wait > deadline)
-                ):
-                    raise error from None
-                server_errors += 1
-                log.info("%s; retrying this batch in %.2f s", error.message, wait)
-                time.sleep(wait)
-            else:
-                return _decode(response.data, len(batch))
-
-    def _calibrate(self, headers: Mapping[str, str], sent: float) -> None:
-        """Tell the budget what the server says remains (it only ever drains, see there)."""
         if self._budget is not None:
-            requests, tokens = (
-                _number(headers.get(f"x-ratelimit-remaining-{kind}"))
-                for kind in ("requests", "tokens")
+            self._budget.acquire(tokens)
+        sent = time.monotonic()
+        try:
+            raw = self._client.embeddings.with_raw_response.create(
+                model=self.model, input=batch, encoding_format="base64", **extra
             )
+            self._calibrate(raw.headers, sent, answered_tokens=tokens)
+            response = raw.parse()
+        except openai.RateLimitError as exc:
+            self._calibrate(exc.response.headers, sent)
+            if exc.code == "insufficient_quota":
+                raise self._translate(exc) from None
+            if self._budget is not None:
+                self._budget.slow_down(_limited_kinds(exc))
+            raise RateLimited(
+                f"OpenAI answered 429: {self._redact(_message(exc))}",
+                retry_after=retry_delay(exc.response.headers),
+            ) from None
+        except openai.OpenAIError as exc:
+            raise self._translate(exc) from None
+        return _decode(response.data, len(batch))
+
+    def _probe(self) -> None:
+        """The outage probe: the smallest request the endpoint serves, two tokens."""
+        self._send([CHECK_TEXT], 2)
+
+    def _redact(self, message: str) -> str:
+        if len(self._api_key) >= 8:  # a compatible server may echo the key back in full
+            message = message.replace(self._api_key, "***")
+        return message
+
+    def _calibrate(
+        self, headers: Mapping[str, str], sent: float, *, answered_tokens: int | None = None
+    ) -> None:
+        """Tell the budget what the server's rate-limit headers say (see ``calibrate``)."""
+        if self._budget is not None:
+            said = {
+                f"{what}-{kind}": _number(headers.get(f"x-ratelimit-{what}-{kind}"))
+                for what in ("remaining", "limit")
+                for kind in KINDS
+            }
+            whole = {name: None if value is None else int(value) for name, value in said.items()}
             self._budget.calibrate(
-                None if requests is None else int(requests),
-                None if tokens is None else int(tokens),
+                whole["remaining-requests"],
+                whole["remaining-tokens"],
                 age=time.monotonic() - sent,
+                answered_tokens=answered_tokens,
+                limit_requests=whole["limit-requests"],
+                limit_tokens=whole["limit-tokens"],
             )
 
-    def _translate(self, exc: openai.OpenAIError, *, attempts: int = 1) -> TidalError:
+    def _translate(self, exc: openai.OpenAIError) -> TidalError:
         """The Tidal error for an SDK error, keeping the server's words but never the key."""
         import openai
 
-        body = getattr(exc, "body", None)
-        message = body.get("message") if isinstance(body, dict) else None
-        if not isinstance(message, str) or not message:
-            message = getattr(exc, "message", None) or str(exc)
-        if len(self._api_key) >= 8:  # a compatible server may echo the key back in full
-            message = message.replace(self._api_key, "***")
+        message = self._redact(_message(exc))
         status = getattr(exc, "status_code", None)
         if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
             return ConfigError(
@@ -303,7 +303,7 @@ class OpenAIEmbedder:
                 return ConfigError(
                     f"the OpenAI account behind OPENAI_API_KEY is out of quota: {message}"
                 )
-            return TransientError(f"OpenAI rate limit, {attempts} attempt(s): {message}")
+            return RateLimited(f"OpenAI answered 429: {message}")
         if isinstance(exc, openai.NotFoundError):
             return ConfigError(
                 f"{self.model} not found at {self._client.base_url} (HTTP 404: {message}); "
@@ -311,6 +311,8 @@ class OpenAIEmbedder:
             )
         if isinstance(exc, openai.BadRequestError):
             return PermanentError(f"OpenAI rejected the request (HTTP 400): {message}")
+        if isinstance(exc, openai.InternalServerError) and status in (502, 503, 504):
+            return Unavailable(f"OpenAI server unavailable (HTTP {status}): {message}")
         if isinstance(exc, openai.InternalServerError):
             return TransientError(f"OpenAI server error (HTTP {status}): {message}")
         if isinstance(exc, openai.APITimeoutError):
@@ -320,6 +322,27 @@ class OpenAIEmbedder:
         if isinstance(exc, openai.APIStatusError) and status in (408, 409):
             return TransientError(f"OpenAI answered HTTP {status}: {message}")
         return PermanentError(f"OpenAI error ({type(exc).__name__}): {message}")
+
+
+def _message(exc: BaseException) -> str:
+    """The server's own words for an SDK error."""
+    body = getattr(exc, "body", None)
+    message = body.get("message") if isinstance(body, dict) else None
+    if not isinstance(message, str) or not message:
+        message = getattr(exc, "message", None) or str(exc)
+    return message
+
+
+def _limited_kinds(exc: Any) -> tuple[str, ...]:
+    """Which limits a 429 says ran out: by the headers' remaining 0, else by its words;
+    both when it does not say."""
+    headers = {k.lower(): v for k, v in exc.response.headers.items()}
+    kinds = tuple(k for k in KINDS if headers.get(f"x-ratelimit-remaining-{k}") == "0")
+    if kinds:
+        return kinds
+    text = _message(exc).lower()
+    named = tuple(k for k in KINDS if f" {k} " in f" {text} " or f"on {k}" in text)
+    return named or KINDS
 
 
 def retry_delay(headers: Mapping[str, str]) -> float | None:
@@ -376,11 +399,6 @@ def _number(value: str | None) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
-
-
-def _backoff(attempt: int) -> float:
-    """A 429 that names no wait: 1, 2, 4... s, capped at 20, with jitter."""
-    return min(20.0, 2.0**attempt) * random.uniform(0.75, 1.0)
 
 
 def _decode(data: Sequence[Any], expected: int) -> list[list[float]]:

@@ -49,6 +49,7 @@ def open_source(settings: Settings) -> Source:
             location.bucket,
             location.prefixes,
             timeout=settings.source_timeout,
+            outage_seconds=settings.outage_seconds,
         )
     from tidal.sources.local import LocalSource
 

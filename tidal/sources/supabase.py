@@ -27,7 +27,7 @@ from storage3.utils import StorageException
 
 from tidal.errors import ConfigError, SourceError, TidalError, TransientError
 from tidal.records import SourceFile
-from tidal.retrying import IDEMPOTENT_READS, retry_after
+from tidal.retrying import OUTAGE_SECONDS, RateLimited, Service, Unavailable, retry_after
 
 log = logging.getLogger("tidal.sources")
 
@@ -48,6 +48,7 @@ class SupabaseSource:
         *,
         timeout: float = 30.0,
         page_size: int = 1000,
+        outage_seconds: float = OUTAGE_SECONDS,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError("SUPABASE_URL must be the project's http(s) URL")
@@ -71,6 +72,9 @@ class SupabaseSource:
         self._http = httpx.Client(timeout=timeout, follow_redirects=True)
         options = supabase.ClientOptions(httpx_client=self._http)
         self._storage = supabase.create_client(url, key, options=options).storage
+        self.service = Service(
+            "Supabase Storage", "SUPABASE_URL", self._look_up_bucket, outage_seconds=outage_seconds
+        )
 
     def __repr__(self) -> str:
         return f"SupabaseSource({self.uri!r})"
@@ -105,7 +109,7 @@ class SupabaseSource:
         yield from (found[path] for path in sorted(found))
 
     def read(self, file: SourceFile) -> bytes:
-        return IDEMPOTENT_READS.call(lambda: self._download(file), what=f"download {file.path!r}")
+        return self.service.call(lambda: self._download(file), what=f"download {file.path!r}")
 
     def _download(self, file: SourceFile) -> bytes:
         # storage3 percent-decodes the path before quoting it, so a literal '%' is pre-escaped.
@@ -121,7 +125,7 @@ class SupabaseSource:
         self._check_bucket()
 
     def _check_bucket(self) -> None:
-        IDEMPOTENT_READS.call(self._look_up_bucket, what="bucket lookup")
+        self.service.call(self._look_up_bucket, what="bucket lookup")
 
     def _look_up_bucket(self) -> None:
         try:
@@ -147,7 +151,7 @@ class SupabaseSource:
             }
             if cursor is not None:
                 options["cursor"] = cursor
-            page = IDEMPOTENT_READS.call(
+            page = self.service.call(
                 lambda options=options: self._page(bucket, options, prefix), what="listing page"
             )
             yield from page.objects
@@ -169,12 +173,16 @@ class SupabaseSource:
     def _error(self, exc: BaseException, doing: str, path: str | None = None) -> TidalError:
         """Tidal's error for a failure of the client: transient only if a retry may succeed."""
         status = _status(exc)
+        if isinstance(exc, httpx.ConnectTimeout):
+            return Unavailable(f"timed out after {self.timeout:g} s connecting {doing}", path=path)
         if isinstance(exc, httpx.TimeoutException):
             return TransientError(f"timed out after {self.timeout:g} s {doing}", path=path)
         if isinstance(exc, (httpx.TransportError, httpx.DecodingError)):
             reason = self._scrub(f"{type(exc).__name__}: {exc}")
             hint = "; check SUPABASE_URL" if isinstance(exc, httpx.ConnectError) else ""
-            return TransientError(f"network error {doing} ({reason}){hint}", path=path)
+            # No answer at all (refused, reset, closed mid-answer): the service may be down.
+            error = Unavailable if isinstance(exc, httpx.TransportError) else TransientError
+            return error(f"network error {doing} ({reason}){hint}", path=path)
         if isinstance(exc, ValidationError):
             return SourceError(f"unexpected answer from Storage {doing}", path=path)
         if not isinstance(exc, StorageException):  # e.g. too many redirects
@@ -188,9 +196,16 @@ class SupabaseSource:
             )
         if status == 404:
             return SourceError(f"not found in bucket {self.bucket!r}: {message}", path=path)
-        if status is not None and (status in (408, 425, 429) or status >= 500):
-            error = TransientError(f"Storage answered {status} {doing}: {message}", path=path)
-            error.retry_after = retry_after(_header(exc, "retry-after"))  # type: ignore[attr-defined]
+        asked = retry_after(_header(exc, "retry-after"))
+        if status == 429:
+            return RateLimited(
+                f"Storage answered 429 {doing}: {message}", path=path, retry_after=asked
+            )
+        if status is not None and (status in (408, 425) or status >= 500):
+            # A gateway's 502/503/504 says nothing answered behind it: maybe an outage.
+            kind = Unavailable if status in (502, 503, 504) else TransientError
+            error = kind(f"Storage answered {status} {doing}: {message}", path=path)
+            error.retry_after = asked  # type: ignore[attr-defined]
             return error
         return SourceError(f"Storage answered {status} {doing}: {message}", path=path)
 

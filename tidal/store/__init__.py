@@ -186,7 +186,12 @@ def open_store(settings: Settings, *, dimension: int, pool_size: int = 2) -> Sto
     """The Store on the configured Postgres, its schema ready for ``dimension``-wide vectors."""
     from tidal.store.postgres import PostgresStore
 
-    return PostgresStore(database_url(settings), dimension=dimension, pool_size=pool_size)
+    return PostgresStore(
+        database_url(settings),
+        dimension=dimension,
+        pool_size=pool_size,
+        outage_seconds=settings.outage_seconds,
+    )
 
 
 __all__ = ["FailedFile", "IndexStatus", "SearchHit", "Store", "database_url", "open_store"]

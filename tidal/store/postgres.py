@@ -36,6 +36,7 @@ from psycopg_pool import ConnectionPool
 
 from tidal.errors import ClaimLost, ConfigError, ServiceDown, TidalError, TransientError
 from tidal.records import Document, EmbeddedChunk, RunRecord, SourceFile, Vector
+from tidal.retrying import OUTAGE_SECONDS
 from tidal.store import FailedFile, IndexStatus, SearchHit
 
 log = logging.getLogger("tidal.store")
@@ -102,9 +103,6 @@ TAKE_CLAIM_SQL = f"""
 FRESH_CONNECTION_SECONDS = 2.0
 """A pooled connection returned this recently is handed out without a check."""
 
-OUTAGE_SECONDS = 60.0
-"""How long a call waits out a Postgres that does not answer before the run gives up on it."""
-
 
 def _riding_out(method: Callable[P, R]) -> Callable[P, R]:
     """Run an idempotent call again while Postgres does not answer, for up to a minute.
@@ -128,7 +126,8 @@ def _riding_out(method: Callable[P, R]) -> Callable[P, R]:
                 if time.monotonic() + delay > deadline:
                     raise ServiceDown(
                         f"Postgres at TIDAL_DATABASE_URL did not answer for "
-                        f"{store.outage_seconds:g} s: {exc.message}"
+                        f"{store.outage_seconds:g} s ({exc.message}); raise TIDAL_OUTAGE_SECONDS "
+                        "to wait longer"
                     ) from exc
                 log.warning("Postgres does not answer (%s); again in %.1f s", exc.message, delay)
                 time.sleep(delay)
