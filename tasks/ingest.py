@@ -17,7 +17,7 @@ from prefect.context import TaskRunContext
 from prefect.filesystems import WritableFileSystem
 from prefect.runtime import task_run as current_task_run
 
-from tidal.errors import TidalError, is_transient
+from tidal.errors import TidalError, is_fatal, is_transient
 from tidal.records import FileResult, SourceFile
 from tidal.runtime import PipelineSpec, shared_pipeline
 from tidal.settings import Settings
@@ -55,11 +55,12 @@ def file_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
 
 
 def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry only what may succeed next time: a bad file or a bad setting fails at once."""
+    """Retry only what may succeed next time: a bad file or a bad setting fails at once, and
+    so does a service that stayed down past TIDAL_OUTAGE_SECONDS (it stops the run)."""
     try:
         state.result()
     except Exception as exc:  # noqa: BLE001 - the state's own exception, re-raised to inspect it
-        return is_transient(exc)
+        return is_transient(exc) and not is_fatal(exc)
     return False
 
 

@@ -353,9 +353,7 @@ def test_an_outage_past_the_limit_is_service_down_naming_the_variable(fake, make
     assert 1.4 < time.monotonic() - started < 6
 
 
-def test_every_request_answered_503_is_an_outage_one_object_answered_503_is_not(
-    fake, make
-) -> None:
+def test_every_request_answered_503_is_an_outage_one_object_answered_503_is_not(fake, make) -> None:
     """The probe (the bucket lookup) tells them apart: a gateway failing everything is waited
     out; one object failing while the bucket answers spends the read's quick attempts."""
     source = make()

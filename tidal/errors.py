@@ -2,8 +2,11 @@
 
     TidalError
     ├── TransientError        retried with backoff (timeouts, 429, 5xx, dropped connections)
-    │   ├── ServiceDown       a service every file needs (Redis) stopped answering: retried,
-    │   │                     then it stops the run instead of failing each remaining file
+    │   ├── Unavailable       no answer at all (refused, reset, a gateway's 502/503/504): the
+    │   │                     service may be down; waited out without spending attempts
+    │   ├── RateLimited       429, "later": waited out as asked, never an attempt
+    │   ├── ServiceDown       a service every file needs stayed down past TIDAL_OUTAGE_SECONDS
+    │   │                     (tidal.retrying): it stops the run instead of failing each file
     │   └── ClaimLost         another run took a file's claim over mid-file (it thought this
     │                         one gone): nothing was written, the file starts over at once
     └── PermanentError        fails its file at once, never retried
@@ -49,6 +52,20 @@ class TransientError(TidalError):
     """Worth another attempt: the same call may succeed later."""
 
     kind = "transient"
+
+
+class Unavailable(TransientError):
+    """The service did not answer: refused or dropped connection, or a gateway's 502/503/504."""
+
+
+class RateLimited(TransientError):
+    """The service answered 429: later, not never. ``retry_after``: what it asked, if it did."""
+
+    def __init__(
+        self, message: str, *, path: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, path=path)
+        self.retry_after = retry_after
 
 
 class ServiceDown(TransientError):

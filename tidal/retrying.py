@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
-from tidal.errors import ServiceDown, TransientError
+from tidal.errors import RateLimited, ServiceDown, TransientError, Unavailable
 
 log = logging.getLogger("tidal.retrying")
 
@@ -40,23 +40,6 @@ T = TypeVar("T")
 
 OUTAGE_SECONDS = 300.0
 """How long a service may stay down before the run stops (``TIDAL_OUTAGE_SECONDS``)."""
-GIVEN_UP_SECONDS = 10.0
-"""After an outage stopped a run, calls that start within this long fail at once too (the
-run is ending); later ones find the service afresh."""
-
-
-class Unavailable(TransientError):
-    """The service did not answer: refused or dropped connection, or a gateway's 502/503/504."""
-
-
-class RateLimited(TransientError):
-    """The service answered 429: later, not never. ``retry_after``: what it asked, if it did."""
-
-    def __init__(
-        self, message: str, *, path: str | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message, path=path)
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -115,7 +98,8 @@ class Service:
         self._probing = False
         self._next_probe = 0.0
         self._probe_delay = 0.5
-        self._given_up_at: float | None = None
+        self._given_up = False
+        """An outage outlasted the limit: each call probes once, and fails if still down."""
         self.outages = 0
         """Outages seen so far (each declared by a failed probe), for reports and tests."""
 
@@ -137,7 +121,7 @@ class Service:
         tries = 0
         limited = 0
         while True:
-            self._wait_while_down(started)
+            self._wait_while_down()
             sent = time.monotonic()
             try:
                 result = fn()
@@ -196,7 +180,7 @@ class Service:
                     now - self._down_since,
                 )
                 self._down_since = None
-                self._given_up_at = None
+                self._given_up = False
                 self._probe_delay = 0.5
                 self._lock.notify_all()
 
@@ -253,19 +237,27 @@ class Service:
         self._note_answer(success=False)
         return True
 
-    def _wait_while_down(self, call_started: float) -> None:
+    def _wait_while_down(self) -> None:
         """Block while the service is down, probing it when it is this thread's turn."""
         with self._lock:
-            if self._given_up_at is not None:
-                if call_started <= self._given_up_at + GIVEN_UP_SECONDS:
+            while self._given_up:  # a run stopped on it: one probe says whether it is back
+                if self._probing:
+                    self._lock.wait(timeout=1.0)
+                    continue
+                self._probing = True
+                self._lock.release()
+                try:
+                    up = self._probe_once()
+                finally:
+                    self._lock.acquire()
+                    self._probing = False
+                    self._lock.notify_all()
+                if not up:
                     raise self._service_down()
-                self._given_up_at = None
-                self._down_since = None
-                self._answered_at = None  # found afresh: a service still gone fails fast
             while self._down_since is not None:
                 now = time.monotonic()
                 if now - self._down_since > self.outage_seconds:
-                    self._given_up_at = now
+                    self._given_up = True
                     self._lock.notify_all()
                     raise self._service_down()
                 if not self._probing and now >= self._next_probe:

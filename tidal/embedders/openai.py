@@ -50,11 +50,13 @@ from tidal.embedders.ratelimit import KINDS, RateBudget
 from tidal.errors import (
     ConfigError,
     PermanentError,
+    RateLimited,
     ServiceDown,
     TidalError,
     TransientError,
+    Unavailable,
 )
-from tidal.retrying import OUTAGE_SECONDS, Policy, RateLimited, Service, Unavailable, retry_after
+from tidal.retrying import OUTAGE_SECONDS, Policy, Service, retry_after
 
 if TYPE_CHECKING:
     import openai

@@ -55,8 +55,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from tidal.errors import ConfigError, TransientError
-from tidal.retrying import OUTAGE_SECONDS, Service, Unavailable
+from tidal.errors import ConfigError, TransientError, Unavailable
+from tidal.retrying import OUTAGE_SECONDS, Service
 from tidal.settings import redact_url
 
 log = logging.getLogger("tidal.embedders.ratelimit")

@@ -25,9 +25,16 @@ from pydantic import ValidationError
 from storage3.exceptions import StorageApiError
 from storage3.utils import StorageException
 
-from tidal.errors import ConfigError, SourceError, TidalError, TransientError
+from tidal.errors import (
+    ConfigError,
+    RateLimited,
+    SourceError,
+    TidalError,
+    TransientError,
+    Unavailable,
+)
 from tidal.records import SourceFile
-from tidal.retrying import OUTAGE_SECONDS, RateLimited, Service, Unavailable, retry_after
+from tidal.retrying import OUTAGE_SECONDS, Service, retry_after
 
 log = logging.getLogger("tidal.sources")
 
