@@ -204,6 +204,59 @@ def test_a_request_over_the_bucket_less_its_margin_waits_for_a_full_bucket(
 
 
 @pytest.mark.parametrize("where", ["memory", "redis"])
+def test_a_large_request_gets_its_turn_among_small_ones_that_keep_the_bucket_busy(
+    where: str, request: pytest.FixtureRequest
+) -> None:
+    """Turns are served in order: three threads sending small requests back to back never
+    starve one that needs most of the bucket (before, it waited for a refill the small ones
+    kept taking, until its max wait ran out)."""
+    url = request.getfixturevalue("redis_url") if where == "redis" else None
+    budget = RateBudget(url, rpm=None, tpm=1000, namespace=f"t:fair-{where}", window_seconds=2,
+                        margin_seconds=0)  # fmt: skip
+    budget.clear()
+    stop = threading.Event()
+
+    def small() -> None:
+        while not stop.is_set():
+            budget.acquire(20)
+
+    others = [threading.Thread(target=small) for _ in range(3)]
+    for t in others:
+        t.start()
+    try:
+        time.sleep(2.5)  # the bucket is drained and the small ones take every refill
+        started = time.monotonic()
+        budget.acquire(900)
+        waited = time.monotonic() - started
+    finally:
+        stop.set()
+        for t in others:
+            t.join(timeout=30)
+    assert waited < 4.0  # the refill of 900 tokens (1.8 s) plus the small ones queued first
+
+
+def test_a_429_within_the_budget_lowers_the_shared_rate_to_what_the_server_let_through(
+    redis_url: str,
+) -> None:
+    """Two processes' budgets on one Redis: a 429 seen by one slows both, to 90 % of the
+    requests answered over the last window; a second 429 within half a window changes
+    nothing (it says nothing new), and the rate recovers after a quiet window."""
+    one = RateBudget(redis_url, rpm=100, tpm=None, namespace="t:learn", window_seconds=2,
+                     recover_windows=1)  # fmt: skip
+    other = RateBudget(redis_url, rpm=100, tpm=None, namespace="t:learn", window_seconds=2,
+                       recover_windows=1)  # fmt: skip
+    one.clear()
+    for _ in range(10):
+        one.calibrate(None, None, age=0, answered_tokens=5)
+    assert one.slow_down(("requests",)) == pytest.approx((0.09, 1.0))
+    assert other.scales() == pytest.approx((0.09, 1.0))
+    assert other.slow_down(("requests",)) == pytest.approx((0.09, 1.0))  # too soon: unchanged
+    time.sleep(2 + 2)  # a quiet window, then one recovery period: doubled
+    assert 0.17 < other.scales()[0] < 0.25
+    one.clear()
+
+
+@pytest.mark.parametrize("where", ["memory", "redis"])
 def test_calibration_only_ever_drains(where: str, request: pytest.FixtureRequest) -> None:
     url = request.getfixturevalue("redis_url") if where == "redis" else None
     budget = RateBudget(url, rpm=100, tpm=1000, namespace=f"t:cal-{where}", max_wait=0.05,

@@ -88,7 +88,10 @@ local function scale(kind, window, recover)
   end
   return math.min(s, 1, num('ceil:' .. kind, 1))
 end
-local function keep(last)
+local function keep(last, window, recover)
+  for _, kind in ipairs({'requests', 'tokens'}) do
+    if num('scale:' .. kind, 1) < 1 then last = math.max(last, now + window + 10 * recover) end
+  end
   if last > now then redis.call('PEXPIRE', key, math.ceil((last - now + 1) * 1000)) end
 end
 """
@@ -124,7 +127,7 @@ for kind, tat in pairs(tats) do
   redis.call('HSET', key, kind, string.format('%.6f', charged))
   last = math.max(last, charged)
 end
-keep(math.max(last, now + window))
+keep(math.max(last, now + window), window, recover)
 return string.format('%.6f', wait)
 """
 )
@@ -166,7 +169,7 @@ for i, kind in ipairs(kinds) do
     end
   end
 end
-keep(last)
+keep(last, window, recover)
 return ''
 """.replace("__SLOTS__", str(SLOTS))
 )
@@ -211,7 +214,7 @@ for i, kind in ipairs(kinds) do
     if empty > num(kind, 0) then redis.call('HSET', key, kind, string.format('%.6f', empty)) end
   end
 end
-keep(now + window)
+keep(now + window, window, recover)
 return string.format('%.9f %.9f', scales[1], scales[2])
 """.replace("__SLOTS__", str(SLOTS))
 )
