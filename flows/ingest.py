@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from uuid import UUID
 
 # Prefect reads these when it is imported; quiet the ephemeral API server before that.
@@ -56,6 +57,7 @@ from tidal.run import (  # noqa: E402
 )
 from tidal.runtime import PipelineSpec, preflight, shared_pipeline  # noqa: E402
 from tidal.settings import EmbedderName, Settings, TaskRunnerName, load_settings  # noqa: E402
+from tidal.store import record_stopped_start  # noqa: E402
 from tidal.sync import Plan  # noqa: E402
 
 __all__ = ["DeletionRefused", "IngestFailed", "RunStopped", "main", "tidal"]
@@ -109,11 +111,17 @@ def tidal(
     logger = get_run_logger()
     logger.info("Tidal settings: %s", settings.describe())
     spec = PipelineSpec.of(settings)
-    pipeline = shared_pipeline(spec)
     run = _prepared.pop((spec, tuple(paths or ())), None)
     if run is None:
-        run = IngestRun.configured(pipeline, settings, paths=paths)
-        run.prepare()
+        started_at = datetime.now(UTC)
+        try:
+            run = IngestRun.configured(shared_pipeline(spec), settings, paths=paths)
+            run.prepare()
+        except TidalError as exc:  # before the first file: the ledger still gets the run
+            if not dry_run:
+                record_stopped_start(settings, str(exc), started_at=started_at)
+            raise
+    pipeline = run.pipeline
     run.flow_run = (str(current_flow_run.id), current_flow_run.name)
     work = run.work
     logger.info(
@@ -358,6 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcome: RunSummary | Plan | BaseException | None = None
     configured = get_current_settings().api.url is not None
     server: LocalServer | None = None
+    settings: Settings | None = None
+    started_at = datetime.now(UTC)
     try:
         settings = load_settings(force_delete=args.force_delete or None)
         preflight(settings)  # a wrong key or bucket fails here, not after Prefect's start-up
@@ -378,6 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TidalError as exc:
         _prepared.clear()  # no flow will take it over
         print(f"tidal: {exc}", file=sys.stderr)
+        if settings is not None and not args.dry_run:
+            record_stopped_start(settings, str(exc), started_at=started_at)
         return 2
     try:
         if outcome is None:

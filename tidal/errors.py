@@ -12,6 +12,8 @@
     └── PermanentError        fails its file at once, never retried
         ├── ParseError        the file itself is bad (binary, invalid JSON, no text)
         ├── SourceError       the source refuses the path (escapes the root, missing)
+        │   └── Unreadable    not readable when the run reached it (deleted meanwhile,
+        │                     permission denied): fails this run, tried again by the next
         └── ConfigError       a setting is wrong: fatal, it stops the whole run at once
                               (bad or revoked key, no quota, unknown model, wrong width)
 
@@ -95,6 +97,21 @@ class SourceError(PermanentError):
     """The source cannot or will not hand out this path."""
 
 
+class Unreadable(SourceError):
+    """Listed, but not handed out when the run reached it: gone meanwhile, or not readable.
+
+    Nothing is wrong with the bytes, so it is not "unchanged since it failed": the next run
+    tries it again (and a file that is gone by then is a deletion).
+    """
+
+    kind = "unreadable"
+
+
+class NothingToIndex(ParseError):
+    """The document holds no text (0 bytes, only whitespace, JSON with no values): not a
+    failure, it is ignored with this reason and indexed as no chunks."""
+
+
 class ConfigError(PermanentError):
     """A setting is invalid; the message names the variable and the fix."""
 
@@ -112,7 +129,9 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def error_kind(exc: BaseException) -> str:
-    """``transient`` or ``permanent``, as recorded next to a failed file."""
+    """``transient``, ``unreadable`` or ``permanent``, as recorded next to a failed file."""
+    if isinstance(exc, Unreadable):
+        return Unreadable.kind
     return "transient" if is_transient(exc) else "permanent"
 
 

@@ -12,7 +12,7 @@ import posixpath
 from collections.abc import Iterator
 from typing import Any
 
-from tidal.errors import ParseError
+from tidal.errors import NothingToIndex, ParseError
 from tidal.records import Document, file_kind
 
 PARSER_VERSION = "1"
@@ -30,10 +30,10 @@ def parse(path: str, data: bytes) -> Document:
             f"unsupported file type {ext or '(none)'!r}; expected .json, .md or .txt", path=path
         )
     text = decode(path, data)
+    if not text.strip():
+        raise NothingToIndex("empty document (only whitespace): nothing to index", path=path)
     if ext in JSON_EXTENSIONS:
         text = json_to_text(path, text)
-    elif not text.strip():
-        raise ParseError("file has no text (only whitespace)", path=path)
     return Document(path=path, kind=file_kind(path), text=text, title=_title(path, text))
 
 
@@ -41,7 +41,7 @@ def decode(path: str, data: bytes) -> str:
     """Strict UTF-8 (a leading BOM is dropped), or UTF-16 announced by its BOM; binary or
     mis-encoded data is refused."""
     if not data:
-        raise ParseError("file is empty", path=path)
+        raise NothingToIndex("empty file (0 bytes): nothing to index", path=path)
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # its BOM names it
         try:
             text = data.decode("utf-16")
@@ -78,6 +78,8 @@ def json_to_text(path: str, text: str) -> str:
         raise ParseError(
             "JSON nested too deeply to read (hundreds of levels of objects or arrays)", path=path
         ) from None
+    if not leaves:
+        raise NothingToIndex("empty JSON (no values): nothing to index", path=path)
     if not any(isinstance(leaf, str) for _, leaf in leaves):
         raise ParseError("JSON holds no text (no non-empty string values)", path=path)
     return "\n".join(f"{key}: {_text(leaf)}" if key else _text(leaf) for key, leaf in leaves)

@@ -17,7 +17,14 @@ import numpy as np
 
 from tidal.chunking import CHUNKER_VERSION, ENCODING, ChunkingOptions, chunk_text
 from tidal.embedders import Embedder, open_embedder
-from tidal.errors import ClaimLost, PermanentError, TidalError, TransientError, is_transient
+from tidal.errors import (
+    ClaimLost,
+    NothingToIndex,
+    PermanentError,
+    TidalError,
+    TransientError,
+    is_transient,
+)
 from tidal.parsing import PARSER_VERSION, parse
 from tidal.records import Chunk, Document, EmbeddedChunk, FileResult, SourceFile, Vector
 from tidal.settings import Settings
@@ -99,7 +106,32 @@ class Pipeline:
                 return FileResult(
                     file.path, "skipped", seconds=time.perf_counter() - started, attempts=attempt
                 )
-            document = parse(file.path, self.source.read(file))
+            data = self.source.read(file)
+            read_as = self.source.version_of(file, data)
+            if read_as != file.content_hash:  # the index records what it holds, not the listing
+                log.info("%s changed since it was listed: indexing the version read", file.path)
+                file = replace(file, content_hash=read_as, size=len(data))
+            try:
+                document = parse(file.path, data)
+            except NothingToIndex as exc:
+                # In sync with the source as no chunks: skipped while unchanged, and a
+                # document emptied in the source leaves nothing stale in the index.
+                empty = Document(file.path, file.kind, "", title=file.path)
+                self.store.replace_file(
+                    file,
+                    empty,
+                    [],
+                    fingerprint=self.fingerprint,
+                    embedder=self.embedder.name,
+                    attempts=attempt,
+                )
+                return FileResult(
+                    file.path,
+                    "ignored",
+                    seconds=time.perf_counter() - started,
+                    attempts=attempt,
+                    error=exc.message,
+                )
             chunks = self.chunk(document)
             vectors, reused = self.vectors(chunks)
             self.store.replace_file(

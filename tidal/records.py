@@ -213,3 +213,21 @@ class RunRecord:
             flow_run_id=flow_run[0] if flow_run else None,
             flow_run_name=flow_run[1] if flow_run else None,
         )
+
+    @classmethod
+    def stopped_at_start(
+        cls, source: str, reason: str, *, started_at: datetime, finished_at: datetime
+    ) -> RunRecord:
+        """A run that stopped before any file: listing refused, a service down, a bad key."""
+        return cls(
+            started_at=started_at,
+            finished_at=finished_at,
+            source=source,
+            outcome="stopped",
+            counts={},
+            chunks=0,
+            tokens=0,
+            deleted=0,
+            seconds=(finished_at - started_at).total_seconds(),
+            message=reason,
+        )

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
-from tidal.errors import RateLimited, ServiceDown, TransientError, Unavailable
+from tidal.errors import PermanentError, RateLimited, ServiceDown, TransientError, Unavailable
 
 log = logging.getLogger("tidal.retrying")
 
@@ -147,9 +147,8 @@ class Service:
                 tries += 1
                 if not self._retry_quickly(policy, tries, deadline, exc, what):
                     raise
-            except BaseException as exc:
-                if getattr(exc, "kind", None) == "permanent":
-                    self._note_answer(success=False)  # the service answered: "no"
+            except PermanentError:
+                self._note_answer(success=False)  # the service answered: "no"
                 raise
             else:
                 self._note_answer(success=True)

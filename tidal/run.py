@@ -259,7 +259,7 @@ class IngestRun:
         ignored = tuple(
             (r.path, r.error or "") for r in self._results.values() if r.status == "ignored"
         )
-        return replace(plan, ignored=ignored)
+        return replace(plan, ignored=(*ignored, *plan.ignored))
 
     def start(self) -> None:
         """Before the first file: check the embedder, and choose how the index is kept.

@@ -216,6 +216,13 @@ class Settings(BaseSettings):
         ),
     )
 
+    @property
+    def source_uri(self) -> str:
+        """The source as runs name it (a local folder resolved), for the ledger."""
+        if self.source.startswith("supabase://"):
+            return self.source
+        return str(Path(self.source).resolve())
+
     @field_validator("source")
     @classmethod
     def _source_exists(cls, value: str) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tidal.errors import TidalError
+from tidal.errors import NothingToIndex, TidalError
 from tidal.parsing import parse
 from tidal.records import SourceFile
 
@@ -157,9 +157,13 @@ def make_plan(
     """
     chunks = to_embed = tokens = 0
     would_fail: list[tuple[str, str]] = []
+    empty: list[tuple[str, str]] = []
     for file in [*changes.added, *changes.changed]:
         try:
             document = parse(file.path, pipeline.source.read(file))
+        except NothingToIndex as exc:
+            empty.append((file.path, exc.message))
+            continue
         except TidalError as exc:
             would_fail.append((file.path, exc.message))
             continue
@@ -174,6 +178,7 @@ def make_plan(
         unchanged=tuple(f.path for f in changes.unchanged),
         deletion=deletion,
         would_fail=tuple(would_fail),
+        ignored=tuple(empty),
         chunks=chunks,
         chunks_to_embed=to_embed,
         tokens_to_embed=tokens,

@@ -21,7 +21,17 @@ class Source(Protocol):
         """Every file, sorted by path; a listing error raises, never yields a short corpus."""
         ...
 
-    def read(self, file: SourceFile) -> bytes: ...
+    def read(self, file: SourceFile) -> bytes:
+        """The file's bytes now; ``Unreadable`` if it is gone or may not be read."""
+        ...
+
+    def version_of(self, file: SourceFile, data: bytes) -> str:
+        """The change key of ``data``, which this thread's ``read(file)`` just returned.
+
+        The file may have changed since it was listed; the index records the version it holds,
+        never the listing's, so it can never claim a version whose text it does not have.
+        """
+        ...
 
     def covers(self, path: str) -> bool:
         """Whether ``path`` lies where this source lists; only such paths may be deletion-synced."""

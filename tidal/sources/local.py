@@ -17,7 +17,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from tidal.errors import SourceError, TransientError
+from tidal.errors import SourceError, TransientError, Unreadable
 from tidal.records import SourceFile
 
 log = logging.getLogger("tidal.sources")
@@ -98,14 +98,18 @@ class LocalSource:
                 raise SourceError(f"not a regular file ({_kind(mode)})", path=file.path)
             return full.read_bytes()
         except FileNotFoundError:
-            raise SourceError("file vanished from the source folder", path=file.path) from None
+            raise Unreadable("file vanished from the source folder", path=file.path) from None
         except PermissionError:
-            raise SourceError(
+            raise Unreadable(
                 "permission denied: the file cannot be read by the user Tidal runs as",
                 path=file.path,
             ) from None
         except OSError as exc:
             raise TransientError(f"could not read file: {exc}", path=file.path) from exc
+
+    def version_of(self, file: SourceFile, data: bytes) -> str:
+        """The sha256 of the bytes read, as the listing keys files."""
+        return hashlib.sha256(data).hexdigest()
 
     def check(self) -> None:
         """The folder was checked when the source was opened."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping
 
-from tidal.errors import SourceError
+from tidal.errors import Unreadable
 from tidal.records import SourceFile
 
 
@@ -32,7 +32,10 @@ class MemorySource:
         try:
             return self.files[file.path]
         except KeyError:
-            raise SourceError("file vanished from the source", path=file.path) from None
+            raise Unreadable("file vanished from the source", path=file.path) from None
+
+    def version_of(self, file: SourceFile, data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
 
     def covers(self, path: str) -> bool:
         return True

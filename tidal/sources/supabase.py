@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ from tidal.errors import (
     TidalError,
     TransientError,
     Unavailable,
+    Unreadable,
 )
 from tidal.records import SourceFile
 from tidal.retrying import OUTAGE_SECONDS, Service, retry_after
@@ -39,6 +41,8 @@ from tidal.retrying import OUTAGE_SECONDS, Service, retry_after
 log = logging.getLogger("tidal.sources")
 
 KEY_VARIABLE = "SUPABASE_SERVICE_ROLE_KEY"
+PLACEHOLDER = ".emptyFolderPlaceholder"
+"""What Supabase's dashboard uploads to make an empty folder: never listed."""
 # What the client raises on purpose; anything else is a bug and propagates untouched.
 _CLIENT_ERRORS = (StorageException, httpx.HTTPError, ValidationError)
 
@@ -76,7 +80,10 @@ class SupabaseSource:
         # exact. It is this source's, closed by ``close``; the supabase client shares it.
         # HTTP/1.1, unlike storage3's own client: over HTTP/2, hpack logs header values at DEBUG
         # and only marks ``authorization`` sensitive, so the ``apikey`` header would be logged.
-        self._http = httpx.Client(timeout=timeout, follow_redirects=True)
+        self._read = threading.local()
+        self._http = httpx.Client(
+            timeout=timeout, follow_redirects=True, event_hooks={"response": [self._seen]}
+        )
         options = supabase.ClientOptions(httpx_client=self._http)
         self._storage = supabase.create_client(url, key, options=options).storage
         self.service = Service(
@@ -117,6 +124,17 @@ class SupabaseSource:
 
     def read(self, file: SourceFile) -> bytes:
         return self.service.call(lambda: self._download(file), what=f"download {file.path!r}")
+
+    def version_of(self, file: SourceFile, data: bytes) -> str:
+        """The ETag the download itself answered with: the object may have been replaced since
+        the listing. A server that sends none is taken at the listing's word."""
+        etag = getattr(self._read, "etag", None)
+        return _etag(etag) if etag else file.content_hash
+
+    def _seen(self, response: httpx.Response) -> None:
+        """Keep an object download's ETag for ``version_of`` (storage3 returns bytes only)."""
+        if response.request.method == "GET" and "/object/" in response.request.url.path:
+            self._read.etag = response.headers.get("etag")
 
     def _download(self, file: SourceFile) -> bytes:
         # storage3 percent-decodes the path before quoting it, so a literal '%' is pre-escaped.
@@ -202,7 +220,8 @@ class SupabaseSource:
                 path=path,
             )
         if status == 404:
-            return SourceError(f"not found in bucket {self.bucket!r}: {message}", path=path)
+            kind = Unreadable if path is not None else SourceError  # gone since it was listed
+            return kind(f"not found in bucket {self.bucket!r}: {message}", path=path)
         asked = retry_after(_header(exc, "retry-after"))
         if status == 429:
             return RateLimited(
@@ -256,19 +275,29 @@ def _status(exc: BaseException) -> int | None:
 
 
 def _to_source_file(entry: Any) -> SourceFile | None:
-    """The listed object as a ``SourceFile``, or None for placeholders, markers and hidden names."""
+    """The listed object as a ``SourceFile`` (hidden names as ignored ones), or None for folder
+    markers and placeholders, which are not documents anyone wrote."""
     name: str = entry.name
-    if name.endswith("/") or any(part.startswith(".") for part in name.split("/")):
-        return None  # folder markers, .emptyFolderPlaceholder and hidden files
+    if name.endswith("/") or name.rsplit("/", 1)[-1] == PLACEHOLDER:
+        return None  # folder markers, and the dashboard's stand-in for an empty folder
+    if any(part.startswith(".") for part in name.split("/")):
+        return SourceFile(
+            path=name, size=0, content_hash="", ignored="a hidden name (a part starts with '.')"
+        )
     meta = entry.metadata
     if not meta:
         log.warning("skipping %s: Storage lists it without metadata (upload unfinished?)", name)
         return None
     size = int(meta.get("size", meta.get("contentLength")) or 0)
-    etag = str(meta.get("eTag") or "").removeprefix("W/").strip('"')
+    etag = _etag(str(meta.get("eTag") or ""))
     return SourceFile(
         path=name, size=size, content_hash=etag or f"{size}:{meta.get('lastModified')}"
     )
+
+
+def _etag(value: str) -> str:
+    """An ETag as the change key: no weak marker, no quotes."""
+    return value.removeprefix("W/").strip('"')
 
 
 def _folders(prefixes: list[str]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from tidal.records import STATUSES, Document, EmbeddedChunk, RunRecord, SourceFi
 
 if TYPE_CHECKING:
     from tidal.settings import Settings
+
+log = logging.getLogger("tidal.store")
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,22 @@ def database_url(settings: Settings) -> str:
     from tidal.store.embedded import embedded_database_url
 
     return embedded_database_url(settings.data_dir)
+
+
+def record_stopped_start(settings: Settings, reason: str, *, started_at: datetime) -> bool:
+    """Put a run that stopped before its first file in the index's ledger, if Postgres answers
+    (when it is what failed, nothing can be written); whether it was written."""
+    from tidal.store.postgres import record_run
+
+    record = RunRecord.stopped_at_start(
+        settings.source_uri, reason, started_at=started_at, finished_at=datetime.now(UTC)
+    )
+    try:
+        url = database_url(settings)
+    except Exception as exc:  # noqa: BLE001 - the embedded server may be what failed
+        log.warning("could not record the stopped run in the ledger: %s", exc)
+        return False
+    return record_run(url, record)
 
 
 def open_store(settings: Settings, *, dimension: int, pool_size: int = 2) -> Store:

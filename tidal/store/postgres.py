@@ -611,6 +611,26 @@ def failed_files(url: str) -> list[FailedFile]:
         return _failed_files(conn)
 
 
+def record_run(url: str, record: RunRecord) -> bool:
+    """Write ``record`` to the ledger at ``url`` without setting up a store, if the index exists
+    and Postgres answers within seconds; whether it was written. For a run that stopped before
+    it could open its store (a refused key, a service down at start-up)."""
+    row = {**asdict(record), "counts": Jsonb(record.counts)}
+    try:
+        with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
+            if conn.execute("select to_regclass('ingest_runs')").fetchone() == (None,):
+                return False
+            conn.execute(
+                f"insert into ingest_runs ({', '.join(row)})"
+                f" values ({', '.join(f'%({k})s' for k in row)})",
+                row,
+            )
+    except psycopg.Error as exc:
+        log.warning("could not record the stopped run in the ledger: %s", _first_line(exc))
+        return False
+    return True
+
+
 def index_status(url: str) -> IndexStatus | None:
     """What the index at ``url`` holds and its last runs, without setting up a store (no
     schema, no model, no Prefect): ``tidal status``. None when Tidal never ran there."""
