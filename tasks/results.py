@@ -36,6 +36,11 @@ def check_redis(url: str) -> None:
     client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
     try:
         client.ping()
+    except redis.AuthenticationError:
+        raise ConfigError(
+            f"Redis at TIDAL_REDIS_URL ({redact_url(url)}) refused the credentials; fix the "
+            "user and password in the URL"
+        ) from None
     except redis.RedisError as exc:
         raise ConfigError(
             f"Redis at TIDAL_REDIS_URL ({redact_url(url)}) does not answer ({exc}); start it, "

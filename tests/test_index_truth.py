@@ -253,3 +253,81 @@ def test_a_run_stopped_at_start_up_is_in_the_ledger(
     assert status.last_run.outcome == "stopped"
     assert "no-such-bucket" in (status.last_run.message or "")
     assert status.last_run.source == "supabase://no-such-bucket"
+
+
+# --- 10. small defects: messages that name the real mistake -----------------------------------
+
+
+def test_a_prefix_that_lists_nothing_in_a_bucket_with_other_folders_is_an_error_naming_them() -> (
+    None
+):
+    from tidal.errors import SourceError
+
+    with FakeStorage(service_key=SERVICE_KEY) as fake:
+        fake.put("knowledge", "prds/plan.md", b"# Plan\n")
+        fake.put("knowledge", "designs/Aurora_team/a.json", b"{}")
+        typo = SupabaseSource(fake.url, SERVICE_KEY, "knowledge", ["PRDS"])
+        with typo, pytest.raises(SourceError, match="nothing under PRDS.*designs, prds"):
+            list(typo.list())
+        fake.create_bucket("empty")
+        with SupabaseSource(fake.url, SERVICE_KEY, "empty", ["prds"]) as empty:
+            assert list(empty.list()) == []  # an empty bucket is not a typo
+
+
+def test_a_supabase_url_with_the_storage_path_is_refused_naming_the_mistake() -> None:
+    from tidal.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="without /storage/v1"):
+        SupabaseSource("https://abc.supabase.co/storage/v1", SERVICE_KEY, "knowledge")
+
+
+def test_a_gateway_page_is_one_short_line_in_the_error() -> None:
+    from tidal.errors import TransientError
+
+    with FakeStorage(service_key=SERVICE_KEY) as fake:
+        fake.put("knowledge", "prds/plan.md", b"# Plan\n")
+        with SupabaseSource(fake.url, SERVICE_KEY, "knowledge") as bucket:
+            [file] = list(bucket.list())
+            page = b"<html><body><h1>500 Internal Server Error</h1><p>nginx</p></body></html>"
+            fake.fail_next("prds/plan.md", 500, body=page, times=10)
+            with pytest.raises(TransientError) as caught:
+                bucket.read(file)
+    assert "Unable to parse" not in caught.value.message
+    assert "<" not in caught.value.message
+    assert "500 Internal Server Error nginx" in caught.value.message
+
+
+def test_a_wrong_redis_password_says_the_credentials_were_refused(tmp_path: Path) -> None:
+    import subprocess
+
+    from tasks.results import check_redis
+    from tests.services import free_port
+    from tidal.embedders.ratelimit import RateBudget
+    from tidal.errors import ConfigError
+
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--requirepass", "right-one", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        import time
+
+        import redis
+
+        for _ in range(100):
+            try:
+                redis.Redis(port=port, password="right-one").ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        url = f"redis://:wrong-one@127.0.0.1:{port}/0"
+        with pytest.raises(ConfigError, match="refused the credentials") as caught:
+            RateBudget(url, rpm=10, tpm=100)
+        assert "wrong-one" not in str(caught.value)
+        with pytest.raises(ConfigError, match="refused the credentials"):
+            check_redis(url)
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -821,11 +821,17 @@ def test_a_passed_check_stands_for_a_minute_and_a_second_caller_waits_for_the_fi
     assert len(api.requests) == 1
 
 
-def test_a_failed_check_is_asked_again(api: FakeOpenAI) -> None:
+def test_a_failed_check_costs_one_request_per_run_and_is_asked_again_later(
+    api: FakeOpenAI,
+) -> None:
     embedder = _embedder(api)
     api.fail_next(401)
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
-        embedder.check()
+        embedder.check()  # the warm-up's check
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        embedder.check()  # the flow's, moments later: no second request
+    assert api.statuses() == [401]
+    embedder.failed_check_seconds = 0  # later (a long-lived worker's next run)
     embedder.check()  # the key works again: asked, and passed
 
     assert api.statuses() == [401, 200]

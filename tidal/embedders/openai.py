@@ -121,6 +121,9 @@ class OpenAIEmbedder:
         self._api_key = api_key
         self._check_lock = threading.Lock()
         self._checked_at: float | None = None
+        self._check_failed: tuple[float, ConfigError] | None = None
+        self.failed_check_seconds = 10.0
+        """How long a check that failed on the key, quota or model is answered from memory."""
         self._client_options: dict[str, Any] = {
             "api_key": api_key,
             "base_url": base_url,
@@ -162,16 +165,27 @@ class OpenAIEmbedder:
         that cannot be reached at all, after the quick retries, stops it too: every file would
         only meet the same refused connection, four attempts each. (A 5xx or a timeout here is
         left to the files: a busy service may recover.) A check passed within
-        ``CHECK_FRESH_SECONDS`` is not asked again; a second caller waits for one in flight."""
+        ``CHECK_FRESH_SECONDS`` is not asked again, and one that failed on the key, quota or
+        model within ``failed_check_seconds`` raises again without a request (the warm-up's
+        check and the flow's cost one request between them); a second caller waits for one in
+        flight."""
         with self._check_lock:
+            now = time.monotonic()
             checked = self._checked_at
-            if checked is not None and time.monotonic() - checked < CHECK_FRESH_SECONDS:
+            if checked is not None and now - checked < CHECK_FRESH_SECONDS:
                 return
+            failed = self._check_failed
+            if failed is not None and now - failed[0] < self.failed_check_seconds:
+                raise failed[1]
             try:
                 self.embed([CHECK_TEXT])
             except Unreachable as exc:
                 raise ServiceDown(f"{exc.message}; check OPENAI_BASE_URL and the network") from None
+            except ConfigError as exc:
+                self._check_failed = (time.monotonic(), exc)
+                raise
             self._checked_at = time.monotonic()
+            self._check_failed = None
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         vectors = self._embed_checked(texts)

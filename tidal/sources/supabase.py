@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -63,6 +64,11 @@ class SupabaseSource:
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError("SUPABASE_URL must be the project's http(s) URL")
+        if "/storage/v1" in url:
+            raise ConfigError(
+                "SUPABASE_URL is the project's URL, https://<project>.supabase.co, without "
+                "/storage/v1 (the client adds it)"
+            )
         if not bucket or "/" in bucket:
             raise ConfigError(f"bucket name {bucket!r} is empty or contains '/'")
         if timeout <= 0 or page_size < 1:
@@ -118,9 +124,31 @@ class SupabaseSource:
                 file = _to_source_file(entry)
                 if file is not None:
                     found[file.path] = file
+        if not found and any(self.prefixes):
+            self._refuse_empty_prefixes()
         if not found:
             log.warning("no files under %s", self.uri)
         yield from (found[path] for path in sorted(found))
+
+    def _refuse_empty_prefixes(self) -> None:
+        """Prefixes that list nothing in a bucket that holds objects elsewhere are almost
+        always a typo (they are case-sensitive): say which folders do exist."""
+        bucket = self._storage.from_(self.bucket)
+        options = {"prefix": "", "limit": 100, "with_delimiter": True}
+        page = self.service.call(
+            lambda: self._page(bucket, options, ""), what="listing the top folders"
+        )
+        names = sorted(
+            {f.name.rstrip("/") for f in page.folders or []}
+            | {o.name for o in page.objects or [] if o.name != PLACEHOLDER}
+        )
+        if names:
+            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            raise SourceError(
+                f"nothing under {', '.join(p.rstrip('/') for p in self.prefixes)} in bucket "
+                f"{self.bucket!r}, which holds {shown}; check TIDAL_SOURCE (prefixes are "
+                "case-sensitive)"
+            )
 
     def read(self, file: SourceFile) -> bytes:
         return self.service.call(lambda: self._download(file), what=f"download {file.path!r}")
@@ -212,7 +240,7 @@ class SupabaseSource:
             return SourceError(f"unexpected answer from Storage {doing}", path=path)
         if not isinstance(exc, StorageException):  # e.g. too many redirects
             return SourceError(self._scrub(f"{type(exc).__name__} {doing}: {exc}"), path=path)
-        message = self._scrub(getattr(exc, "message", str(exc)))
+        message = _plain(self._scrub(getattr(exc, "message", str(exc))))
         if status in (401, 403):
             return SourceError(
                 f"Supabase Storage refused the key {doing} ({message}); "
@@ -295,6 +323,15 @@ def _to_source_file(entry: Any) -> SourceFile | None:
     )
 
 
+def _plain(message: str) -> str:
+    """storage3's text for an answer it could not parse (a gateway's page), as one short line."""
+    text = message.removeprefix("Unable to parse error message:").strip()
+    if text.startswith("<"):  # an HTML page: its words only
+        text = re.sub(r"<[^>]+>", " ", text)
+    text = " ".join(text.split())
+    return (text[:197] + "...") if len(text) > 200 else text or "no message"
+
+
 def _etag(value: str) -> str:
     """An ETag as the change key: no weak marker, no quotes."""
     return value.removeprefix("W/").strip('"')
@@ -328,6 +365,6 @@ def _require_service_role(key: str) -> None:
     role = claims.get("role") if isinstance(claims, dict) else None
     if role is not None and role != "service_role":
         raise ConfigError(
-            f"{KEY_VARIABLE} holds a {role!r} key; Storage lists nothing for it. "
+            f"{KEY_VARIABLE} holds the {role!r} key; Storage lists nothing for it. "
             "Give the project's service_role key"
         )
