@@ -16,6 +16,7 @@ from prefect.client.schemas.objects import State, TaskRun
 from prefect.context import TaskRunContext
 from prefect.filesystems import WritableFileSystem
 from prefect.runtime import task_run as current_task_run
+from prefect.tasks import exponential_backoff
 
 from tidal.errors import TidalError, is_fatal, is_transient
 from tidal.records import FileResult, SourceFile
@@ -64,16 +65,11 @@ def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) 
     return False
 
 
-def backoff(first_delay: float, retries: int) -> list[float]:
-    """``first_delay`` doubling each retry: 2, 4, 8 s by default, as the Bull queue did."""
-    return [first_delay * 2**i for i in range(retries)]
-
-
 @task(
     name="ingest-file",
     task_run_name="{file.path}",
     retries=3,
-    retry_delay_seconds=backoff(2.0, 3),
+    retry_delay_seconds=exponential_backoff(backoff_factor=2.0),  # 2, 4, 8 s, as Bull did
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,
@@ -99,7 +95,9 @@ def configured_ingest_task(
     """
     retrying = ingest_file.with_options(
         retries=settings.retries,
-        retry_delay_seconds=backoff(settings.retry_delay_seconds, settings.retries) or 0,
+        retry_delay_seconds=exponential_backoff(settings.retry_delay_seconds)
+        if settings.retries
+        else 0,
     )
     if storage is None:
         return retrying

@@ -179,11 +179,11 @@ def test_title(path: str, data: bytes, title: str) -> None:
         (PRD_MD, b"ok \xc3", "UTF-8"),
         (DESIGN, b'{"label": "\xff"}', "UTF-8"),
         (DESIGN, b'{"a": 1, "b": 2.5, "c": null}', "no text"),
-        (DESIGN, b'{"a": "", "b": ["  ", null], "c": {}}', "no text"),
-        (DESIGN, b"[]", "no text"),
+        (DESIGN, b'{"a": "", "b": ["  ", null], "c": {}}', "nothing to index"),
+        (DESIGN, b"[]", "nothing to index"),
         (DESIGN, b"42", "no text"),
-        (PRD_MD, b"   \n\n\t  \r\n", "no text"),
-        (PRD_TXT, b"\xef\xbb\xbf\n\n", "no text"),
+        (PRD_MD, b"   \n\n\t  \r\n", "nothing to index"),
+        (PRD_TXT, b"\xef\xbb\xbf\n\n", "nothing to index"),
         ("designs/Aurora_team/mock.png", b"\x89PNG\r\n\x1a\n", "unsupported"),
         ("designs/Aurora_team/mock.png", b"# looks like text", "unsupported"),
         ("prds/README", b"# no extension", "unsupported"),
@@ -204,11 +204,24 @@ def test_parse_errors_name_the_path_and_the_reason(path: str, data: bytes, reaso
     [b'{"enabled": true, "visible": false}', b'{"count": 3, "flags": [true, null]}', b"true"],
 )
 def test_json_with_only_booleans_and_numbers_has_no_text(raw: bytes) -> None:
+    from tidal.errors import NothingToIndex
+
     # Booleans are kept as "true"/"false" lines, but they are not string text: a design
     # whose only values are flags and numbers holds nothing worth embedding.
     err = _parse_error(DESIGN, raw)
     assert "no text" in err.message
     assert err.path == DESIGN
+    assert not isinstance(err, NothingToIndex)  # values without words: the file is broken
+
+
+@pytest.mark.parametrize(
+    ("path", "data"),
+    [(PRD_MD, b""), (DESIGN, b""), (PRD_MD, b"  \n\t\n"), (DESIGN, b" {} "), (DESIGN, b"[]")],
+)
+def test_an_empty_document_is_nothing_to_index_not_a_broken_file(path: str, data: bytes) -> None:
+    from tidal.errors import NothingToIndex
+
+    assert isinstance(_parse_error(path, data), NothingToIndex)
 
 
 def test_invalid_json_says_line_and_column() -> None:

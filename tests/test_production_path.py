@@ -144,7 +144,7 @@ def test_a_missing_object_fails_alone_and_a_flaky_download_is_retried(
 
     assert state.is_failed()
     [failed] = outcome.summary.failed
-    assert failed.path == gone and failed.error_kind == "permanent" and failed.attempts == 1
+    assert failed.path == gone and failed.error_kind == "unreadable" and failed.attempts == 1
     assert storage.downloads.count(gone) <= 1
     flaky = {r.path: r for r in outcome.summary.results}["prds/calendar-export.md"]
     assert (flaky.status, flaky.attempts) == ("ingested", 1)  # quick retries, no task retry

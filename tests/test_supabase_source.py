@@ -48,6 +48,11 @@ NOISE = {
 WANTED = sorted(p for p in CORPUS if p.startswith(("designs/", "prds/")))
 
 
+def _documents(source: SupabaseSource) -> list[SourceFile]:
+    """The listing less what it lists as ignored (hidden names)."""
+    return [f for f in source.list() if f.ignored is None]
+
+
 def _md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
@@ -82,7 +87,7 @@ def make(fake: FakeStorage) -> Iterator[Callable[..., SupabaseSource]]:
 def test_lists_every_object_under_the_prefixes_across_pages(fake, make) -> None:
     source = make("designs", "prds", page_size=3)
     assert isinstance(source, Source)
-    listed = list(source.list())
+    listed = _documents(source)
     assert [f.path for f in listed] == WANTED
     for f in listed:
         assert f.size == len(CORPUS[f.path])
@@ -97,13 +102,13 @@ def test_lists_every_object_under_the_prefixes_across_pages(fake, make) -> None:
 def test_default_prefix_lists_the_whole_bucket(make) -> None:
     source = make()
     assert source.uri == "supabase://knowledge"
-    assert [f.path for f in source.list()] == sorted(CORPUS)
+    assert [f.path for f in _documents(source)] == sorted(CORPUS)
 
 
 def test_a_prefix_is_a_folder_not_a_name_start(make) -> None:
     source = make("designs/")
     assert source.uri == "supabase://knowledge/designs"
-    paths = [f.path for f in source.list()]
+    paths = [f.path for f in _documents(source)]
     assert "designs_old/legacy.json" not in paths
     assert paths == [p for p in WANTED if p.startswith("designs/")]
 
@@ -111,25 +116,29 @@ def test_a_prefix_is_a_folder_not_a_name_start(make) -> None:
 def test_overlapping_prefixes_list_each_object_once(fake, make) -> None:
     source = make("prds", "designs/Aurora_team", "/designs/", page_size=2)
     assert source.uri == "supabase://knowledge/designs,prds"
-    assert [f.path for f in source.list()] == WANTED
+    assert [f.path for f in _documents(source)] == WANTED
     assert {b["prefix"] for b in fake.list_bodies} == {"designs/", "prds/"}
 
 
-def test_placeholders_folder_markers_and_hidden_names_are_skipped(make) -> None:
-    paths = [f.path for f in make().list()]
-    for noise in NOISE:
-        assert noise not in paths
-    assert not any(p.endswith("/") or "/." in f"/{p}" for p in paths)
+def test_placeholders_and_folder_markers_are_skipped_and_hidden_names_ignored(make) -> None:
+    listed = {f.path: f.ignored for f in make().list()}
+    hidden = {"prds/.hidden.md", "designs/.cache/x.json"}
+    for noise in set(NOISE) - hidden:
+        assert noise not in listed
+    assert {p: listed[p] for p in hidden} == dict.fromkeys(
+        hidden, "a hidden name (a part starts with '.')"
+    )
+    assert not any(p.endswith("/") for p in listed)
 
 
 def test_listing_reads_only_metadata_and_the_change_key_tracks_content(fake, make) -> None:
     source = make("designs", "prds", page_size=4)
-    first = {f.path: f.content_hash for f in source.list()}
-    second = {f.path: f.content_hash for f in source.list()}
+    first = {f.path: f.content_hash for f in _documents(source)}
+    second = {f.path: f.content_hash for f in _documents(source)}
     assert fake.downloads == []
     assert first == second
     fake.put(BUCKET, "prds/billing.md", b"# Billing\nInvoices weekly now.\n")
-    third = {f.path: f.content_hash for f in source.list()}
+    third = {f.path: f.content_hash for f in _documents(source)}
     assert third["prds/billing.md"] == _md5(b"# Billing\nInvoices weekly now.\n")
     assert {k: v for k, v in third.items() if k != "prds/billing.md"} == {
         k: v for k, v in first.items() if k != "prds/billing.md"
@@ -200,10 +209,10 @@ def test_an_opaque_non_service_key_fails_instead_of_listing_nothing() -> None:
 )
 def test_a_server_error_mid_listing_is_retried_quickly_never_a_short_list(fake, make, status, body):
     source = make("designs", "prds", page_size=3)
-    assert [f.path for f in source.list()] == WANTED
+    assert [f.path for f in _documents(source)] == WANTED
     pages = fake.list_calls
     fake.fail_next("list-v2", status, body=body, after=2)
-    assert [f.path for f in source.list()] == WANTED  # the failed page was asked again
+    assert [f.path for f in _documents(source)] == WANTED  # the failed page was asked again
     assert fake.list_calls == 2 * pages + 1
 
     fake.fail_next("list-v2", status, body=body, after=2, times=100)  # it persists
@@ -252,7 +261,7 @@ def test_an_unreachable_server_is_transient() -> None:
 
 def test_read_returns_the_exact_bytes(fake, make) -> None:
     source = make("designs", "prds")
-    for f in source.list():
+    for f in _documents(source):
         data = source.read(f)
         assert data == CORPUS[f.path]
         assert _md5(data) == f.content_hash
@@ -317,7 +326,7 @@ def test_a_storage_outage_is_waited_out_by_every_read_in_flight(fake, make) -> N
     import threading
 
     source = make("designs", "prds")
-    files = list(source.list())  # it answered: what follows is an outage, not a wrong URL
+    files = _documents(source)  # it answered: what follows is an outage, not a wrong URL
     fake.kill()
     threading.Timer(3.0, fake.revive).start()
     results: dict[str, bytes] = {}

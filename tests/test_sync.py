@@ -241,8 +241,8 @@ def test_tidal_retry_runs_every_failed_file_and_nothing_else(
 ) -> None:
     from tidal.cli import main
 
-    (corpus / "prds" / "bad-one.md").write_bytes(b"")
-    (corpus / "prds" / "bad-two.md").write_bytes(b"   \n")
+    (corpus / "prds" / "bad-one.md").write_bytes(b"binary\x00data")
+    (corpus / "prds" / "bad-two.md").write_bytes(b"caf\xe9 au lait")
     run(corpus)
     (corpus / "prds" / "bad-one.md").write_text("# One\n\nFixed.\n")
     (corpus / "prds" / "bad-two.md").write_text("# Two\n\nFixed.\n")

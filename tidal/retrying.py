@@ -32,7 +32,14 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
-from tidal.errors import PermanentError, RateLimited, ServiceDown, TransientError, Unavailable
+from tidal.errors import (
+    ClaimLost,
+    PermanentError,
+    RateLimited,
+    ServiceDown,
+    TransientError,
+    Unavailable,
+)
 
 log = logging.getLogger("tidal.retrying")
 
@@ -135,8 +142,8 @@ class Service:
                 log.info("%s: %s; waiting %.2f s", what, exc.message, wait)
                 time.sleep(wait)
                 continue
-            except ServiceDown:
-                raise  # a service this call depends on gave up: the run is stopping
+            except (ServiceDown, ClaimLost):
+                raise  # a service this call depends on gave up; a file to start over
             except Unavailable as exc:
                 if self._confirmed_down(exc, sent):
                     continue  # not this request's fault: wait at the gate, no attempt spent

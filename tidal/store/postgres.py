@@ -34,9 +34,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from tidal.errors import ClaimLost, ConfigError, ServiceDown, TidalError, TransientError
+from tidal.errors import ClaimLost, ConfigError, TidalError, TransientError, Unavailable
 from tidal.records import Document, EmbeddedChunk, RunRecord, SourceFile, Vector
-from tidal.retrying import OUTAGE_SECONDS
+from tidal.retrying import OUTAGE_SECONDS, Policy, Service
 from tidal.store import FailedFile, IndexStatus, SearchHit
 
 log = logging.getLogger("tidal.store")
@@ -104,34 +104,22 @@ FRESH_CONNECTION_SECONDS = 2.0
 """A pooled connection returned this recently is handed out without a check."""
 
 
-def _riding_out(method: Callable[P, R]) -> Callable[P, R]:
-    """Run an idempotent call again while Postgres does not answer, for up to a minute.
+STATEMENTS = Policy(attempts=5, first_delay=0.1, max_delay=2.0, total=20.0)
+"""Quick tries of a statement whose connection broke while Postgres itself answers."""
 
-    A restart, a failover or a pooler hiccup then costs the run a pause, not its files. What
-    stays down past ``outage_seconds`` is ServiceDown: it stops the run with its summary.
-    """
+
+def _riding_out(method: Callable[P, R]) -> Callable[P, R]:
+    """An idempotent call through the store's ``Service``: a restart, a failover or a pooler
+    hiccup costs the run a pause, not its files; down past TIDAL_OUTAGE_SECONDS is ServiceDown,
+    which stops the run with its summary."""
 
     @functools.wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         store = args[0]
         assert isinstance(store, PostgresStore)
-        deadline = time.monotonic() + store.outage_seconds
-        delay = 0.25
-        while True:
-            try:
-                return method(*args, **kwargs)
-            except TransientError as exc:
-                if not isinstance(exc.__cause__, psycopg.OperationalError):
-                    raise
-                if time.monotonic() + delay > deadline:
-                    raise ServiceDown(
-                        f"Postgres at TIDAL_DATABASE_URL did not answer for "
-                        f"{store.outage_seconds:g} s ({exc.message}); raise TIDAL_OUTAGE_SECONDS "
-                        "to wait longer"
-                    ) from exc
-                log.warning("Postgres does not answer (%s); again in %.1f s", exc.message, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        return store.service.call(
+            lambda: method(*args, **kwargs), what=method.__name__, policy=STATEMENTS
+        )
 
     return wrapper
 
@@ -149,7 +137,10 @@ class PostgresStore:
         presence_ping_seconds: float = PRESENCE_PING_SECONDS,
     ) -> None:
         self.dimension = dimension
-        self.outage_seconds = outage_seconds
+        self._url = url
+        self.service = Service(
+            "Postgres", "TIDAL_DATABASE_URL", self._ping, outage_seconds=outage_seconds
+        )
         self.holder = uuid.uuid4()
         """This store's name on its claims; alive while ``_presence`` holds its lock."""
         self._presence = _Presence(url, self.holder, presence_ping_seconds, self._release_pending)
@@ -186,6 +177,15 @@ class PostgresStore:
                 timeout=15,
                 name="tidal",
             )
+        self.service.answered()  # it did: what fails from now on is an outage, ridden out
+
+    def _ping(self) -> None:
+        """The outage probe: a new connection and one round trip."""
+        with (
+            _connection_errors("connect to Postgres"),
+            psycopg.connect(self._url, connect_timeout=5, autocommit=True) as conn,
+        ):
+            conn.execute("select 1")
 
     def _mark_returned(self, conn: psycopg.Connection[Any]) -> None:
         self._returned[conn] = time.monotonic()
@@ -713,8 +713,8 @@ def _connection_errors(what: str) -> Iterator[None]:
     """Connection trouble is transient; anything else Postgres says is a bug or bad config."""
     try:
         yield
-    except psycopg.OperationalError as exc:
-        raise TransientError(f"could not {what}: {_first_line(exc)}") from exc
+    except psycopg.OperationalError as exc:  # the connection, not the statement: maybe down
+        raise Unavailable(f"could not {what}: {_first_line(exc)}") from exc
     except (psycopg.errors.FeatureNotSupported, psycopg.errors.UndefinedFile) as exc:
         # e.g. the server has no pgvector
         raise ConfigError(f"could not {what}: {_first_line(exc)}") from exc
