@@ -269,6 +269,36 @@ def test_a_bulk_load_writes_without_the_index_and_search_still_answers(
     assert "documents_embedding_idx" in plan
 
 
+def test_a_write_big_against_the_index_drops_it_and_a_small_one_keeps_it(
+    database_url: str,
+) -> None:
+    """Past an eighth of the indexed rows (and ``big_write_rows``), a file's chunks are written
+    without the vector index, which the run's end builds again: inserting them into the live
+    graph cost minutes inside the write's transaction."""
+    store = PostgresStore(database_url, dimension=DIM, pool_size=2)
+    try:
+        store.build_vector_index()
+        for i in range(10):
+            path = f"prds/kept-{i}.md"
+            store.replace_file(_file(path), _doc(path), _chunks(10, path), fingerprint=FP,
+                               embedder=EMB)  # fmt: skip
+        assert _vector_index(database_url) == "hnsw"  # under the default threshold
+        store.big_write_rows = 10
+
+        store.replace_file(_file("prds/mid.md"), _doc("prds/mid.md"), _chunks(11, "mid"),
+                           fingerprint=FP, embedder=EMB)  # fmt: skip
+        assert _vector_index(database_url) == "hnsw"  # 11 rows against 100 indexed: kept
+
+        store.replace_file(_file("prds/big.md"), _doc("prds/big.md"), _chunks(20, "big"),
+                           fingerprint=FP, embedder=EMB)  # fmt: skip
+        assert _vector_index(database_url) is None  # 20 x 8 >= 111 indexed: dropped
+        assert len(_rows(database_url, "prds/big.md")) == 20
+        store.build_vector_index()  # as the run's end does
+        assert _vector_index(database_url) == "hnsw"
+    finally:
+        store.close()
+
+
 def test_runs_finishing_at_once_build_the_vector_index_once(database_url: str) -> None:
     """Two runs that end together both find the index missing after a bulk load. ``create
     index if not exists`` alone is not safe against that: the second insert into the

@@ -100,6 +100,14 @@ TAKE_CLAIM_SQL = f"""
 """Claim a path, or take it over from a holder that is gone: its presence lock can be taken
 (for this statement only). A row of a live holder is left alone and nothing is returned."""
 
+BIG_WRITE_ROWS = 2_000
+"""A file writing at least this many chunks, and at least an eighth of the rows the vector
+index holds, drops the index for its write; the run builds it once at its end."""
+LIVE_INDEX_COST = 8
+"""Rows one live HNSW insert costs, in rows of a build (bench/inserts.py measured ~13; eight
+leaves room for the build's own overhead): past ``rows_kept / LIVE_INDEX_COST`` new rows,
+rebuilding the whole index is cheaper than keeping it up."""
+
 FRESH_CONNECTION_SECONDS = 2.0
 """A pooled connection returned this recently is handed out without a check."""
 
@@ -135,8 +143,10 @@ class PostgresStore:
         pool_size: int = 4,
         outage_seconds: float = OUTAGE_SECONDS,
         presence_ping_seconds: float = PRESENCE_PING_SECONDS,
+        big_write_rows: int = BIG_WRITE_ROWS,
     ) -> None:
         self.dimension = dimension
+        self.big_write_rows = big_write_rows
         self._url = url
         self.service = Service(
             "Postgres", "TIDAL_DATABASE_URL", self._ping, outage_seconds=outage_seconds
@@ -231,6 +241,8 @@ class PostgresStore:
     ) -> None:
         tokens = sum(e.chunk.token_count for e in chunks)
         claimed = file.path in self._held
+        if len(chunks) >= self.big_write_rows:
+            self._make_room_for(len(chunks))
         with self._conn("write chunks") as conn, conn.transaction():
             conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (file.path,))
             if claimed and not self._end_claims(conn, [file.path]):
@@ -287,6 +299,27 @@ class PostgresStore:
                 f" values ({', '.join(f'%({k})s' for k in row)})",
                 row,
             )
+
+    @_riding_out
+    def _make_room_for(self, rows: int) -> None:
+        """Drop the vector index before a write so large that rebuilding the whole index after
+        it is cheaper than inserting its rows into the live graph (which also held the write's
+        transaction, and its locks, open for minutes: a 20,000-chunk file into a 1,300-file
+        index took 4x its time into an empty one). The run rebuilds it at its end."""
+        with self._conn("size the vector index") as conn:
+            # Exact: the catalogue's estimate is -1 until a vacuum for an index filled live.
+            (indexed,) = conn.execute(
+                "select case when to_regclass('documents_embedding_idx') is null then null"
+                " else (select count(*) from documents) end"
+            ).fetchone()
+        if indexed is None or rows * LIVE_INDEX_COST < indexed:
+            return
+        log.info(
+            "writing %d chunks: the vector index is dropped and rebuilt once at the end of the "
+            "run, cheaper than inserting them into it (searches scan meanwhile)",
+            rows,
+        )
+        self.suspend_vector_index()
 
     @_riding_out
     def suspend_vector_index(self) -> None:
