@@ -2,11 +2,14 @@
 
     python bench/bigfile.py                 # 3 shapes at 10 MB (the default size cap), ~5 min
     python bench/bigfile.py --mb 5 --shapes json
+    python bench/bigfile.py --shapes json-small --existing 1300   # into an existing index too
 
 Each shape is generated just under ``--mb`` megabytes, alone in a folder, and run through
 ``python flows/ingest.py`` as a user runs it (temporary Prefect server and all), against the fake
 OpenAI server (1536-dimension vectors, no rate limit) and a fresh database on one embedded
-Postgres. Reported: the flow process's peak RSS (VmHWM), wall time, chunks stored.
+Postgres. Reported: the flow process's peak RSS (VmHWM), wall time, chunks stored. With
+``--existing N``, each file is also run into an index already holding N generated files (their
+first run untimed), and the wall time is compared with the run into an empty database.
 
 Shapes:
   json-small    a design with tens of thousands of small components (the worst case: many
@@ -105,6 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mb", type=float, default=9.9, help="size of each file, MB")
     parser.add_argument("--shapes", default=",".join(SHAPES))
+    parser.add_argument("--existing", type=int, default=0, help="also into an index of N files")
     args = parser.parse_args()
 
     from bench.common import Databases
@@ -125,33 +129,56 @@ def main() -> None:
             text = make(rng, int(args.mb * 1_000_000))
             (corpus / name).write_text(text)
             del text
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
-            env.update(
-                TIDAL_SOURCE=str(corpus),
-                TIDAL_DATABASE_URL=databases.fresh(),
-                TIDAL_EMBEDDER="openai",
-                OPENAI_API_KEY=KEY,
-                OPENAI_BASE_URL=api.base_url,
-                TIDAL_OPENAI_RPM="1000000",
-                TIDAL_OPENAI_TPM="1000000000",
-                TIDAL_DATA_DIR=str(work / "data"),
-                PREFECT_HOME=str(work / "prefect"),
-                PREFECT_LOGGING_LEVEL="WARNING",
-            )
-            started = time.perf_counter()
-            done = subprocess.run(
-                [sys.executable, __file__, "--one"], env=env, capture_output=True, text=True
-            )
-            wall = time.perf_counter() - started
-            if done.returncode != 0:
-                sys.exit(f"{shape} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-            r = json.loads(done.stdout.strip().splitlines()[-1])
+            wall, r = _flow(corpus, databases.fresh(), api, work)
             size = (corpus / name).stat().st_size / 1e6
             print(
                 f"{shape:12} {size:5.1f} {r['chunks']:7.0f} {wall:7.0f} {r['rss_mb']:12.0f}",
                 flush=True,
             )
             api.requests.clear()
+            if args.existing:
+                from bench.corpus import generate
+
+                existing = work / f"{shape}-existing"
+                generate(existing, args.existing, seed=13)
+                database = databases.fresh()
+                first, _ = _flow(existing, database, api, work)
+                (existing / name).parent.mkdir(parents=True, exist_ok=True)
+                (existing / name).write_bytes((corpus / name).read_bytes())
+                into, r2 = _flow(existing, database, api, work)
+                print(
+                    f"{'':12} into {args.existing} files (their run {first:.0f} s): "
+                    f"{into:.0f} s, {into / wall:.2f}x into an empty database, "
+                    f"peak RSS {r2['rss_mb']:.0f} MB",
+                    flush=True,
+                )
+                api.requests.clear()
+
+
+def _flow(corpus: Path, database: str, api, work: Path) -> tuple[float, dict[str, float]]:  # type: ignore[no-untyped-def]
+    """One ``--one`` run of ``corpus`` into ``database``: its wall time and what it reported."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
+    env.update(
+        TIDAL_SOURCE=str(corpus),
+        TIDAL_DATABASE_URL=database,
+        TIDAL_EMBEDDER="openai",
+        OPENAI_API_KEY=KEY,
+        OPENAI_BASE_URL=api.base_url,
+        TIDAL_OPENAI_RPM="1000000",
+        TIDAL_OPENAI_TPM="1000000000",
+        TIDAL_MAX_FILE_MB="40",
+        TIDAL_DATA_DIR=str(work / "data"),
+        PREFECT_HOME=str(work / "prefect"),
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, __file__, "--one"], env=env, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"{corpus} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return wall, json.loads(done.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

@@ -212,6 +212,7 @@ class IngestRun:
         """
         source, store = self.pipeline.source, self.pipeline.store
         listed = list(source.list())
+        store.adopt([f.path for f in listed if not f.ignored])
         stored = store.stored_paths()
         deletion = Deletion()
         if self.paths is not None:

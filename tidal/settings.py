@@ -217,6 +217,15 @@ class Settings(BaseSettings):
     )
 
     @property
+    def source_identity(self) -> str:
+        """What a file's identity holds besides its path: the bucket (``supabase://<bucket>``;
+        its prefixes are parts of one namespace), or the folder."""
+        location = self.supabase_location
+        if location is not None:
+            return f"supabase://{location.bucket}"
+        return str(Path(self.source).resolve())
+
+    @property
     def source_uri(self) -> str:
         """The source as runs name it (a local folder resolved), for the ledger."""
         if self.source.startswith("supabase://"):

@@ -131,7 +131,14 @@ class Store(Protocol):
         crash or a retry then re-buys only the batch that was in flight."""
         ...
 
-    def stored_paths(self) -> set[str]: ...
+    def stored_paths(self) -> set[str]:
+        """Every path of this store's source that the index knows, ingested or failed."""
+        ...
+
+    def adopt(self, paths: Sequence[str]) -> int:
+        """Take as this source's the files among ``paths`` that an index made before files
+        knew their source holds with none; how many."""
+        ...
 
     def failed_files(self) -> list[FailedFile]: ...
 
@@ -210,6 +217,7 @@ def open_store(settings: Settings, *, dimension: int, pool_size: int = 2) -> Sto
         dimension=dimension,
         pool_size=pool_size,
         outage_seconds=settings.outage_seconds,
+        source=settings.source_identity,
     )
 
 

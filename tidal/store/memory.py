@@ -122,6 +122,10 @@ class MemoryStore:
     def build_vector_index(self) -> None:
         self.index_suspended = False
 
+    def adopt(self, paths: Sequence[str]) -> int:
+        """Nothing to adopt: a memory store holds one source's files."""
+        return 0
+
     def stored_paths(self) -> set[str]:
         with self._lock:
             return set(self.files)

@@ -53,9 +53,10 @@ WRITE_BATCH = 500
 batch by batch, so a 10,000-chunk file never holds a second copy of all its rows at once."""
 
 
-def chunk_id(path: str, index: int, hash_: str) -> uuid.UUID:
+def chunk_id(path: str, index: int, hash_: str, source: str = "") -> uuid.UUID:
     """Deterministic row id: the same chunk of the same file always gets the same id."""
-    return uuid.uuid5(_ID_NAMESPACE, f"{path}\x00{index}\x00{hash_}")
+    name = f"{path}\x00{index}\x00{hash_}"
+    return uuid.uuid5(_ID_NAMESPACE, f"{source}\x00{name}" if source else name)
 
 
 VECTOR_INDEX_SQL = (
@@ -91,8 +92,8 @@ _PRESENCE_SEED = 2
 """The seed of ``hashtextextended`` for presence locks (0 keys a file's write lock)."""
 
 TAKE_CLAIM_SQL = f"""
-    insert into file_claims as c (path, holder) values (%(path)s, %(holder)s)
-    on conflict (path) do update set holder = excluded.holder, claimed_at = now()
+    insert into file_claims as c (source, path, holder) values (%(source)s, %(path)s, %(holder)s)
+    on conflict (source, path) do update set holder = excluded.holder, claimed_at = now()
         where c.holder = excluded.holder
             or pg_try_advisory_xact_lock(hashtextextended(c.holder::text, {_PRESENCE_SEED}))
     returning c.holder
@@ -144,8 +145,13 @@ class PostgresStore:
         outage_seconds: float = OUTAGE_SECONDS,
         presence_ping_seconds: float = PRESENCE_PING_SECONDS,
         big_write_rows: int = BIG_WRITE_ROWS,
+        source: str = "",
     ) -> None:
+        """``source`` is the identity of the source whose files this store reads and writes
+        (``supabase://<bucket>``, or a folder): its file operations see that source's files
+        only. Searches see every source's."""
         self.dimension = dimension
+        self.source = source
         self.big_write_rows = big_write_rows
         self._url = url
         self.service = Service(
@@ -218,9 +224,9 @@ class PostgresStore:
     def current_files(self, fingerprint: str, paths: Sequence[str] | None = None) -> dict[str, str]:
         query = (
             "select path, content_hash from ingested_files"
-            " where status = 'ingested' and fingerprint = %s"
+            " where source = %s and status = 'ingested' and fingerprint = %s"
         )
-        params: tuple[Any, ...] = (fingerprint,)
+        params: tuple[Any, ...] = (self.source, fingerprint)
         if paths is not None:
             query += " and path = any(%s)"
             params += (list(paths),)
@@ -244,14 +250,20 @@ class PostgresStore:
         if len(chunks) >= self.big_write_rows:
             self._make_room_for(len(chunks))
         with self._conn("write chunks") as conn, conn.transaction():
-            conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (file.path,))
+            conn.execute(
+                "select pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                (f"{self.source}\x1f{file.path}" if self.source else file.path,),
+            )
             if claimed and not self._end_claims(conn, [file.path]):
                 raise ClaimLost(
                     "another run took the file over while this one was away from Postgres;"
                     " nothing was written",
                     path=file.path,
                 )
-            conn.execute("delete from documents where source_path = %s", (file.path,))
+            conn.execute(
+                "delete from documents where source = %s and source_path = %s",
+                (self.source, file.path),
+            )
             conn.execute(
                 "delete from embedding_cache where embedder = %s and chunk_hash = any(%s)",
                 (embedder, [e.chunk.hash for e in chunks]),
@@ -260,22 +272,36 @@ class PostgresStore:
                 for start in range(0, len(chunks), WRITE_BATCH):
                     cur.executemany(
                         "insert into documents (id, content, metadata, embedding,"
-                        " source_path, chunk_index, chunk_hash, embedder)"
-                        " values (%s, %s, %s::jsonb, %s, %s, %s, %s, %s)",
-                        _rows(file, document, chunks[start : start + WRITE_BATCH], embedder),
+                        " source_path, chunk_index, chunk_hash, embedder, source)"
+                        " values (%s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s)",
+                        _rows(
+                            file,
+                            document,
+                            chunks[start : start + WRITE_BATCH],
+                            embedder,
+                            self.source,
+                        ),
                     )
             conn.execute(
                 """
-                insert into ingested_files as f (path, content_hash, fingerprint, chunk_count,
-                    token_count, status, error, error_kind, attempts)
-                values (%s, %s, %s, %s, %s, 'ingested', null, null, %s)
-                on conflict (path) do update set
+                insert into ingested_files as f (source, path, content_hash, fingerprint,
+                    chunk_count, token_count, status, error, error_kind, attempts)
+                values (%s, %s, %s, %s, %s, %s, 'ingested', null, null, %s)
+                on conflict (source, path) do update set
                     content_hash = excluded.content_hash, fingerprint = excluded.fingerprint,
                     chunk_count = excluded.chunk_count, token_count = excluded.token_count,
                     status = 'ingested', error = null, error_kind = null,
                     attempts = excluded.attempts, updated_at = now()
                 """,
-                (file.path, file.content_hash, fingerprint, len(chunks), tokens, attempts),
+                (
+                    self.source,
+                    file.path,
+                    file.content_hash,
+                    fingerprint,
+                    len(chunks),
+                    tokens,
+                    attempts,
+                ),
             )
         if claimed:
             with self._held_changed:
@@ -404,7 +430,9 @@ class PostgresStore:
     @_riding_out
     def _take(self, path: str) -> bool:
         with self._conn("claim a file") as conn:
-            taken = conn.execute(TAKE_CLAIM_SQL, {"path": path, "holder": self.holder}).fetchone()
+            taken = conn.execute(
+                TAKE_CLAIM_SQL, {"source": self.source, "path": path, "holder": self.holder}
+            ).fetchone()
         return taken is not None
 
     def _end_claims(self, conn: psycopg.Connection[Any], paths: Sequence[str]) -> int:
@@ -412,8 +440,8 @@ class PostgresStore:
         open); how many there were. A row that is another's stays (a store that thought this
         one gone took the file over)."""
         return conn.execute(
-            "delete from file_claims where path = any(%s) and holder = %s",
-            (list(paths), self.holder),
+            "delete from file_claims where source = %s and path = any(%s) and holder = %s",
+            (self.source, list(paths), self.holder),
         ).rowcount
 
     def _release(self, path: str) -> None:
@@ -475,14 +503,45 @@ class PostgresStore:
 
     @_riding_out
     def stored_paths(self) -> set[str]:
-        """Every path the index knows, ingested or failed."""
+        """Every path of this source the index knows, ingested or failed."""
         with self._conn("read the file table") as conn:
-            return {row[0] for row in conn.execute("select path from ingested_files")}
+            rows = conn.execute("select path from ingested_files where source = %s", (self.source,))
+            return {row[0] for row in rows}
+
+    @_riding_out
+    def adopt(self, paths: Sequence[str]) -> int:
+        """Make this source's the files among ``paths`` that an index made before files knew
+        their source holds with no source; how many. The schema's migration adopts them all at
+        once when the ledger names one source; otherwise each source adopts what it lists, so
+        a run never deletes a file another source may own."""
+        if not self.source or not paths:
+            return 0
+        with self._conn("adopt files") as conn, conn.transaction():
+            legacy = conn.execute(
+                "select exists (select 1 from ingested_files where source = '')"
+            ).fetchone()
+            if legacy == (False,):
+                return 0
+            adopted = conn.execute(
+                "update ingested_files set source = %s where source = '' and path = any(%s)"
+                " and not exists (select 1 from ingested_files o"
+                " where o.source = %s and o.path = ingested_files.path)",
+                (self.source, list(paths), self.source),
+            ).rowcount
+            conn.execute(
+                "update documents set source = %s where source = '' and source_path = any(%s)"
+                " and not exists (select 1 from documents o"
+                " where o.source = %s and o.source_path = documents.source_path)",
+                (self.source, list(paths), self.source),
+            )
+        if adopted:
+            log.info("%d file(s) of this index's first source adopted by %s", adopted, self.source)
+        return adopted
 
     @_riding_out
     def failed_files(self) -> list[FailedFile]:
         with self._conn("read the file table") as conn:
-            return _failed_files(conn)
+            return _failed_files(conn, self.source)
 
     @_riding_out
     def delete_files(self, paths: Sequence[str]) -> int:
@@ -491,9 +550,13 @@ class PostgresStore:
             return 0
         with self._conn("delete files") as conn, conn.transaction():
             deleted = conn.execute(
-                "delete from documents where source_path = any(%s)", (list(paths),)
+                "delete from documents where source = %s and source_path = any(%s)",
+                (self.source, list(paths)),
             ).rowcount
-            conn.execute("delete from ingested_files where path = any(%s)", (list(paths),))
+            conn.execute(
+                "delete from ingested_files where source = %s and path = any(%s)",
+                (self.source, list(paths)),
+            )
         return deleted
 
     @_riding_out
@@ -510,15 +573,15 @@ class PostgresStore:
         with self._conn("record a failure") as conn, conn.transaction():
             conn.execute(
                 """
-                insert into ingested_files as f (path, content_hash, fingerprint, status,
-                    error, error_kind, attempts)
-                values (%s, %s, %s, 'failed', %s, %s, %s)
-                on conflict (path) do update set
+                insert into ingested_files as f (source, path, content_hash, fingerprint,
+                    status, error, error_kind, attempts)
+                values (%s, %s, %s, %s, 'failed', %s, %s, %s)
+                on conflict (source, path) do update set
                     content_hash = excluded.content_hash, fingerprint = excluded.fingerprint,
                     status = 'failed', error = excluded.error, error_kind = excluded.error_kind,
                     attempts = excluded.attempts, updated_at = now()
                 """,
-                (path, content_hash, fingerprint, error, kind, attempts),
+                (self.source, path, content_hash, fingerprint, error, kind, attempts),
             )
 
     @_riding_out
@@ -695,11 +758,14 @@ def index_status(url: str) -> IndexStatus | None:
     )
 
 
-def _failed_files(conn: psycopg.Connection[Any]) -> list[FailedFile]:
+def _failed_files(conn: psycopg.Connection[Any], source: str | None = None) -> list[FailedFile]:
+    """Failed files, of ``source`` only when given."""
+    mine = "" if source is None else " and source = %(source)s"
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             "select path, error, error_kind, attempts, updated_at, content_hash, fingerprint"
-            " from ingested_files where status = 'failed' order by updated_at desc, path"
+            f" from ingested_files where status = 'failed'{mine} order by updated_at desc, path",
+            {"source": source},
         )
         return [FailedFile(**row) for row in cur.fetchall()]
 
@@ -758,7 +824,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _rows(
-    file: SourceFile, document: Document, chunks: Sequence[EmbeddedChunk], embedder: str
+    file: SourceFile,
+    document: Document,
+    chunks: Sequence[EmbeddedChunk],
+    embedder: str,
+    source: str,
 ) -> Iterator[tuple[Any, ...]]:
     """``documents`` rows for ``chunks``, made as the driver asks for them."""
     for e in chunks:
@@ -769,8 +839,10 @@ def _rows(
             "chunk_index": e.chunk.index,
             "tokens": e.chunk.token_count,
         }
+        if source:
+            metadata["source"] = source  # a filter can pick one source: {"source": ...}
         yield (
-            chunk_id(file.path, e.chunk.index, e.chunk.hash),
+            chunk_id(file.path, e.chunk.index, e.chunk.hash, source),
             e.chunk.text,
             json.dumps(metadata),
             np.asarray(e.embedding, dtype=np.float32),
@@ -778,4 +850,5 @@ def _rows(
             e.chunk.index,
             e.chunk.hash,
             embedder,
+            source,
         )
