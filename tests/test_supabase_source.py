@@ -311,7 +311,7 @@ def test_a_retry_after_is_honoured_by_the_quick_retry(
     assert waits[0] == 3.0  # as asked, not the ~0.1 s backoff
     fake.fail_next("prds/billing.md", status, headers={"Retry-After": "60"})
     if status == 429:  # "later": a backoff from 1 s, and any wait asked, never an attempt
-        assert 0 <= waits[1] <= 1.0
+        assert 0 <= waits[1] <= 2.0  # the second 429: up to 2 s
         assert source.read(file) == CORPUS["prds/billing.md"]
         assert waits[-1] == 60.0
     else:
