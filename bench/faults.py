@@ -1,6 +1,6 @@
 """A bad day, measured: what outages, a 429 storm and large files cost a real run.
 
-    python bench/faults.py [--files 1000] [--storm-files 60] [--large 24] [--only NAME ...]
+    python bench/faults.py [--files 1000] [--storm-files 180] [--large 24] [--only NAME ...]
 
 Each scenario runs the real flow (``python flows/ingest.py``, a Prefect server started here)
 over a bucket on the fake Storage server, embedding through the fake OpenAI server, into a
@@ -11,11 +11,14 @@ from this process while the run goes:
   fifth of the files were downloaded;
 * ``embeddings-30s`` and ``embeddings-120s``: the embeddings API killed likewise;
 * ``storm``: a server allowing 60 requests per minute (sliding window, ``Retry-After: 1``)
-  while ``TIDAL_OPENAI_RPM`` is left at 3,000, over ``--storm-files`` small files;
-* ``large``: the default 1 M TPM budget and 32 files in flight over a bucket where ``--large``
-  files of ~40 k tokens sit among the small ones; the server enforces the same limit. The
-  windows are shortened to 6 s (the server's and ``TIDAL_OPENAI_WINDOW_SECONDS``) so the run
-  binds on tokens within a minute or two; the token floor is the least time the limit allows.
+  while ``TIDAL_OPENAI_RPM`` is left at 3,000, over ``--storm-files`` small files (three
+  minutes of requests at that rate);
+* ``large``: the default token rate (1 M a minute), 32 files in flight, over a bucket where
+  ``--large`` files of ~40 k tokens sit among the small ones; the server enforces the same
+  limit as a refilling bucket. The window is 6 s (100 k tokens per 6 s, the server's and
+  Tidal's), so the run binds on tokens within a minute and one 32 k-token request is a third
+  of the bucket: harsher for fairness than a minute's window. The token floor is the least
+  time the limit allows.
 
 Printed per scenario: files failed (target 0), attempts spent against files ingested,
 downloads beyond one per file, 429s answered, and wall time against the same corpus without
@@ -56,6 +59,8 @@ class Outcome:
     attempts: int
     redownloads: int
     rate_limited: int
+    late_429s: int
+    """429s answered more than a minute after the first request."""
     wall: float
     exit_code: int
 
@@ -135,6 +140,8 @@ def _run(
             injector.join(timeout=300)
         downloads = Counter(storage.downloads)
         rate_limited = api.statuses().count(429)
+        first = min((r["time"] for r in api.requests), default=0.0)
+        late = sum(1 for r in api.requests if r["status"] == 429 and r["time"] > first + 60)
     reports = sorted((data / "reports").glob("run-*.csv"))
     if not reports:
         sys.exit(f"{name}: no report\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -151,6 +158,7 @@ def _run(
         attempts=sum(int(r["attempts"] or 0) for r in rows),
         redownloads=sum(n - 1 for n in downloads.values() if n > 1),
         rate_limited=rate_limited,
+        late_429s=late,
         wall=wall,
         exit_code=done.returncode,
     )
@@ -179,7 +187,8 @@ def _server(home: Path, port: int) -> subprocess.Popen[bytes]:
 def _row(outcome: Outcome, against: float, label: str) -> str:
     return (
         f"| {outcome.name} | {outcome.failed} | {outcome.attempts} / {outcome.ingested} | "
-        f"{outcome.redownloads} | {outcome.rate_limited} | {outcome.wall:.1f} | "
+        f"{outcome.redownloads} | {outcome.rate_limited} ({outcome.late_429s}) | "
+        f"{outcome.wall:.1f} | "
         f"{outcome.wall / against:.2f}x {label} | {outcome.exit_code} |"
     )
 
@@ -187,7 +196,7 @@ def _row(outcome: Outcome, against: float, label: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=1000)
-    parser.add_argument("--storm-files", type=int, default=60)
+    parser.add_argument("--storm-files", type=int, default=180)
     parser.add_argument("--large", type=int, default=24, help="large files in the 'large' bucket")
     parser.add_argument("--only", nargs="*", default=None, help="scenario names to run")
     args = parser.parse_args()
@@ -245,7 +254,7 @@ def main() -> None:
             from tidal.chunking import ChunkingOptions, chunk_text
             from tidal.parsing import parse
 
-            window, tpm = 6, 1_000_000
+            window, tpm = 6, 100_000
             tokens = 0
             for path in large.rglob("*"):
                 if path.is_file():
@@ -260,7 +269,10 @@ def main() -> None:
                 databases,
                 api_url,
                 limit={"tpm": tpm, "window_seconds": float(window), "model": "bucket"},
-                extra_env={"TIDAL_OPENAI_WINDOW_SECONDS": str(window)},
+                extra_env={
+                    "TIDAL_OPENAI_WINDOW_SECONDS": str(window),
+                    "TIDAL_OPENAI_TPM": str(tpm),
+                },
             )
             print(f"  large: {tokens} tokens, floor {floor:.1f} s", file=sys.stderr)
             rows.append(_row(outcome, max(floor, 1e-9), f"token floor ({floor:.0f} s)"))
@@ -268,8 +280,8 @@ def main() -> None:
         os.killpg(server.pid, signal.SIGTERM)
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nbench/faults.py, {args.files} files ({args.storm_files} for the storm), defaults\n")
-    print("| scenario | files failed | attempts / files ingested | re-downloads | 429s "
-          "| wall (s) | wall against | exit |")  # fmt: skip
+    print("| scenario | files failed | attempts / files ingested | re-downloads "
+          "| 429s (after the first minute) | wall (s) | wall against | exit |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(row)

@@ -239,7 +239,7 @@ def test_a_429_within_the_budget_lowers_the_shared_rate_to_what_the_server_let_t
     redis_url: str,
 ) -> None:
     """Two processes' budgets on one Redis: a 429 seen by one slows both, to 90 % of the
-    requests answered over the last window; a second 429 within half a window changes
+    requests answered over the last window; a second 429 within the window changes
     nothing (it says nothing new), and the rate recovers after a quiet window."""
     one = RateBudget(redis_url, rpm=100, tpm=None, namespace="t:learn", window_seconds=2,
                      recover_windows=1)  # fmt: skip

@@ -51,9 +51,21 @@ def _rebuild(
 
 
 class TransientError(TidalError):
-    """Worth another attempt: the same call may succeed later."""
+    """Worth another attempt: the same call may succeed later, after ``retry_after`` seconds
+    when the service said so (a ``Retry-After`` header)."""
 
     kind = "transient"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        attempts: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, path=path, attempts=attempts)
+        self.retry_after = retry_after
 
 
 class Unavailable(TransientError):
@@ -61,13 +73,7 @@ class Unavailable(TransientError):
 
 
 class RateLimited(TransientError):
-    """The service answered 429: later, not never. ``retry_after``: what it asked, if it did."""
-
-    def __init__(
-        self, message: str, *, path: str | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message, path=path)
-        self.retry_after = retry_after
+    """The service answered 429: later, not never."""
 
 
 class ServiceDown(TransientError):

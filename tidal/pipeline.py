@@ -1,7 +1,7 @@
 """One file through every stage: read → parse → chunk → embed → store.
 
 This is the whole of Tidal's work for a file, with no orchestration in it: Prefect's task
-wraps ``Pipeline.ingest`` and adds retries, caching and logging around it.
+wraps ``Pipeline.ingest`` and adds retries, a task run per file and logging around it.
 """
 
 from __future__ import annotations

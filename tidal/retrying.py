@@ -61,8 +61,8 @@ class Policy:
 
     def delay(self, attempt: int, exc: TransientError | None = None) -> float:
         """The server's ``retry_after`` when it named one, else jittered exponential backoff."""
-        asked = getattr(exc, "retry_after", None)
-        if isinstance(asked, int | float) and asked >= 0:
+        asked = exc.retry_after if exc is not None else None
+        if asked is not None and asked >= 0:
             return float(asked)
         return random.uniform(0, min(self.max_delay, self.first_delay * 2 ** (attempt - 1)))
 
@@ -87,7 +87,7 @@ class Service:
         probe: Callable[[], object],
         *,
         outage_seconds: float = OUTAGE_SECONDS,
-        max_probe_delay: float = 10.0,
+        max_probe_delay: float = 5.0,
     ) -> None:
         if outage_seconds <= 0:
             raise ValueError(f"outage_seconds must be positive, got {outage_seconds}")

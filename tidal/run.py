@@ -4,7 +4,8 @@
 file's outcome means (``settle``) and how the run ends (``finish``). ``drive`` keeps a bounded
 number of files in flight on any executor and settles each as it completes. The Prefect flow is
 a thin shell over these two (task runs, retries, artifacts); ``run_in_threads`` drives the same
-objects with a plain thread pool, for the CLI, the benchmark's baseline and tests.
+objects with a plain thread pool, for embedding Tidal in a program, the benchmark's baseline
+and tests.
 """
 
 from __future__ import annotations

@@ -25,7 +25,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tidal.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_CORPUS = REPO_ROOT / "examples" / "corpus"
+SAMPLE_CORPUS = (
+    REPO_ROOT / "examples" / "corpus"
+    if (REPO_ROOT / "examples" / "corpus").is_dir()
+    else Path(__file__).resolve().parent / "sample" / "corpus"  # as a wheel installs it
+)
 
 EmbedderName = Literal["local", "openai"]
 TaskRunnerName = Literal["threads", "dask"]

@@ -175,9 +175,9 @@ return ''
 )
 
 # ARGV: window, margin, recover, share, then for requests and tokens: base interval (0 = skip),
-# cut (1/0), configured limit. A 429: each named limit's rate drops to ``share`` of what was
-# answered over the last window (halved if nothing was, or if that is no lower), at most once
-# per half window, and its bucket is emptied. Returns the new scales, "r t".
+# cut (1/0), configured limit. A 429: each named limit's bucket is emptied, and its rate drops
+# to ``share`` of what was answered over the last window when that is lower (halved if nothing
+# was), at most once per window. Returns the new scales, "r t".
 _SLOW_DOWN = (
     _PRELUDE
     + """
@@ -203,13 +203,17 @@ for i, kind in ipairs(kinds) do
   local configured = tonumber(ARGV[4 + 3 * i])
   local current = scale(kind, window, recover)
   scales[i] = current
-  if base > 0 and cut > 0 and now - num('cut:' .. kind, -1e18) > window / 2 then
-    local learned = share * answered[i] / configured
-    if learned <= 0 or learned >= current then learned = current / 2 end
-    learned = math.max(learned, 1 / configured)
-    redis.call('HSET', key, 'scale:' .. kind, string.format('%.9f', learned))
-    redis.call('HSET', key, 'cut:' .. kind, string.format('%.6f', now))
-    scales[i] = learned
+  if base > 0 and cut > 0 then
+    if now - num('cut:' .. kind, -1e18) > window then
+      local learned = share * answered[i] / configured
+      if answered[i] <= 0 then learned = current / 2 end
+      if learned < current then
+        learned = math.max(learned, 1 / configured)
+        redis.call('HSET', key, 'scale:' .. kind, string.format('%.9f', learned))
+        redis.call('HSET', key, 'cut:' .. kind, string.format('%.6f', now))
+        scales[i] = learned
+      end
+    end
     local empty = now + window - margin
     if empty > num(kind, 0) then redis.call('HSET', key, kind, string.format('%.6f', empty)) end
   end
@@ -346,12 +350,14 @@ class RateBudget:
         """A 429 although this budget let the request go: the real limit is lower than the
         configured one (another client on the account, a smaller tier, a proxy's quota).
 
-        Each limit in ``kinds`` drops to ``LEARNED_SHARE`` of what the server answered over the
-        last window (halved when that says nothing), for every process sharing the budget, at
-        most once per half window (the 429s of requests already in flight say nothing new); its
-        bucket is emptied. The rate then doubles back every ``recover_windows`` windows without
-        another cut, so a storm ends and a limit that was raised is found again. Returns the
-        new shares of the configured rates (requests, tokens).
+        Each limit in ``kinds`` has its bucket emptied, and drops to ``LEARNED_SHARE`` of what
+        the server answered over the last window when that is lower than now (halved when
+        nothing was answered), for every process sharing the budget, at most once per window:
+        after a cut, the server's own window is still full of the traffic before it, and its
+        429s then say "wait", which the caller does, not "slower". The rate then doubles back
+        every ``recover_windows`` windows without another cut, so a storm ends and a limit that
+        was raised is found again. Returns the new shares of the configured rates (requests,
+        tokens).
         """
         cut = tuple(int(kind in kinds) for kind in KINDS)
         scales = self._store.slow_down(self, cut)
@@ -475,12 +481,14 @@ class _MemoryStore(_Store):
             for i, base in enumerate(budget.intervals):
                 current = state.effective(i, now, window, budget.recover_seconds)
                 configured = budget.limits[i]
-                if base and configured and cut[i] and now - state.cut[i] > window / 2:
-                    learned = LEARNED_SHARE * answered[i] / configured
-                    if learned <= 0 or learned >= current:
-                        learned = current / 2
-                    current = max(learned, 1 / configured)
-                    state.scale[i], state.cut[i] = current, now
+                if base and configured and cut[i]:
+                    if now - state.cut[i] > window:
+                        learned = LEARNED_SHARE * answered[i] / configured
+                        if answered[i] <= 0:
+                            learned = current / 2
+                        if learned < current:
+                            current = max(learned, 1 / configured)
+                            state.scale[i], state.cut[i] = current, now
                     state.tat[i] = max(state.tat[i], now + window - budget.margin_seconds)
                 scales.append(current)
             return scales[0], scales[1]

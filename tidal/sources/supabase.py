@@ -258,9 +258,9 @@ class SupabaseSource:
         if status is not None and (status in (408, 425) or status >= 500):
             # A gateway's 502/503/504 says nothing answered behind it: maybe an outage.
             kind = Unavailable if status in (502, 503, 504) else TransientError
-            error = kind(f"Storage answered {status} {doing}: {message}", path=path)
-            error.retry_after = asked  # type: ignore[attr-defined]
-            return error
+            return kind(
+                f"Storage answered {status} {doing}: {message}", path=path, retry_after=asked
+            )
         return SourceError(f"Storage answered {status} {doing}: {message}", path=path)
 
     def _scrub(self, text: str) -> str:

@@ -774,11 +774,10 @@ def ensure_schema(conn: psycopg.Connection[Any], dimension: int) -> None:
     """Create what is missing; refuse a ``documents`` table built for another dimension.
 
     schema.sql's ``alter table`` statements take an exclusive lock on each table even when they
-    change nothing, and a lock that waits for every file in flight (each holds its reads in
-    its claim's transaction) while new claims queue behind it. So the schema applied is marked
-    with its digest (a comment on ``ingest_runs``), and a process opening a store on a schema
-    that is already current reads the catalog only: a worker or a second run joining a busy
-    index takes no table lock.
+    change nothing, which waits for every statement in flight while new ones queue behind it.
+    So the schema applied is marked with its digest (a comment on ``ingest_runs``), and a
+    process opening a store on a schema that is already current reads the catalog only: a
+    worker or a second run joining a busy index takes no table lock.
     """
     sql = schema_sql(dimension, vector_index=False)
     marker = f"tidal schema {hashlib.sha256(sql.encode()).hexdigest()[:16]}"
