@@ -264,11 +264,11 @@ class OpenAIEmbedder:
             self._calibrate(exc.response.headers, sent)
             if exc.code == "insufficient_quota":
                 raise self._translate(exc) from None
+            wait = retry_delay(exc.response.headers)
             if self._budget is not None:
-                self._budget.slow_down(_limited_kinds(exc))
+                self._budget.slow_down(_limited_kinds(exc), after=wait)
             raise RateLimited(
-                f"OpenAI answered 429: {self._redact(_message(exc))}",
-                retry_after=retry_delay(exc.response.headers),
+                f"OpenAI answered 429: {self._redact(_message(exc))}", retry_after=wait
             ) from None
         except openai.OpenAIError as exc:
             raise self._translate(exc) from None

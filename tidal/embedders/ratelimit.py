@@ -68,9 +68,10 @@ LEARNED_SHARE = 0.9
 """A 429 sets the rate to this share of what the server let through over the last window."""
 
 # Shared by the scripts. State, a hash at KEYS[1], in Redis's own clock (seconds):
-#   <kind>: the bucket's TAT;  scale:<kind>, cut:<kind>: the rate's share of the configured
-#   limit set by the last 429, and when;  ceil:<kind>: the server's own limit as a share of
-#   the configured one (from x-ratelimit-limit-*);  ok:<slot>: "id count tokens" of answers.
+#   <kind>: the bucket's TAT;  scale:<kind>, hit:<kind>: the rate's share of the configured
+#   limit as the last 429 left it, and when (it climbs back a quiet window after);  cut:<kind>:
+#   when a 429 last lowered it;  ceil:<kind>: the server's own limit as a share of the
+#   configured one (from x-ratelimit-limit-*);  ok:<slot>: "id count tokens" of answers.
 _PRELUDE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
@@ -83,7 +84,7 @@ end
 local function scale(kind, window, recover)
   local s = num('scale:' .. kind, 1)
   if s < 1 then
-    local quiet = now - num('cut:' .. kind, 0) - window
+    local quiet = now - num('hit:' .. kind, 0) - window
     if quiet > 0 then s = s * 2 ^ (quiet / recover) end
   end
   return math.min(s, 1, num('ceil:' .. kind, 1))
@@ -174,8 +175,10 @@ return ''
 """.replace("__SLOTS__", str(SLOTS))
 )
 
-# ARGV: window, margin, recover, share, then for requests and tokens: base interval (0 = skip),
-# cut (1/0), configured limit. A 429: each named limit's bucket is emptied, and its rate drops
+# ARGV: window, margin, recover, share, after, then for requests and tokens: base interval
+# (0 = skip), cut (1/0), configured limit. A 429: each named limit's bucket is empty when the
+# server said to come back (``after`` seconds from now), so the requests waiting for that
+# moment go out paced, not in one burst a sliding window would refuse; and its rate drops
 # to ``share`` of what was answered over the last window when that is lower (halved if nothing
 # was), at most once per window. Returns the new scales, "r t".
 _SLOW_DOWN = (
@@ -183,6 +186,7 @@ _SLOW_DOWN = (
     + """
 local window, margin = tonumber(ARGV[1]), tonumber(ARGV[2])
 local recover, share = tonumber(ARGV[3]), tonumber(ARGV[4])
+local after = tonumber(ARGV[5])
 local width = window / __SLOTS__
 local id = math.floor(now / width)
 local answered = {0, 0}
@@ -199,8 +203,8 @@ end
 local kinds = {'requests', 'tokens'}
 local scales = {}
 for i, kind in ipairs(kinds) do
-  local base, cut = tonumber(ARGV[2 + 3 * i]), tonumber(ARGV[3 + 3 * i])
-  local configured = tonumber(ARGV[4 + 3 * i])
+  local base, cut = tonumber(ARGV[3 + 3 * i]), tonumber(ARGV[4 + 3 * i])
+  local configured = tonumber(ARGV[5 + 3 * i])
   local current = scale(kind, window, recover)
   scales[i] = current
   if base > 0 and cut > 0 then
@@ -208,13 +212,15 @@ for i, kind in ipairs(kinds) do
       local learned = share * answered[i] / configured
       if answered[i] <= 0 then learned = current / 2 end
       if learned < current then
-        learned = math.max(learned, 1 / configured)
-        redis.call('HSET', key, 'scale:' .. kind, string.format('%.9f', learned))
+        scales[i] = math.max(learned, 1 / configured)
         redis.call('HSET', key, 'cut:' .. kind, string.format('%.6f', now))
-        scales[i] = learned
       end
     end
-    local empty = now + window - margin
+    -- Any 429 ends the recovery so far: the rate stays where it is, and climbs again only
+    -- after a quiet window.
+    redis.call('HSET', key, 'scale:' .. kind, string.format('%.9f', scales[i]))
+    redis.call('HSET', key, 'hit:' .. kind, string.format('%.6f', now))
+    local empty = now + after + window - margin
     if empty > num(kind, 0) then redis.call('HSET', key, kind, string.format('%.6f', empty)) end
   end
 end
@@ -231,6 +237,8 @@ class _State:
     tat: list[float] = field(default_factory=lambda: [0.0, 0.0])
     scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
     cut: list[float] = field(default_factory=lambda: [-1e18, -1e18])
+    hit: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    """When each limit last met a 429: its rate climbs back a quiet window after."""
     ceil: list[float] = field(default_factory=lambda: [1.0, 1.0])
     slots: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
@@ -238,7 +246,7 @@ class _State:
         """Mirrors the scripts' ``scale``."""
         s = self.scale[i]
         if s < 1:
-            quiet = now - self.cut[i] - window
+            quiet = now - self.hit[i] - window
             if quiet > 0:
                 s *= 2 ** (quiet / recover)
         return min(s, 1.0, self.ceil[i])
@@ -257,7 +265,7 @@ class RateBudget:
         window_seconds: float = 60,
         margin_seconds: float = 1.0,
         max_wait: float | None = None,
-        recover_windows: float = 10.0,
+        recover_windows: float = 20.0,
         outage_seconds: float = OUTAGE_SECONDS,
     ) -> None:
         """``rpm``/``tpm`` are per ``window_seconds`` (60 unless a test shortens it); None is
@@ -346,11 +354,15 @@ class RateBudget:
             answered_tokens,
         )
 
-    def slow_down(self, kinds: Sequence[str] = KINDS) -> tuple[float, float]:
+    def slow_down(
+        self, kinds: Sequence[str] = KINDS, *, after: float | None = None
+    ) -> tuple[float, float]:
         """A 429 although this budget let the request go: the real limit is lower than the
         configured one (another client on the account, a smaller tier, a proxy's quota).
 
-        Each limit in ``kinds`` has its bucket emptied, and drops to ``LEARNED_SHARE`` of what
+        Each limit in ``kinds`` has its bucket empty ``after`` seconds from now (when the 429
+        said to come back: the requests waiting for that moment then go out paced, not in a
+        burst), and drops to ``LEARNED_SHARE`` of what
         the server answered over the last window when that is lower than now (halved when
         nothing was answered), for every process sharing the budget, at most once per window:
         after a cut, the server's own window is still full of the traffic before it, and its
@@ -360,7 +372,7 @@ class RateBudget:
         tokens).
         """
         cut = tuple(int(kind in kinds) for kind in KINDS)
-        scales = self._store.slow_down(self, cut)
+        scales = self._store.slow_down(self, cut, max(0.0, after or 0.0))
         log.warning(
             "OpenAI answered 429 within this budget: now %s of TIDAL_OPENAI_RPM and %s of "
             "TIDAL_OPENAI_TPM, recovering gradually",
@@ -393,7 +405,9 @@ class _Store:
     ) -> None:
         raise NotImplementedError
 
-    def slow_down(self, budget: RateBudget, cut: tuple[int, int]) -> tuple[float, float]:
+    def slow_down(
+        self, budget: RateBudget, cut: tuple[int, int], after: float
+    ) -> tuple[float, float]:
         raise NotImplementedError
 
     def scales(self, budget: RateBudget) -> tuple[float, float]:
@@ -466,7 +480,9 @@ class _MemoryStore(_Store):
                     target = now - age + usable - remaining[i] * interval
                     state.tat[i] = max(state.tat[i], target)
 
-    def slow_down(self, budget: RateBudget, cut: tuple[int, int]) -> tuple[float, float]:
+    def slow_down(
+        self, budget: RateBudget, cut: tuple[int, int], after: float
+    ) -> tuple[float, float]:
         window = budget.window_seconds
         with self._lock:
             now = time.monotonic()
@@ -488,8 +504,9 @@ class _MemoryStore(_Store):
                             learned = current / 2
                         if learned < current:
                             current = max(learned, 1 / configured)
-                            state.scale[i], state.cut[i] = current, now
-                    state.tat[i] = max(state.tat[i], now + window - budget.margin_seconds)
+                            state.cut[i] = now
+                    state.scale[i], state.hit[i] = current, now
+                    state.tat[i] = max(state.tat[i], now + after + window - budget.margin_seconds)
                 scales.append(current)
             return scales[0], scales[1]
 
@@ -574,12 +591,15 @@ class _RedisStore(_Store):
             ]
         self._call(self._calibrate, budget.key, args)
 
-    def slow_down(self, budget: RateBudget, cut: tuple[int, int]) -> tuple[float, float]:
+    def slow_down(
+        self, budget: RateBudget, cut: tuple[int, int], after: float
+    ) -> tuple[float, float]:
         args: list[float] = [
             budget.window_seconds,
             budget.margin_seconds,
             budget.recover_seconds,
             LEARNED_SHARE,
+            after,
         ]
         for base, one, configured in zip(budget.intervals, cut, budget.limits, strict=True):
             args += [base, one, configured or 1]
