@@ -169,7 +169,7 @@ def _flow(corpus: Path, database: str, api, work: Path) -> tuple[float, dict[str
         TIDAL_MAX_FILE_MB="40",
         TIDAL_DATA_DIR=str(work / "data"),
         PREFECT_HOME=str(work / "prefect"),
-        PREFECT_LOGGING_LEVEL="WARNING",
+        PREFECT_LOGGING_LEVEL="INFO",
     )
     started = time.perf_counter()
     done = subprocess.run(
@@ -178,6 +178,9 @@ def _flow(corpus: Path, database: str, api, work: Path) -> tuple[float, dict[str
     wall = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"{corpus} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    for line in (done.stdout + done.stderr).splitlines():
+        if "built the vector index" in line or "the vector index is dropped" in line:
+            print(f"{'':12} {line.split(' - ')[-1].strip()}", flush=True)
     return wall, json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -61,6 +61,8 @@ class Outcome:
     rate_limited: int
     late_429s: int
     """429s answered more than a minute after the first request."""
+    requests_span: float
+    """Seconds from the first embeddings request to the last: the part a budget can bind."""
     wall: float
     exit_code: int
 
@@ -142,6 +144,7 @@ def _run(
         rate_limited = api.statuses().count(429)
         first = min((r["time"] for r in api.requests), default=0.0)
         late = sum(1 for r in api.requests if r["status"] == 429 and r["time"] > first + 60)
+        span = max((r["time"] for r in api.requests), default=0.0) - first
     reports = sorted((data / "reports").glob("run-*.csv"))
     if not reports:
         sys.exit(f"{name}: no report\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -159,6 +162,7 @@ def _run(
         redownloads=sum(n - 1 for n in downloads.values() if n > 1),
         rate_limited=rate_limited,
         late_429s=late,
+        requests_span=span,
         wall=wall,
         exit_code=done.returncode,
     )
@@ -276,6 +280,11 @@ def main() -> None:
             )
             print(f"  large: {tokens} tokens, floor {floor:.1f} s", file=sys.stderr)
             rows.append(_row(outcome, max(floor, 1e-9), f"token floor ({floor:.0f} s)"))
+            rows.append(
+                f"| ... its embeddings requests, first to last | | | | | "
+                f"{outcome.requests_span:.1f} | "
+                f"{outcome.requests_span / floor:.2f}x token floor | |"
+            )
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         shutil.rmtree(work, ignore_errors=True)
