@@ -109,6 +109,9 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=9.9, help="size of each file, MB")
     parser.add_argument("--shapes", default=",".join(SHAPES))
     parser.add_argument("--existing", type=int, default=0, help="also into an index of N files")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="with --existing: rounds, alternating the order"
+    )
     args = parser.parse_args()
 
     from bench.common import Databases
@@ -137,22 +140,35 @@ def main() -> None:
             )
             api.requests.clear()
             if args.existing:
+                from bench.common import span
                 from bench.corpus import generate
 
                 existing = work / f"{shape}-existing"
                 generate(existing, args.existing, seed=13)
-                database = databases.fresh()
-                first, _ = _flow(existing, database, api, work)
-                (existing / name).parent.mkdir(parents=True, exist_ok=True)
-                (existing / name).write_bytes((corpus / name).read_bytes())
-                into, r2 = _flow(existing, database, api, work)
+                ratios = []
+                for round_ in range(args.rounds):
+                    database = databases.fresh()
+                    first, _ = _flow(existing, database, api, work)  # untimed: the index
+                    (existing / name).parent.mkdir(parents=True, exist_ok=True)
+                    (existing / name).write_bytes((corpus / name).read_bytes())
+                    if round_ % 2:  # alternate which of the pair runs first
+                        into, r2 = _flow(existing, database, api, work)
+                        alone, _ = _flow(corpus, databases.fresh(), api, work)
+                    else:
+                        alone, _ = _flow(corpus, databases.fresh(), api, work)
+                        into, r2 = _flow(existing, database, api, work)
+                    (existing / name).unlink()
+                    ratios.append(into / alone)
+                    print(
+                        f"{'':12} round {round_ + 1}: into {args.existing} files (their run "
+                        f"{first:.0f} s) {into:.0f} s, alone {alone:.0f} s: {into / alone:.2f}x, "
+                        f"peak RSS {r2['rss_mb']:.0f} MB",
+                        flush=True,
+                    )
+                    api.requests.clear()
                 print(
-                    f"{'':12} into {args.existing} files (their run {first:.0f} s): "
-                    f"{into:.0f} s, {into / wall:.2f}x into an empty database, "
-                    f"peak RSS {r2['rss_mb']:.0f} MB",
-                    flush=True,
+                    f"{'':12} into {args.existing} files against alone: {span(ratios, '{:.2f}')}x"
                 )
-                api.requests.clear()
 
 
 def _flow(corpus: Path, database: str, api, work: Path) -> tuple[float, dict[str, float]]:  # type: ignore[no-untyped-def]
