@@ -295,14 +295,10 @@ def test_a_503_download_is_retried_quickly_and_one_that_persists_is_transient(fa
 
 
 @pytest.mark.parametrize("status", [429, 503])
-def test_a_retry_after_is_honoured_by_the_quick_retry(
-    fake, make, status: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import tidal.retrying
-
+def test_a_retry_after_is_honoured_by_the_quick_retry(fake, make, status: int) -> None:
     waits: list[float] = []
-    monkeypatch.setattr(tidal.retrying.time, "sleep", waits.append)
     source = make()
+    source.service.sleep = waits.append  # this source's waits only, not the process's
     file = SourceFile("prds/billing.md", 28, _md5(CORPUS["prds/billing.md"]))
     fake.fail_next("prds/billing.md", status, headers={"Retry-After": "3"})
     fake.fail_next("prds/billing.md", status)  # then one that does not say

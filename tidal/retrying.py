@@ -107,6 +107,8 @@ class Service:
         self._probe_delay = 0.5
         self._given_up = False
         """An outage outlasted the limit: each call probes once, and fails if still down."""
+        self.sleep: Callable[[float], object] = time.sleep
+        """How a call waits between tries (a test records the waits instead)."""
         self.outages = 0
         """Outages seen so far (each declared by a failed probe), for reports and tests."""
 
@@ -140,7 +142,7 @@ class Service:
                     wait = RATE_LIMIT_BACKOFF.delay(min(limited, 6))
                 self._give_up_on_limits(exc, wait, started)
                 log.info("%s: %s; waiting %.2f s", what, exc.message, wait)
-                time.sleep(wait)
+                self.sleep(wait)
                 continue
             except (ServiceDown, ClaimLost):
                 raise  # a service this call depends on gave up; a file to start over
@@ -170,7 +172,7 @@ class Service:
         if tries >= policy.attempts or time.monotonic() + wait > deadline:
             return False
         log.debug("%s: %s; quick retry %d in %.2f s", what, exc.message, tries, wait)
-        time.sleep(wait)
+        self.sleep(wait)
         return True
 
     def _note_answer(self, *, success: bool) -> None:
