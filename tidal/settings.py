@@ -1,6 +1,8 @@
 """The one settings object, read from ``TIDAL_*`` variables (and ``.env``) and validated once.
 
-Nothing below this module reads the environment: stages get plain values from here.
+Stages get plain values from here, never Tidal's variables from the environment. (The local
+embedder sets Hugging Face's offline defaults, the CLI reads Prefect's own URLs, and the pipeline
+cache keys itself on the variables so that a changed environment opens new pipelines.)
 """
 
 from __future__ import annotations
