@@ -111,28 +111,18 @@ class Pipeline:
             if read_as != file.content_hash:  # the index records what it holds, not the listing
                 log.info("%s changed since it was listed: indexing the version read", file.path)
                 file = replace(file, content_hash=read_as, size=len(data))
+            ignored: str | None = None
             try:
                 document = parse(file.path, data)
+                chunks = self.chunk(document)
             except NothingToIndex as exc:
                 # In sync with the source as no chunks: skipped while unchanged, and a
                 # document emptied in the source leaves nothing stale in the index.
-                empty = Document(file.path, file.kind, "", title=file.path)
-                self.store.replace_file(
-                    file,
-                    empty,
+                document, chunks, ignored = (
+                    Document(file.path, file.kind, "", file.path),
                     [],
-                    fingerprint=self.fingerprint,
-                    embedder=self.embedder.name,
-                    attempts=attempt,
+                    exc.message,
                 )
-                return FileResult(
-                    file.path,
-                    "ignored",
-                    seconds=time.perf_counter() - started,
-                    attempts=attempt,
-                    error=exc.message,
-                )
-            chunks = self.chunk(document)
             vectors, reused = self.vectors(chunks)
             self.store.replace_file(
                 file,
@@ -141,6 +131,14 @@ class Pipeline:
                 fingerprint=self.fingerprint,
                 embedder=self.embedder.name,
                 attempts=attempt,
+            )
+        if ignored is not None:
+            return FileResult(
+                file.path,
+                "ignored",
+                seconds=time.perf_counter() - started,
+                attempts=attempt,
+                error=ignored,
             )
         return FileResult(
             file.path,

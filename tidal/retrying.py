@@ -208,18 +208,10 @@ class Service:
                 if self._answered_at >= sent:
                     return False
                 if not self._probing:
-                    self._probing = True
                     break
                 self._lock.wait(timeout=1.0)
-        try:
-            up = self._probe_once()
-        finally:
-            with self._lock:
-                self._probing = False
-                self._lock.notify_all()
-        if up:
-            return False
-        with self._lock:
+            if self._probe_in_turn():
+                return False
             if self._down_since is None:
                 self._down_since = time.monotonic()
                 self._down_reason = exc.message
@@ -233,6 +225,18 @@ class Service:
                     self.outage_seconds,
                 )
         return True
+
+    def _probe_in_turn(self) -> bool:
+        """With the lock held and no probe in flight: probe, the lock released meanwhile so the
+        others can wait on it; whether the service answered. Wakes every waiter after."""
+        self._probing = True
+        self._lock.release()
+        try:
+            return self._probe_once()
+        finally:
+            self._lock.acquire()
+            self._probing = False
+            self._lock.notify_all()
 
     def _probe_once(self) -> bool:
         """Whether the probe got an answer; only ``Unavailable`` says no."""
@@ -252,15 +256,7 @@ class Service:
                 if self._probing:
                     self._lock.wait(timeout=1.0)
                     continue
-                self._probing = True
-                self._lock.release()
-                try:
-                    up = self._probe_once()
-                finally:
-                    self._lock.acquire()
-                    self._probing = False
-                    self._lock.notify_all()
-                if not up:
+                if not self._probe_in_turn():
                     raise self._service_down()
             while self._down_since is not None:
                 now = time.monotonic()
@@ -269,19 +265,11 @@ class Service:
                     self._lock.notify_all()
                     raise self._service_down()
                 if not self._probing and now >= self._next_probe:
-                    self._probing = True
-                    self._lock.release()
-                    try:
-                        up = self._probe_once()
-                    finally:
-                        self._lock.acquire()
-                        self._probing = False
-                    if not up and self._down_since is not None:
+                    if not self._probe_in_turn() and self._down_since is not None:
                         self._probe_delay = min(self._probe_delay * 2, self._max_probe_delay)
                         self._next_probe = time.monotonic() + random.uniform(
                             self._probe_delay / 2, self._probe_delay
                         )
-                    self._lock.notify_all()
                     continue
                 until = min(self._next_probe, self._down_since + self.outage_seconds) - now
                 self._lock.wait(timeout=max(0.01, min(until, 1.0)))
