@@ -105,9 +105,9 @@ BIG_WRITE_ROWS = 2_000
 """A file writing at least this many chunks, and at least an eighth of the rows the vector
 index holds, drops the index for its write; the run builds it once at its end."""
 LIVE_INDEX_COST = 8
-"""Rows one live HNSW insert costs, in rows of a build (bench/inserts.py measured ~13; eight
-leaves room for the build's own overhead): past ``rows_kept / LIVE_INDEX_COST`` new rows,
-rebuilding the whole index is cheaper than keeping it up."""
+"""Rows of a build that one live HNSW insert costs, counted low to leave room for the build's
+own overhead (``bench/inserts.py`` measures the real figure): past ``rows_kept /
+LIVE_INDEX_COST`` new rows, rebuilding the whole index is cheaper than keeping it up."""
 
 FRESH_CONNECTION_SECONDS = 2.0
 """A pooled connection returned this recently is handed out without a check."""
@@ -329,9 +329,8 @@ class PostgresStore:
     @_riding_out
     def _make_room_for(self, rows: int) -> None:
         """Drop the vector index before a write so large that rebuilding the whole index after
-        it is cheaper than inserting its rows into the live graph (which also held the write's
-        transaction, and its locks, open for minutes: a 20,000-chunk file into a 1,300-file
-        index took 4x its time into an empty one). The run rebuilds it at its end."""
+        it is cheaper than inserting its rows into the live graph, which would also hold the
+        write's transaction, and its locks, open for as long. The run rebuilds it at its end."""
         with self._conn("size the vector index") as conn:
             # Exact: the catalogue's estimate is -1 until a vacuum for an index filled live.
             (indexed,) = conn.execute(
