@@ -164,13 +164,14 @@ def test_missing_bucket_is_an_error_not_an_empty_corpus(fake, make) -> None:
     assert fake.list_calls == 1  # only the raw call above: the source stopped at the check
 
 
-def test_a_refused_key_names_the_variable_but_never_the_key(fake) -> None:
+def test_a_refused_key_stops_the_run_and_names_the_variable_but_never_the_key(fake) -> None:
     bad = fake_jwt("service_role")[:-6] + "forged"
     source = SupabaseSource(fake.url, bad, BUCKET)
     try:
-        with pytest.raises(SourceError, match="SUPABASE_SERVICE_ROLE_KEY") as listing:
+        with pytest.raises(ConfigError, match="SUPABASE_SERVICE_ROLE_KEY") as listing:
             list(source.list())
-        with pytest.raises(SourceError, match="refused the key") as reading:
+        # A key revoked mid-run: the run's error (fatal), not the file's.
+        with pytest.raises(ConfigError, match="refused the key") as reading:
             source.read(SourceFile("prds/billing.md", 1, "x"))
     finally:
         source.close()
@@ -388,7 +389,7 @@ def test_a_download_hanging_past_the_timeout_is_transient(fake, make) -> None:
 def test_a_server_that_forbids_the_object_is_a_key_error(fake, make) -> None:
     forbidden = {"statusCode": "403", "error": "Unauthorized", "message": "new row violates"}
     fake.fail_next("prds/billing.md", 400, body=forbidden)
-    with pytest.raises(SourceError, match="SUPABASE_SERVICE_ROLE_KEY"):
+    with pytest.raises(ConfigError, match="SUPABASE_SERVICE_ROLE_KEY"):
         make().read(SourceFile("prds/billing.md", 1, "x"))
 
 

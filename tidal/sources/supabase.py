@@ -242,7 +242,9 @@ class SupabaseSource:
             return SourceError(self._scrub(f"{type(exc).__name__} {doing}: {exc}"), path=path)
         message = _plain(self._scrub(getattr(exc, "message", str(exc))))
         if status in (401, 403):
-            return SourceError(
+            # The key, not the file: every other file would be refused too, so the run stops
+            # (a fatal error) instead of recording each file as failed for good.
+            return ConfigError(
                 f"Supabase Storage refused the key {doing} ({message}); "
                 f"set {KEY_VARIABLE} to the project's service-role key",
                 path=path,
