@@ -26,11 +26,11 @@ HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))  # bench.common, whichever checkout --repo times
 
 COMMANDS: dict[str, list[str]] = {
-    'tidal search "..."': ["-m", "tidal.cli", "search", "how do we handle offline sync?"],
-    "tidal db sql": ["-m", "tidal.cli", "db", "sql"],
-    "tidal plan": ["-m", "tidal.cli", "plan"],
-    "tidal status": ["-m", "tidal.cli", "status"],
-    "tidal failed": ["-m", "tidal.cli", "failed"],
+    'tidal search "..."': ["-m", "flows.cli", "search", "how do we handle offline sync?"],
+    "tidal db sql": ["-m", "flows.cli", "db", "sql"],
+    "tidal plan": ["-m", "flows.cli", "plan"],
+    "tidal status": ["-m", "flows.cli", "status"],
+    "tidal failed": ["-m", "flows.cli", "failed"],
     "python flows/ingest.py": ["{repo}/flows/ingest.py"],
 }
 """What each row runs, as ``python ARGS`` (``tidal`` is the ``tidal.cli`` console script)."""

@@ -84,7 +84,7 @@ def _imported() -> None:
 
 
 def _tidal() -> dict[str, float]:
-    from flows.ingest import main  # noqa: I001 - first: it sets Prefect's start-up variables
+    from flows.cli import ingest as main  # noqa: I001 - first: it sets Prefect's start-up variables
 
     _imported()
     code = main([])

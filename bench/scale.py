@@ -78,7 +78,7 @@ def one(mode: str) -> dict[str, float]:
         run = IngestRun(shared_pipeline(PipelineSpec.of(settings)))
         summary = run_in_threads(run, concurrency=settings.concurrency)
     else:
-        from flows.ingest import main  # noqa: I001 - first: it sets Prefect's start-up variables
+        from flows.cli import ingest as main  # noqa: I001 - first: it sets Prefect's start-up variables
 
         from tidal.settings import load_settings
         from tidal.store import database_url

@@ -1,12 +1,12 @@
 """The local Prefect server ad hoc runs report to, kept running from one run to the next.
 
 With no ``PREFECT_API_URL``, Prefect starts a temporary server for each flow run and stops it
-as the run's process exits: ~4 s to start and ~1.5 s to stop on every ``python flows/ingest.py``
-with work to do, its CPU competing with the run's, and the run's "View at" link dead by the time
+as the run's process exits: seconds to start and stop on every ``python flows/ingest.py`` with
+work to do, its CPU competing with the run's, and the run's "View at" link dead by the time
 anyone opens it. Tidal instead starts one server on the first run that needs it and leaves it
-running, so later runs report to it at once
-and its UI keeps every run's history. ``tidal server stop`` stops it;
-``TIDAL_PREFECT_SERVER=temporary`` keeps Prefect's own temporary server.
+running, so later runs report to it at once and its UI keeps every run's history.
+``tidal server stop`` stops it; ``TIDAL_PREFECT_SERVER=temporary`` keeps Prefect's own
+temporary server.
 
 The server is ``prefect server start`` in a session of its own, recorded in
 ``<data dir>/prefect-server.json`` (pid, port, Prefect version) with its log beside it. A record
@@ -40,7 +40,7 @@ LOG = "prefect-server.log"
 PREFERRED_PORT = 4200
 """Prefect's own default port, used when free: the UI's address stays the one users know."""
 STARTUP_SECONDS = 90.0
-"""How long a start may take: ~4 s here, ~10 s creating a new Prefect database, more under load."""
+"""How long a start may take: creating a new Prefect database on a loaded machine is slow."""
 NICENESS = 10
 """The server runs below the runs it records: on a busy machine (a local model encoding on every
 core) the work goes first and the bookkeeping catches up after, instead of both slowing down."""

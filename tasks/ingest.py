@@ -69,7 +69,7 @@ def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) 
     name="ingest-file",
     task_run_name="{file.path}",
     retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2.0),  # 2, 4, 8 s, as Bull did
+    retry_delay_seconds=exponential_backoff(backoff_factor=2.0),  # 2, 4, 8 s
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_transient,
     cache_policy=NO_CACHE,

@@ -150,7 +150,7 @@ def main(argv: list[str]) -> int:
         return 64
     point, n = argv[0], int(argv[1])
     # First, so its environment defaults are set before Prefect is imported.
-    from flows.ingest import main as ingest_main
+    from flows.cli import ingest as ingest_main
 
     if point != "none":
         ARM[point](n)

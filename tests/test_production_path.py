@@ -157,7 +157,7 @@ def test_a_bad_openai_key_stops_the_run_after_one_request_before_any_file(
     storage: FakeStorage,
     openai_api: FakeOpenAI,
 ) -> None:
-    from flows.ingest import RunStopped
+    from tidal.run import RunStopped
 
     for i in range(1000):
         storage.put("knowledge", f"prds/notes/note-{i:04d}.md", f"# Note {i}\n\nBody.\n".encode())
@@ -273,7 +273,7 @@ def test_the_main_job_lists_once_and_checks_the_key_once_with_work_and_never_wit
     """``python flows/ingest.py`` with a Prefect server configured: the source is listed before
     the flow, which takes the listing over, and the embedder is checked on the warm-up thread
     only when the run has work; an unchanged run asks nothing."""
-    from flows.ingest import main as ingest_main
+    from flows.cli import ingest as ingest_main
     from tidal.embedders.openai import CHECK_TEXT
     from tidal.runtime import close_shared
 

@@ -7,7 +7,7 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
-from tidal.cli import main
+from flows.cli import main
 from tidal.settings import REPO_ROOT
 from tidal.store.postgres import schema_sql
 

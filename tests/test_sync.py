@@ -57,7 +57,7 @@ def test_removed_files_are_deleted_at_the_end_of_a_full_listing(corpus: Path, en
 def test_the_mass_delete_guard_refuses_then_force_deletes(
     corpus: Path, env: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows.ingest import main as ingest_main
+    from flows.cli import ingest as ingest_main
 
     run(corpus)
     for rel in (
@@ -154,7 +154,7 @@ def test_the_dry_run_matches_the_following_real_run(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from tidal.cli import main as cli_main
+    from flows.cli import main as cli_main
 
     run(corpus)
     (corpus / "prds" / "referral-program.md").write_text("# Referrals v2\n\n## Rules\n\nOne.\n")
@@ -188,7 +188,7 @@ def test_failed_files_are_listed_retried_first_and_retried_alone(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from tidal.cli import main
+    from flows.cli import main
 
     bad = corpus / "prds" / "zz-broken.md"
     bad.write_bytes(b"# Caf\xc3\x28 not utf-8")
@@ -239,7 +239,7 @@ def test_tidal_retry_runs_every_failed_file_and_nothing_else(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from tidal.cli import main
+    from flows.cli import main
 
     (corpus / "prds" / "bad-one.md").write_bytes(b"binary\x00data")
     (corpus / "prds" / "bad-two.md").write_bytes(b"caf\xe9 au lait")

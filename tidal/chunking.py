@@ -149,9 +149,8 @@ def _flush(pack: list[str], options: ChunkingOptions) -> Iterator[tuple[str, int
 def _ends_pack(section: str, tokens: int, window: int) -> bool:
     """A content-defined cut after ``section``: its first line's hash, as a fraction of one,
     falls under ``tokens / (1.25 * window)``. Deterministic, and blind to edits below the first
-    line. The 1.25 was measured (bench/chunks.py, 512-token windows): at 1 packs end small more
-    often (median 289 tokens on a generated corpus), at 1.5 and over an edit re-sends over twice
-    what a chunk per section did."""
+    line. The 1.25 trades two costs (``bench/chunks.py``): lower, packs end small and search
+    sees fragments; higher, packs grow long and an edit re-sends more text around it."""
     first_line = section.split("\n", 1)[0]
     digest = hashlib.blake2b(first_line.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64 < tokens / (1.25 * window)

@@ -13,26 +13,25 @@ from collections.abc import Iterator
 from typing import Any
 
 from tidal.errors import NothingToIndex, ParseError
-from tidal.records import Document, file_kind
+from tidal.formats import describe_supported, extension, file_kind, format_of
+from tidal.records import Document
 
 PARSER_VERSION = "1"
-
-TEXT_EXTENSIONS = {".md", ".markdown", ".txt"}
-JSON_EXTENSIONS = {".json"}
-SUPPORTED_EXTENSIONS = frozenset(TEXT_EXTENSIONS | JSON_EXTENSIONS)
 
 
 def parse(path: str, data: bytes) -> Document:
     """Turn one file's bytes into a Document, or raise ParseError saying why not."""
-    ext = posixpath.splitext(path)[1].lower()
-    if ext not in SUPPORTED_EXTENSIONS:
+    fmt = format_of(path)
+    if fmt is None:
         raise ParseError(
-            f"unsupported file type {ext or '(none)'!r}; expected .json, .md or .txt", path=path
+            f"unsupported file type {extension(path) or '(none)'!r}; "
+            f"expected {describe_supported()}",
+            path=path,
         )
     text = decode(path, data)
     if not text.strip():
         raise NothingToIndex("empty document (only whitespace): nothing to index", path=path)
-    if ext in JSON_EXTENSIONS:
+    if fmt == "json":
         text = json_to_text(path, text)
     return Document(path=path, kind=file_kind(path), text=text, title=_title(path, text))
 

@@ -6,7 +6,6 @@ and cached results honest.
 
 from __future__ import annotations
 
-import posixpath
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,26 +13,16 @@ from typing import Literal, TypeAlias
 
 import numpy as np
 
+from tidal.formats import FileKind, file_kind
+
 Vector: TypeAlias = np.ndarray
 """One embedding: a 1-D float32 array. Not a list of floats: a Python float costs 32 bytes
 against 4, which made a 10 MB file's vectors alone weigh ~400 MB."""
 
-FileKind = Literal["design", "prd", "other"]
 FileStatus = Literal["ingested", "skipped", "failed", "stopped", "ignored"]
 """``stopped``: not processed because the run stopped early on a fatal error; ``ignored``:
 listed by the source but not a document Tidal ingests (its type, or not a regular file)."""
 STATUSES: tuple[FileStatus, ...] = ("ingested", "skipped", "failed", "stopped", "ignored")
-
-
-def file_kind(path: str) -> FileKind:
-    """Design or PRD, from the prefix and extension, as the seed's job data did."""
-    ext = posixpath.splitext(path)[1].lower()
-    top = path.split("/", 1)[0]
-    if ext == ".json" and top != "prds":
-        return "design"
-    if ext in {".md", ".markdown", ".txt"}:
-        return "prd"
-    return "other"
 
 
 def shown(path: str) -> str:

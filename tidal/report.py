@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tidal.records import RunSummary, file_kind
+from tidal.records import FileResult, RunSummary, file_kind
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -17,17 +17,17 @@ COLUMNS = ["path", "type", "status", "chunks", "tokens", "reused", "attempts", "
 
 
 def load_pandas_in_background() -> None:
-    """Import pandas on a daemon thread now, so the report at the run's end does not wait
-    ~0.5 s for it. For a run whose files wait on the network (OpenAI): with the local model
-    the import would compete with encoding and add its ~46 MB to the run's peak."""
+    """Import pandas on a daemon thread now, so the report at the run's end does not wait for
+    it. Only for a run whose files wait on the network (OpenAI): with the local model the
+    import would compete with encoding and add its memory to the run's peak."""
     threading.Thread(
         target=importlib.import_module, args=("pandas",), name="tidal-pandas", daemon=True
     ).start()
 
 
 def summary_frame(summary: RunSummary) -> pd.DataFrame:
-    """One row per file, in path order. pandas is imported here, when a run ends: ~46 MB a run
-    with the local model would otherwise carry through its peak of encoding."""
+    """One row per file, in path order. pandas is imported here, when a run ends, so a run
+    with the local model does not carry it through its peak of encoding."""
     import pandas as pd
 
     rows = [
@@ -86,3 +86,19 @@ def totals_markdown(summary: RunSummary) -> str:
     if summary.deletion_refused:
         lines += ["", f"**Deletion refused:** {summary.deletion_refused}"]
     return "\n".join(lines)
+
+
+def describe_result(result: FileResult) -> str:
+    """One file's outcome for a progress line: ``12 chunks (3 reused), 4810 tokens``."""
+    if result.status == "ingested":
+        reused = f" ({result.reused} reused)" if result.reused else ""
+        retried = f", {result.attempts} attempts" if result.attempts > 1 else ""
+        return f"{result.chunks} chunks{reused}, {result.tokens} tokens{retried}"
+    if result.status == "skipped":
+        return "unchanged, skipped"
+    if result.status == "stopped":
+        return f"not processed: {result.error}"
+    if result.status == "ignored":
+        return f"ignored: {result.error}"
+    tries = f", {result.attempts} attempt(s)" if result.attempts else ""
+    return f"FAILED ({result.error_kind}{tries}): {result.error}"

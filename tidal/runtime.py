@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from pydantic import SecretStr
 from tidal.embedders import Embedder, open_embedder
 from tidal.errors import ConfigError
 from tidal.pipeline import Pipeline, build_pipeline
+from tidal.run import IngestRun
 from tidal.settings import Settings, env_name, load_settings
 from tidal.sources import open_source
 
@@ -96,6 +98,15 @@ def shared_pipeline(spec: PipelineSpec) -> Pipeline:
             "OPENAI_API_KEY, ...) and the same model"
         )
     return pipeline
+
+
+def prepare_run(settings: Settings, *, paths: Sequence[str] | None = None) -> IngestRun:
+    """The run the settings describe, on this process's shared pipeline, with the source
+    listed and every file sorted by what the run must do: where every run starts (the flow,
+    an ad hoc run, ``tidal plan``)."""
+    run = IngestRun.configured(shared_pipeline(PipelineSpec.of(settings)), settings, paths=paths)
+    run.prepare()
+    return run
 
 
 def preflight(settings: Settings) -> None:

@@ -314,7 +314,7 @@ class Settings(BaseSettings):
     @field_validator("extensions")
     @classmethod
     def _known_extensions(cls, value: str) -> str:
-        from tidal.parsing import SUPPORTED_EXTENSIONS
+        from tidal.formats import SUPPORTED_EXTENSIONS
 
         given = [e.strip().lower() for e in value.split(",") if e.strip()]
         unknown = [e for e in given if e not in SUPPORTED_EXTENSIONS]

@@ -1,21 +1,16 @@
-"""What a run is about to do: which files are new, changed, unchanged or gone.
+"""What changed between the source and the index: which files are new, changed, unchanged or
+gone, and whether the gone may be deleted.
 
-Pure decisions over listings and the store's file table, shared by the real run and the dry
-run (``tidal plan``) so the two cannot disagree.
+Pure decisions over listings and the store's file table, shared by the run, the dry run
+(``tidal plan``) and the pipeline under a file's claim, so none can disagree.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from tidal.errors import NothingToIndex, TidalError
-from tidal.parsing import parse
 from tidal.records import SourceFile
-
-if TYPE_CHECKING:
-    from tidal.pipeline import Pipeline
 
 # USD per million input tokens, for the dry run's estimate (OpenAI's published prices).
 PRICE_PER_MILLION_TOKENS = {
@@ -105,83 +100,3 @@ def split_by_state(
     added = [f for f in files if f.path not in stored]
     changed = [f for f in files if f.path in stored and not is_unchanged(f, current)]
     return Changes(added, changed, unchanged)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A dry run's forecast; every number is what the real run would do next."""
-
-    added: tuple[str, ...]
-    changed: tuple[str, ...]
-    unchanged: tuple[str, ...]
-    deletion: Deletion
-    would_fail: tuple[tuple[str, str], ...]
-    chunks: int
-    chunks_to_embed: int
-    tokens_to_embed: int
-    embedder: str
-    cost_usd: float | None
-    ignored: tuple[tuple[str, str], ...] = ()
-    """Listed entries that will not be ingested, with the reason."""
-
-    def render(self) -> str:
-        ignored = f", {len(self.ignored)} ignored" if self.ignored else ""
-        lines = [
-            f"Plan ({self.embedder}): {len(self.added)} new, {len(self.changed)} changed, "
-            f"{len(self.unchanged)} unchanged, {len(self.deletion.allowed)} to delete{ignored}",
-            f"  chunks {self.chunks}, of which {self.chunks_to_embed} to embed "
-            f"({self.tokens_to_embed} tokens); the rest reuse stored vectors",
-        ]
-        if self.cost_usd is not None:
-            lines.append(f"  estimated embedding cost: ${self.cost_usd:.4f}")
-        lines += [f"  + {p}" for p in self.added]
-        lines += [f"  ~ {p}" for p in self.changed]
-        lines += [f"  - {p}" for p in self.deletion.allowed]
-        lines += [f"  ! {p}: {reason}" for p, reason in self.would_fail]
-        lines += [f"  ? {p}: {reason}" for p, reason in self.ignored]
-        if self.deletion.refused:
-            lines.append(f"  deletion refused: {self.deletion.refused}")
-        return "\n".join(lines)
-
-
-def make_plan(
-    pipeline: Pipeline,
-    changes: Changes,
-    *,
-    deletion: Deletion,
-    price_per_million: float | None,
-) -> Plan:
-    """Read, parse and chunk what would be ingested, and ask the cache what is missing.
-
-    Nothing is embedded or written. Files that would fail are listed with their reason.
-    """
-    chunks = to_embed = tokens = 0
-    would_fail: list[tuple[str, str]] = []
-    empty: list[tuple[str, str]] = []
-    for file in [*changes.added, *changes.changed]:
-        try:
-            document = parse(file.path, pipeline.source.read(file))
-        except NothingToIndex as exc:
-            empty.append((file.path, exc.message))
-            continue
-        except TidalError as exc:
-            would_fail.append((file.path, exc.message))
-            continue
-        file_chunks = pipeline.chunk(document)
-        pending = pipeline.pending(file_chunks)
-        chunks += len(file_chunks)
-        to_embed += len(pending)
-        tokens += sum(pipeline.embedder.count_tokens(pending))
-    return Plan(
-        added=tuple(f.path for f in changes.added),
-        changed=tuple(f.path for f in changes.changed),
-        unchanged=tuple(f.path for f in changes.unchanged),
-        deletion=deletion,
-        would_fail=tuple(would_fail),
-        ignored=tuple(empty),
-        chunks=chunks,
-        chunks_to_embed=to_embed,
-        tokens_to_embed=tokens,
-        embedder=pipeline.embedder.name,
-        cost_usd=None if price_per_million is None else tokens * price_per_million / 1e6,
-    )

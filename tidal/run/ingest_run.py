@@ -1,38 +1,31 @@
 """One ingest run, start to end, with no orchestrator in it.
 
-``IngestRun`` makes every decision of a run: what the listing means (``prepare``), what one
-file's outcome means (``settle``) and how the run ends (``finish``). ``drive`` keeps a bounded
-number of files in flight on any executor and settles each as it completes. The Prefect flow is
-a thin shell over these two (task runs, retries, artifacts); ``run_in_threads`` drives the same
-objects with a plain thread pool, for embedding Tidal in a program, the benchmark's baseline
-and tests.
+``IngestRun`` makes every decision of a run: what the listing means (``prepare``), what the run
+would do (``plan``), what one file's outcome means (``settle``) and how the run ends
+(``finish``). An executor drives the files in between (``tidal.run.executor``).
 """
 
 from __future__ import annotations
 
 import logging
-import posixpath
-import queue
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from collections import Counter
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
 
 from tidal.errors import TidalError, error_kind, is_fatal
-from tidal.parsing import SUPPORTED_EXTENSIONS
+from tidal.formats import SUPPORTED_EXTENSIONS, extension
 from tidal.pipeline import Pipeline
-from tidal.records import FileResult, RunRecord, RunSummary, SourceFile, outcome_of
+from tidal.records import FileResult, RunRecord, RunSummary, SourceFile
+from tidal.run.plan import Plan, forecast
 from tidal.settings import Settings
 from tidal.store import FailedFile
 from tidal.sync import (
     PRICE_PER_MILLION_TOKENS,
     Changes,
     Deletion,
-    Plan,
-    make_plan,
+    is_unchanged,
     plan_deletions,
     split_by_state,
 )
@@ -64,80 +57,6 @@ class Work:
     def total(self) -> int:
         """Every file the run accounts for: what the progress and its "[n/total]" count to."""
         return self.changes.total + self.ignored
-
-
-class IngestFailed(Exception):
-    """Some files failed; every other file was still processed. Carries the full summary.
-
-    Its message becomes the flow run's Failed state message, the one line ``prefect deployment
-    run --watch`` and the UI show for the run, so it names the first failed files with their
-    reasons, and where the rest are.
-    """
-
-    SHOWN = 3
-    """Failed files named in the message, each with its reason (cut to ``REASON_CHARS``)."""
-    REASON_CHARS = 120
-
-    def __init__(self, summary: RunSummary) -> None:
-        self.summary = summary
-        failed = summary.failed
-        named = "; ".join(
-            f"{r.path} ({r.error_kind}: {_cut(r.error or 'no reason recorded', self.REASON_CHARS)})"
-            for r in failed[: self.SHOWN]
-        )
-        more = f"; and {len(failed) - self.SHOWN} more" if len(failed) > self.SHOWN else ""
-        super().__init__(
-            f"{len(failed)} of {len(summary.results)} files failed: {named}{more}; "
-            "`tidal failed` lists them"
-        )
-
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (type(self), (self.summary,))
-
-
-def _cut(text: str, limit: int) -> str:
-    """``text`` on one line, at most ``limit`` characters."""
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
-
-
-class RunStopped(Exception):
-    """A fatal error stopped the run early: one message, naming the cause and the fix."""
-
-    def __init__(self, summary: RunSummary) -> None:
-        self.summary = summary
-        left = summary.counts["stopped"]
-        super().__init__(f"{summary.stopped} (the run stopped; {left} file(s) not processed)")
-
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (type(self), (self.summary,))
-
-
-class DeletionRefused(Exception):
-    """Every file was processed, but files gone from the source were kept: the guard refused.
-
-    A run that quietly keeps stale files looks healthy for ever; failing it is what makes a
-    schedule, an automation or a person notice and decide (``force_delete``, or fix the source).
-    """
-
-    def __init__(self, summary: RunSummary) -> None:
-        self.summary = summary
-        super().__init__(f"deletion refused: {summary.deletion_refused}")
-
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (type(self), (self.summary,))
-
-
-def raise_for_outcome(summary: RunSummary) -> RunSummary:
-    """The summary of a clean run; RunStopped, IngestFailed or DeletionRefused otherwise."""
-    outcome, _ = outcome_of(summary)
-    if outcome == "stopped":
-        raise RunStopped(summary)
-    if outcome == "failed":
-        raise IngestFailed(summary)
-    if outcome == "deletion refused":
-        raise DeletionRefused(summary)
-    return summary
 
 
 class IngestRun:
@@ -187,6 +106,10 @@ class IngestRun:
             extensions=settings.accepted_extensions,
             max_file_bytes=int(settings.max_file_mb * 1_000_000),
         )
+
+    @property
+    def prepared(self) -> bool:
+        return self._work is not None
 
     @property
     def work(self) -> Work:
@@ -252,16 +175,14 @@ class IngestRun:
 
     def plan(self) -> Plan:
         """The dry run of the prepared work: read, parse, chunk and price; change nothing."""
-        plan = make_plan(
+        ignored = [(r.path, r.error or "") for r in self._results.values() if r.status == "ignored"]
+        return forecast(
             self.pipeline,
             self.work.changes,
             deletion=self.work.deletion,
+            ignored=ignored,
             price_per_million=self.price_per_million,
         )
-        ignored = tuple(
-            (r.path, r.error or "") for r in self._results.values() if r.status == "ignored"
-        )
-        return replace(plan, ignored=(*ignored, *plan.ignored))
 
     def start(self) -> None:
         """Before the first file: check the embedder, and choose how the index is kept.
@@ -293,8 +214,8 @@ class IngestRun:
     def bulk_load(self) -> bool:
         """Whether to drop the vector index for this run and build it once at the end.
 
-        Keeping an HNSW index up costs ~13x more per row than building it in one pass
-        (bench/inserts.py), but while it is down searches scan the table. So only a run that
+        Keeping an HNSW index up costs many times more per row than building it in one pass,
+        but while it is down searches scan the table. So only a run that
         writes at least as many files as the index keeps unchanged, and at least
         ``BULK_LOAD_FILES`` unless the index is new or re-built (nothing kept), loads in bulk;
         ``tidal retry`` (``paths``) never does.
@@ -399,8 +320,8 @@ class IngestRun:
             failure is None
             or self.paths is not None
             or failure.error_kind != "permanent"
-            or failure.content_hash != file.content_hash
             or failure.fingerprint != self.pipeline.fingerprint
+            or not is_unchanged(file, {failure.path: failure.content_hash})
         ):
             return None
         return FileResult(
@@ -413,7 +334,7 @@ class IngestRun:
     def _unwanted(self, file: SourceFile) -> str | None:
         """Why the listing alone says a file is not for ingesting, before anything downloads
         it: its type, or a size no document of ours has (a 20 MB JSON is 18,000 chunks)."""
-        ext = posixpath.splitext(file.path)[1].lower()
+        ext = extension(file.path)
         if ext not in self.extensions:
             return f"file type {ext or '(none)'} is not ingested (TIDAL_EXTENSIONS)"
         if self.max_file_bytes is not None and file.size > self.max_file_bytes:
@@ -434,69 +355,3 @@ class IngestRun:
         for missing in sorted(wanted - {f.path for f in chosen}):
             log.warning("%r: not in the source listing, nothing to retry", missing)
         return chosen
-
-
-class Handle(Protocol):
-    """What an executor's ``submit`` returns: a concurrent.futures or Prefect future."""
-
-    def add_done_callback(self, fn: Callable[[Any], None]) -> None: ...
-
-
-def drive(
-    run: IngestRun,
-    submit: Callable[[SourceFile], Handle],
-    outcome: Callable[[Any], Outcome],
-    *,
-    window: int,
-    on_settled: Callable[[FileResult], None] | None = None,
-) -> None:
-    """Run the prepared work, ``window`` files at a time, settling each as it completes.
-
-    Files are submitted as slots free up rather than all at once, so a fatal error stops the
-    run with at most ``window`` files started, and ten thousand files never mean ten thousand
-    futures held at once.
-    """
-    run.start()
-    finished: queue.SimpleQueue[tuple[Handle, SourceFile]] = queue.SimpleQueue()
-    pending = deque(run.work.todo)
-    in_flight = 0
-    while True:
-        while pending and in_flight < window and run.stopped is None:
-            file = pending.popleft()
-            handle = submit(file)
-            handle.add_done_callback(lambda h, f=file: finished.put((h, f)))
-            in_flight += 1
-        if not in_flight:
-            return
-        handle, file = finished.get()
-        in_flight -= 1
-        result = run.settle(file, outcome(handle))
-        if result is None:
-            pending.appendleft(file)
-        elif on_settled is not None:
-            on_settled(result)
-
-
-def run_in_threads(
-    run: IngestRun,
-    *,
-    concurrency: int,
-    on_settled: Callable[[FileResult], None] | None = None,
-) -> RunSummary:
-    """The whole run on a plain thread pool: no Prefect, no task retries, same decisions."""
-    if run._work is None:
-        run.prepare()
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="tidal") as pool:
-        drive(
-            run,
-            lambda file: pool.submit(run.pipeline.ingest, file),
-            _future_outcome,
-            window=concurrency,
-            on_settled=on_settled,
-        )
-    return run.finish()
-
-
-def _future_outcome(future: Future[FileResult]) -> Outcome:
-    exc = future.exception()
-    return exc if exc is not None else future.result()

@@ -1,4 +1,8 @@
-"""tidal: search the index, or run an ingest, from a terminal."""
+"""``tidal``: run an ingest, search the index, and look after it, from a terminal.
+
+Only ``ingest`` and ``retry`` load Prefect; the other commands read the index and answer in
+about a second.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,12 @@ import sys
 import textwrap
 from collections.abc import Sequence
 
+from flows import server as local_server
 from tidal.errors import TidalError
 from tidal.records import file_kind
+from tidal.run import Plan
 from tidal.settings import Settings, load_settings
 from tidal.store import FailedFile, SearchHit, database_url
-from tidal.sync import Plan
 
 
 def search(
@@ -65,8 +70,6 @@ def _status(settings: Settings) -> int:
         api.removesuffix("/").removesuffix("/api") if api else None
     )
     if ui is None and settings.prefect_server == "background":  # where ad hoc runs report
-        from flows import server as local_server
-
         local = local_server.running(settings.data_dir)
         ui = local.ui_url if local else None
     print(status.render(now=datetime.now(UTC), prefect_ui=ui))
@@ -111,8 +114,6 @@ def _db(settings: Settings, action: str, dimension: int | None) -> int:
 
 def _server(settings: Settings, action: str) -> int:
     """``tidal server [status|stop]``: reads the server's record, imports no Prefect."""
-    from flows import server as local_server
-
     if action == "stop":
         stopped = local_server.stop(settings.data_dir)
         print(f"stopped the local Prefect server (pid {stopped.pid})" if stopped else "none ran")
@@ -128,24 +129,45 @@ def _server(settings: Settings, action: str) -> int:
 
 
 def plan(settings: Settings) -> Plan:
-    """The next run's plan, from the same IngestRun the flow drives; no Prefect involved."""
-    from tidal.run import IngestRun
-    from tidal.runtime import PipelineSpec, shared_pipeline
+    """The next run's plan, from the same prepared run the flow drives; no Prefect involved."""
+    from tidal.runtime import prepare_run
 
-    run = IngestRun.configured(shared_pipeline(PipelineSpec.of(settings)), settings)
-    run.prepare()
-    return run.plan()
+    return prepare_run(settings).plan()
+
+
+def ingest(argv: Sequence[str] = ()) -> int:
+    """``tidal ingest ARGS``: what ``python flows/ingest.py ARGS`` runs."""
+    return main(["ingest", *argv])
+
+
+def _add_ingest_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="*", help="only these files (as listed by the source)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    parser.add_argument(
+        "--force-delete", action="store_true", help="delete past TIDAL_MAX_DELETE_SHARE"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="list unchanged files in the table too"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tidal", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="tidal", description="Tidal: a bucket of docs → a pgvector index."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     find = commands.add_parser("search", help="print the chunks nearest to a question")
     find.add_argument("query")
     find.add_argument("-k", "--limit", type=int, default=5, help="how many chunks (default 5)")
     find.add_argument("--type", choices=["design", "prd"], help="only designs or only PRDs")
-    ingest = commands.add_parser("ingest", help="run the tidal flow once (python flows/ingest.py)")
-    ingest.add_argument("--force-delete", action="store_true", help="delete past the guard")
+    _add_ingest_options(
+        commands.add_parser(
+            "ingest",
+            help="run the tidal flow once (python flows/ingest.py)",
+            description="Run once: exit 0 all done, 1 some files failed, 2 the run could not "
+            "go on, 3 files gone from the source were kept by the deletion guard.",
+        )
+    )
     commands.add_parser(
         "plan", help="what the next run would do; embeds and writes nothing (no Prefect)"
     )
@@ -155,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     retry = commands.add_parser("retry", help="run the flow for these files only")
     retry.add_argument("paths", nargs="*", help="paths to retry (default: every failed file)")
+    retry.add_argument("-v", "--verbose", action="store_true", help="list unchanged files too")
     server = commands.add_parser(
         "server", help="the local Prefect server ad hoc runs keep running (flows/server.py)"
     )
@@ -167,16 +190,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        if args.command in ("ingest", "retry"):
-            from flows.ingest import main as ingest_main  # Prefect loads only for these
+        if args.command == "ingest":
+            from flows.adhoc import ingest as run_once  # Prefect loads only for these two
 
-            if args.command == "ingest":
-                return ingest_main(["--force-delete"] if args.force_delete else [])
+            return run_once(
+                args.paths,
+                dry_run=args.dry_run,
+                force_delete=args.force_delete,
+                verbose=args.verbose,
+            )
+        if args.command == "retry":
             paths = args.paths or [f.path for f in _failed(load_settings())]
             if not paths:
                 print("no failed files to retry")
                 return 0
-            return ingest_main(paths)
+            from flows.adhoc import ingest as run_once
+
+            return run_once(paths, verbose=args.verbose)
         settings = load_settings()
         if args.command == "status":
             return _status(settings)
