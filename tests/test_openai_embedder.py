@@ -26,14 +26,10 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.services import OwnRedis, free_port
 from tidal.chunking import encoding
 from tidal.embedders import Embedder
+from tidal.embedders.base import QUICK
 from tidal.embedders.batching import batch_by_tokens, fit_input
-from tidal.embedders.openai import (
-    QUICK,
-    OpenAIEmbedder,
-    _decode,
-    parse_duration,
-    retry_delay,
-)
+from tidal.embedders.openai import OpenAIEmbedder, _decode
+from tidal.embedders.openai_limits import parse_duration, retry_delay
 from tidal.embedders.ratelimit import RateBudget
 from tidal.errors import ConfigError, PermanentError, TransientError
 from tidal.settings import REPO_ROOT
@@ -730,7 +726,7 @@ def test_a_budget_binding_on_tokens_keeps_the_servers_bucket_busy(api: FakeOpenA
     """Three times the TPM through three threads against a refilling server bucket: nothing
     refused, and the server's bucket never sat full (its refill thrown away) for more than a
     fraction of a window (``FakeOpenAI.full_seconds``): the run paces at the refill rate, the
-    floor. The moving-window budget this replaced left it full 3.2 s in bench/budget.py."""
+    floor."""
     texts = [f"the itinerary planner keeps offline maps for traveller {i}" for i in range(90)]
     tpm = sum(map(_tokens, texts)) // 3
     budget = RateBudget(None, rpm=None, tpm=tpm, namespace="t:floor", window_seconds=WINDOW,
@@ -838,7 +834,7 @@ def test_a_failed_check_costs_one_request_per_run_and_is_asked_again_later(
 
 
 def test_the_sdk_is_imported_only_for_a_request(api: FakeOpenAI) -> None:
-    """An unchanged run opens its embedder but sends nothing: it never pays the ~0.4 s import."""
+    """An unchanged run opens its embedder but sends nothing: it never pays for the import."""
     code = (
         "import sys; from tidal.embedders import open_embedder; from tidal.settings import "
         "load_settings; e = open_embedder(load_settings()); e.count_tokens(['counted']);"

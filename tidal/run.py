@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from tidal.embedders.catalog import PRICE_PER_MILLION_TOKENS
 from tidal.errors import TidalError, error_kind, is_fatal
 from tidal.parsing import SUPPORTED_EXTENSIONS
 from tidal.pipeline import Pipeline
@@ -28,7 +29,6 @@ from tidal.records import FileResult, RunRecord, RunSummary, SourceFile, outcome
 from tidal.settings import Settings
 from tidal.store import FailedFile
 from tidal.sync import (
-    PRICE_PER_MILLION_TOKENS,
     Changes,
     Deletion,
     Plan,
