@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from tidal.embedders.catalog import DEFAULTS
 from tidal.errors import ConfigError
 
 BUNDLED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
@@ -49,7 +50,7 @@ class LocalEmbedder:
     the texts of every file waiting into each call, which batching per call would undo.
     """
 
-    def __init__(self, model: str = "all-MiniLM-L6-v2", *, device: str = "cpu") -> None:
+    def __init__(self, model: str = DEFAULTS["local"].model, *, device: str = "cpu") -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -25,7 +25,7 @@ LEARNED_SHARE = 0.9
 
 
 class Store(ABC):
-    """Where a budget's buckets live: the four steps ``RateBudget`` takes, each one atomic."""
+    """Where a budget's buckets live: each step ``RateBudget`` takes, done atomically."""
 
     @abstractmethod
     def acquire(self, budget: RateBudget, costs: tuple[int, int]) -> tuple[float, bool]:
