@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import redis
 from prefect.filesystems import WritableFileSystem
 from prefect_redis import RedisDatabase
 
-from tidal.errors import ConfigError
-from tidal.settings import Settings, redact_url
+from tidal.redis import connect_redis
+from tidal.settings import Settings
 
 BLOCK_NAME = "tidal-results"
 
@@ -33,18 +32,4 @@ def result_storage(settings: Settings) -> WritableFileSystem | None:
 def check_redis(url: str) -> None:
     """One PING, so a Redis that is down fails the run at its start, naming the variable,
     instead of failing every file's result one by one."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
-    try:
-        client.ping()
-    except redis.AuthenticationError:
-        raise ConfigError(
-            f"Redis at TIDAL_REDIS_URL ({redact_url(url)}) refused the credentials; fix the "
-            "user and password in the URL"
-        ) from None
-    except redis.RedisError as exc:
-        raise ConfigError(
-            f"Redis at TIDAL_REDIS_URL ({redact_url(url)}) does not answer ({exc}); start it, "
-            "or fix the URL"
-        ) from None
-    finally:
-        client.close()
+    connect_redis(url, timeout=5).close()

@@ -112,6 +112,21 @@ def test_the_model_loads_on_first_use_and_its_declared_shape_is_its_real_one() -
     assert loaded == "384 256"
 
 
+def test_warm_up_loads_the_model_and_asks_nothing_more() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from tidal.embedders import Embedder; from tidal.embedders.local import "
+        "LocalEmbedder; e = LocalEmbedder(); print(isinstance(e, Embedder), 'torch' in "
+        "sys.modules); e.warm_up(check=True); print(e._loaded is not None, 'torch' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert done.stdout.split() == ["True", "False", "True", "True"]
+
+
 def test_files_embedding_at_once_share_encode_calls_and_get_their_own_rows(
     embedder, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
@@ -221,3 +236,5 @@ def test_a_model_that_will_not_load_fails_each_file_that_asks(tmp_path) -> None:
             with pytest.raises(Exception) as raised:
                 future.result(timeout=120)
             assert not isinstance(raised.value, TimeoutError)
+    with pytest.raises(Exception):  # noqa: B017 - whatever the load raises
+        embedder.warm_up(check=False)

@@ -26,16 +26,14 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.services import OwnRedis, free_port
 from tidal.chunking import encoding
 from tidal.embedders import Embedder
-from tidal.embedders.batching import batch_by_tokens, fit_input
-from tidal.embedders.openai import (
-    QUICK,
-    OpenAIEmbedder,
-    _decode,
-    parse_duration,
-    retry_delay,
-)
+from tidal.embedders.base import QUICK
+from tidal.embedders.batching import batch_by_tokens, fit_input, fold
+from tidal.embedders.hashing import HashEmbedder
+from tidal.embedders.openai import OpenAIEmbedder, _decode
+from tidal.embedders.openai_limits import parse_duration, retry_delay
 from tidal.embedders.ratelimit import RateBudget
 from tidal.errors import ConfigError, PermanentError, TransientError
+from tidal.redis import connect_redis
 from tidal.settings import REPO_ROOT
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -133,6 +131,67 @@ def test_fit_input_splits_into_pieces_that_fit_and_cover_the_text(text: str, lim
 def test_fit_input_refuses_a_limit_too_small_to_cut() -> None:
     with pytest.raises(ValueError):
         fit_input("anything", 4)
+
+
+def test_fold_keeps_whole_texts_and_averages_a_split_ones_pieces_by_tokens() -> None:
+    vectors = [[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.6, 0.8]]
+    folded = fold(vectors, owners=[0, 1, 1, 2], counts=[5, 30, 10, 7], n=3)
+    assert folded[0] == [1.0, 0.0] and folded[2] == [0.6, 0.8]
+    np.testing.assert_allclose(folded[1], [0.0, 1.0])
+    unit = fold([[1.0, 0.0], [0.0, 1.0]], owners=[0, 0], counts=[1, 1], n=1)[0]
+    np.testing.assert_allclose(unit, [math.sqrt(0.5), math.sqrt(0.5)])
+
+
+# -- the base: split, batch, send, fold for any provider (no server) ----------------------
+
+
+def test_the_base_splits_batches_and_folds_for_a_provider_with_caps() -> None:
+    """The hash provider with OpenAI-like caps, scaled down: the base alone decides what is
+    sent; the provider only answers each batch."""
+    embedder = HashEmbedder(dimension=4, max_input_tokens=16)
+    embedder.max_batch_inputs = 3
+    long_text = "word " * 40  # 40 tokens: three pieces of at most 16
+    texts = ["alpha", long_text, "beta", "gamma"]
+    vectors = embedder.embed(texts)
+
+    sent = [t for batch in embedder.calls for t in batch]
+    assert [len(batch) for batch in embedder.calls] == [3, 3]
+    assert sent[0] == "alpha" and sent[-2:] == ["beta", "gamma"]
+    pieces = sent[1:-2]
+    assert len(pieces) == 3 and "".join(pieces) == long_text
+    assert embedder.split_inputs == 1
+    assert len(vectors) == 4 and all(len(v) == 4 for v in vectors)
+    assert vectors[0] == embedder.send(["alpha"], 1)[0]
+    weights = [_tokens(p) for p in pieces]
+    mean = np.average(embedder.send(pieces, sum(weights)), axis=0, weights=weights)
+    np.testing.assert_allclose(vectors[1], mean / np.linalg.norm(mean), rtol=1e-6)
+
+
+def test_the_base_batches_by_tokens_and_names_the_cap_an_input_is_over() -> None:
+    embedder = HashEmbedder()
+    embedder.max_batch_tokens = 5
+    embedder.token_cap_variable = "TIDAL_SOME_CAP"
+    embedder.embed(["one two", "three four", "five six"])  # 2 tokens each
+    assert [len(batch) for batch in embedder.calls] == [2, 1]
+    with pytest.raises(ConfigError, match="per-request cap; raise TIDAL_SOME_CAP"):
+        embedder.embed(["one two three four five six"])
+
+
+def test_the_base_refuses_a_width_other_than_the_providers() -> None:
+    class Narrow(HashEmbedder):
+        def send(self, batch: list[str], tokens: int) -> list[list[float]]:
+            return [vector[:3] for vector in super().send(batch, tokens)]
+
+    with pytest.raises(ConfigError, match="answered 3-dimension vectors, not 4"):
+        Narrow(dimension=4).embed(["x"])
+
+
+def test_hashing_warms_up_without_a_request() -> None:
+    embedder = HashEmbedder()
+    assert isinstance(embedder, Embedder)
+    embedder.warm_up(check=True)
+    embedder.warm_up(check=False)
+    assert embedder.calls == []
 
 
 # -- rate budget (pure parts and sharing) --------------------------------------------------
@@ -279,6 +338,19 @@ def test_a_redis_that_does_not_answer_at_start_up_is_a_config_error_naming_it() 
     with pytest.raises(ConfigError, match="TIDAL_REDIS_URL") as caught:
         RateBudget(f"redis://:hunter2@127.0.0.1:{port}/0", rpm=5, tpm=100)
     assert "hunter2" not in str(caught.value) and ":***@" in str(caught.value)
+    assert "the OpenAI budget every worker shares lives there" in str(caught.value)
+
+
+def test_connect_redis_answers_a_pinged_client_or_names_the_variable(redis_url: str) -> None:
+    client = connect_redis(redis_url, timeout=5)
+    try:
+        assert client.ping()
+    finally:
+        client.close()
+    nowhere = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    with pytest.raises(ConfigError, match="TIDAL_REDIS_URL .* does not answer") as caught:
+        connect_redis(nowhere, timeout=1)
+    assert "hunter2" not in str(caught.value) and "lives there" not in str(caught.value)
 
 
 def test_a_redis_that_dies_mid_run_is_waited_out_then_a_service_down(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -730,7 +802,7 @@ def test_a_budget_binding_on_tokens_keeps_the_servers_bucket_busy(api: FakeOpenA
     """Three times the TPM through three threads against a refilling server bucket: nothing
     refused, and the server's bucket never sat full (its refill thrown away) for more than a
     fraction of a window (``FakeOpenAI.full_seconds``): the run paces at the refill rate, the
-    floor. The moving-window budget this replaced left it full 3.2 s in bench/budget.py."""
+    floor."""
     texts = [f"the itinerary planner keeps offline maps for traveller {i}" for i in range(90)]
     tpm = sum(map(_tokens, texts)) // 3
     budget = RateBudget(None, rpm=None, tpm=tpm, namespace="t:floor", window_seconds=WINDOW,
@@ -837,8 +909,28 @@ def test_a_failed_check_costs_one_request_per_run_and_is_asked_again_later(
     assert api.statuses() == [401, 200]
 
 
+def test_warm_up_opens_the_client_and_checks_only_when_asked(api: FakeOpenAI) -> None:
+    embedder = _embedder(api)
+    assert isinstance(embedder, Embedder)
+    embedder.warm_up(check=False)
+    assert embedder._opened is not None and api.requests == []
+    embedder.warm_up(check=True)
+    embedder.warm_up(check=True)  # a passed check stands: no second request
+    assert api.statuses() == [200]
+
+
+def test_warm_up_raises_what_the_check_raises(api: FakeOpenAI) -> None:
+    api.fail_next(401)
+    embedder = _embedder(api)
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        embedder.warm_up(check=True)
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        embedder.check()  # the flow's own check, answered from the warm-up's
+    assert api.statuses() == [401]
+
+
 def test_the_sdk_is_imported_only_for_a_request(api: FakeOpenAI) -> None:
-    """An unchanged run opens its embedder but sends nothing: it never pays the ~0.4 s import."""
+    """An unchanged run opens its embedder but sends nothing: it never pays for the import."""
     code = (
         "import sys; from tidal.embedders import open_embedder; from tidal.settings import "
         "load_settings; e = open_embedder(load_settings()); e.count_tokens(['counted']);"

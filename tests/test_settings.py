@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from tidal.embedders import catalog
 from tidal.errors import ConfigError, PermanentError
 from tidal.settings import SAMPLE_CORPUS, Settings, env_name, load_settings, redact_url
 
@@ -65,6 +66,34 @@ def test_defaults() -> None:
     assert s.database_url is None
     assert s.redis_url is None
     assert s.data_dir == Path(".tidal")
+
+
+@pytest.mark.parametrize("embedder", ["local", "openai"])
+def test_each_embedders_defaults_come_from_the_catalog(
+    monkeypatch: pytest.MonkeyPatch, embedder: str
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    s = load_settings(embedder=embedder)
+    expected = catalog.defaults(embedder)
+    assert (s.effective_model, s.effective_chunk_tokens, s.effective_chunk_overlap) == (
+        expected.model,
+        expected.chunk_tokens,
+        expected.chunk_overlap,
+    )
+    assert s.concurrency == expected.concurrency
+
+
+def test_the_catalog_prices_only_models_it_knows() -> None:
+    assert catalog.PRICE_PER_MILLION_TOKENS == {
+        "text-embedding-3-small": 0.02,
+        "text-embedding-3-large": 0.13,
+        "text-embedding-ada-002": 0.10,
+    }
+    assert catalog.model("text-embedding-3-large") == catalog.Model(
+        "text-embedding-3-large", 3072, 8191, 0.13
+    )
+    assert catalog.model("bge-small-en") is None
+    assert catalog.defaults("openai").model in catalog.MODELS
 
 
 def test_describe_defaults() -> None:

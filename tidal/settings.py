@@ -1,8 +1,17 @@
-"""The one settings object, read from ``TIDAL_*`` variables (and ``.env``) and validated once.
+"""The one settings object, read from the environment (and ``.env``) and validated once.
 
-Stages get plain values from here, never Tidal's variables from the environment. (The local
-embedder sets Hugging Face's offline defaults, the CLI reads Prefect's own URLs, and the pipeline
-cache keys itself on the variables so that a changed environment opens new pipelines.)
+Tidal's variables - ``TIDAL_*``, and the providers' own names it accepts (``OPENAI_API_KEY``,
+``OPENAI_BASE_URL``, ``SUPABASE_URL``, ``SUPABASE_SERVICE_ROLE_KEY``) - are read here and
+nowhere else in the package: below this module, code is handed plain values from a
+``Settings``. Two places touch the environment for other things: the local embedder sets
+Hugging Face's offline defaults (variables those libraries read), and the pipeline cache
+(``tidal.runtime``) fingerprints the variables so that a changed environment opens a new
+pipeline - it keys on them, and values still come from here.
+
+Each embedder's defaults are in ``tidal.embedders.catalog``; how a bad value is reported is in
+``tidal.config_errors``; ``redact_url`` (``tidal.redact``) is re-exported for the code that
+names a URL. One module for the ~30 fields so every variable, its default and its check are
+found in one place.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -24,7 +33,12 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tidal import config_errors
+from tidal.embedders import catalog
+from tidal.embedders.catalog import EmbedderName
 from tidal.errors import ConfigError
+from tidal.formats import FORMATS, SUPPORTED_EXTENSIONS, describe_supported
+from tidal.redact import redact_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CORPUS = (
@@ -33,35 +47,7 @@ SAMPLE_CORPUS = (
     else Path(__file__).resolve().parent / "sample" / "corpus"  # as a wheel installs it
 )
 
-EmbedderName = Literal["local", "openai"]
 TaskRunnerName = Literal["threads", "dask"]
-
-# Chunk sizes that fit each embedder's input limit, in cl100k_base tokens.
-# all-MiniLM-L6-v2 truncates at 256 word pieces; design JSON turns into key paths that cost
-# up to ~1.6 word pieces per cl100k token, so 160 tokens stays under the limit with room.
-EMBEDDER_DEFAULTS: dict[str, dict[str, Any]] = {
-    # concurrency: files in flight. The local model encodes on one thread (torch already uses
-    # every core for one call) and merges the texts of the files waiting into each call, so
-    # more files in flight mean fuller calls: at 16 a 60-file run made 9 calls of ~44 texts,
-    # at 8 16 calls of ~25, and the encoding took 8.3 s against 9.2 s. OpenAI's requests
-    # mostly wait on the network, paced by the shared budget, not by this: 150 files against
-    # a 0.3 s server ran in 8.0-10.3 s at 32 against 10.0-12.4 s at 16 (bench/README.md); at 64
-    # the run's own CPU sets the pace. Files in flight hold no database connection while they
-    # wait (PostgresStore's claims are rows), so this is not bounded by
-    # TIDAL_DATABASE_CONNECTIONS.
-    "local": {
-        "model": "all-MiniLM-L6-v2",
-        "chunk_tokens": 160,
-        "chunk_overlap": 24,
-        "concurrency": 16,
-    },
-    "openai": {
-        "model": "text-embedding-3-small",
-        "chunk_tokens": 512,
-        "chunk_overlap": 64,
-        "concurrency": 32,
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -194,7 +180,7 @@ class Settings(BaseSettings):
         "not answering before it stops (seconds)",
     )
     extensions: str = Field(
-        default=".json,.md,.markdown,.txt",
+        default=",".join(FORMATS),
         description="the file types to ingest, comma-separated; other files are ignored by name",
     )
     max_file_mb: float = Field(
@@ -256,7 +242,7 @@ class Settings(BaseSettings):
     @classmethod
     def _concurrency_for_the_embedder(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None:
-            return EMBEDDER_DEFAULTS[info.data.get("embedder", "local")]["concurrency"]
+            return catalog.defaults(info.data.get("embedder", "local")).concurrency
         return value
 
     @field_validator("database_url")
@@ -314,14 +300,12 @@ class Settings(BaseSettings):
     @field_validator("extensions")
     @classmethod
     def _known_extensions(cls, value: str) -> str:
-        from tidal.formats import SUPPORTED_EXTENSIONS
-
         given = [e.strip().lower() for e in value.split(",") if e.strip()]
         unknown = [e for e in given if e not in SUPPORTED_EXTENSIONS]
         if not given or unknown:
             raise ValueError(
                 f"{', '.join(unknown) or 'no extension'}: Tidal parses only "
-                f"{', '.join(sorted(SUPPORTED_EXTENSIONS))}"
+                f"{describe_supported()}"
             )
         return ",".join(given)
 
@@ -356,19 +340,17 @@ class Settings(BaseSettings):
 
     @property
     def effective_model(self) -> str:
-        return self.embedding_model or EMBEDDER_DEFAULTS[self.embedder]["model"]
+        return self.embedding_model or catalog.defaults(self.embedder).model
 
     @property
     def effective_chunk_tokens(self) -> int:
-        return self.chunk_tokens or EMBEDDER_DEFAULTS[self.embedder]["chunk_tokens"]
+        return self.chunk_tokens or catalog.defaults(self.embedder).chunk_tokens
 
     @property
     def effective_chunk_overlap(self) -> int:
         if self.chunk_overlap is not None:
             return self.chunk_overlap
-        return min(
-            EMBEDDER_DEFAULTS[self.embedder]["chunk_overlap"], self.effective_chunk_tokens // 4
-        )
+        return min(catalog.defaults(self.embedder).chunk_overlap, self.effective_chunk_tokens // 4)
 
     @property
     def supabase_location(self) -> SupabaseLocation | None:
@@ -397,29 +379,6 @@ class Settings(BaseSettings):
         return f"dask, local cluster of {self.dask_workers} processes"
 
 
-_SECRET_PARAMETERS = {"password", "passwd", "pass", "sslpassword", "token", "api_key", "apikey"}
-"""Query parameters that carry a credential in the URLs libpq and redis-py accept."""
-
-
-def redact_url(url: SecretStr | str) -> str:
-    """The URL with every credential masked, safe for logs: the password in ``user:pw@``, and
-    ``password=`` (or the like) among the query parameters, as libpq and redis-py accept."""
-    raw = url.get_secret_value() if isinstance(url, SecretStr) else url
-    parts = urlsplit(raw)
-    netloc = parts.netloc
-    if parts.password is not None:
-        userinfo, _, host = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
-    pairs = [
-        f"{name}=***" if unquote(name).lower() in _SECRET_PARAMETERS and sep else pair
-        for pair in parts.query.split("&")
-        for name, sep, _ in [pair.partition("=")]
-    ]
-    masked = f"{parts.scheme}://{netloc}{parts.path}"  # not urlunsplit: it drops an empty //
-    masked += f"?{'&'.join(pairs)}" if parts.query else ""
-    return masked + (f"#{parts.fragment}" if parts.fragment else "")
-
-
 def load_settings(*, origin: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Settings from the environment, with non-None ``overrides`` taking precedence.
 
@@ -434,40 +393,22 @@ def load_settings(*, origin: Mapping[str, str] | None = None, **overrides: Any) 
         return Settings(**given)
     except ValidationError as exc:
         names = {field: f"parameter {field}" for field in given} | dict(origin or {})
-        raise ConfigError(_explain(exc, names)) from None
-
-
-def _explain(exc: ValidationError, names: Mapping[str, str]) -> str:
-    """One line per error. A message naming another setting's variable (a model validator's:
-    "TIDAL_CHUNK_OVERLAP must be under half of TIDAL_CHUNK_TOKENS") names it as it was set."""
-    lines = ["invalid configuration:"]
-    for err in exc.errors():
-        name = str(err["loc"][0]) if err["loc"] else ""
-        name = _FIELD_BY_ALIAS.get(name, name)
-        where = names.get(name) or (env_name(name) if name else "settings")
-        field = Settings.model_fields.get(name)
-        hint = f" (expected {field.description})" if field and field.description else ""
-        given = err.get("input")
-        secret = name.endswith(("_url", "_key"))
-        shown = "" if secret or isinstance(given, dict) else f" = {given!r}"
-        message = err["msg"].removeprefix("Value error, ")
-        for other, said in names.items():
-            message = message.replace(env_name(other), said)
-        lines.append(f"  {where}{shown}: {message}{hint}")
-    return "\n".join(lines)
+        raise ConfigError(config_errors.explain(exc, Settings, names)) from None
 
 
 def env_name(field: str) -> str:
     """The environment variable a settings field is read from."""
-    alias = Settings.model_fields[field].validation_alias
-    if isinstance(alias, AliasChoices):
-        return str(alias.choices[0])
-    return f"TIDAL_{field.upper()}"
+    return config_errors.env_name(Settings, field)
 
 
-_FIELD_BY_ALIAS = {
-    str(choice): name
-    for name, info in Settings.model_fields.items()
-    if isinstance(info.validation_alias, AliasChoices)
-    for choice in info.validation_alias.choices
-}
+__all__ = [
+    "REPO_ROOT",
+    "SAMPLE_CORPUS",
+    "EmbedderName",
+    "Settings",
+    "SupabaseLocation",
+    "TaskRunnerName",
+    "env_name",
+    "load_settings",
+    "redact_url",
+]

@@ -12,12 +12,6 @@ from dataclasses import dataclass
 
 from tidal.records import SourceFile
 
-# USD per million input tokens, for the dry run's estimate (OpenAI's published prices).
-PRICE_PER_MILLION_TOKENS = {
-    "text-embedding-3-small": 0.02,
-    "text-embedding-3-large": 0.13,
-    "text-embedding-ada-002": 0.10,
-}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""Text → vectors. A new provider is one new module implementing ``Embedder``."""
+"""Text → vectors. A new provider is one new module implementing ``Embedder``.
+
+Most providers subclass ``tidal.embedders.base.BaseEmbedder``, which owns split → batch → send
+→ fold and leaves them one ``send`` of a batch and their caps; model facts (widths, input
+limits, prices, each embedder's defaults) are in ``tidal.embedders.catalog``.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +36,12 @@ class Embedder(Protocol):
     def check(self) -> None:
         """Fail fast (ConfigError naming the variable) on a key, quota or model that cannot
         work. Called once per run, and only by a run with something to embed."""
+        ...
+
+    def warm_up(self, *, check: bool) -> None:
+        """Get ready to embed in this process, so the first file does not wait for it: load
+        the model, or open the client; with ``check``, also ``check()``. Blocks, and may raise
+        what ``embed`` or ``check`` would."""
         ...
 
 

@@ -1,49 +1,51 @@
-"""How many inputs go in one embedding request, and what to do with an input that is too long.
+"""Split, batch and fold: the pure steps of embedding a list of texts (``BaseEmbedder``).
 
-OpenAI refuses, rather than trims, a request over any of its caps: 2048 inputs, 300,000 tokens
-summed over the inputs, 8191 tokens in any one input. Both functions here are pure so every edge
-of those caps can be tested without a server.
+A provider refuses, rather than trims, a request over one of its caps (inputs per request,
+tokens summed over them, tokens in one input), so texts are cut to fit and batched to the caps
+before anything is sent, and the pieces' vectors are folded back into one per text. Pure, so
+every edge of the caps is tested without a server.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import numpy as np
 import tiktoken
 
 from tidal.chunking import encoding
-
-MAX_INPUTS_PER_REQUEST = 2048
-MAX_TOKENS_PER_REQUEST = 300_000
-MAX_INPUT_TOKENS = 8191
 
 
 def batch_by_tokens(
     counts: Sequence[int],
     *,
-    max_inputs: int = MAX_INPUTS_PER_REQUEST,
-    max_tokens: int = MAX_TOKENS_PER_REQUEST,
+    max_inputs: int | None = None,
+    max_tokens: int | None = None,
 ) -> list[range]:
     """Consecutive index ranges, each a request within both caps, covering every input in order.
+    A cap that is None does not bind.
 
     Greedy: a batch closes when the next input would break a cap. Order is kept so the caller
     can concatenate the answers. An input that alone exceeds ``max_tokens`` can never be sent,
     so it is a ValueError here rather than a 400 from the server later.
     """
-    if max_inputs < 1 or max_tokens < 1:
+    if (max_inputs is not None and max_inputs < 1) or (max_tokens is not None and max_tokens < 1):
         raise ValueError(
             f"need max_inputs >= 1 and max_tokens >= 1, got {max_inputs}, {max_tokens}"
         )
+    input_cap = math.inf if max_inputs is None else max_inputs
+    token_cap = math.inf if max_tokens is None else max_tokens
     batches: list[range] = []
     start = total = 0
     for i, n in enumerate(counts):
         if n < 0:
             raise ValueError(f"input {i} has a negative token count ({n})")
-        if n > max_tokens:
+        if n > token_cap:
             raise ValueError(
                 f"input {i} has {n} tokens, more than a request may hold ({max_tokens})"
             )
-        if i > start and (i - start >= max_inputs or total + n > max_tokens):
+        if i > start and (i - start >= input_cap or total + n > token_cap):
             batches.append(range(start, i))
             start, total = i, 0
         total += n
@@ -52,11 +54,11 @@ def batch_by_tokens(
     return batches
 
 
-def fit_input(text: str, limit: int = MAX_INPUT_TOKENS) -> list[str]:
+def fit_input(text: str, limit: int) -> list[str]:
     """``text`` whole if it fits ``limit`` cl100k tokens, else consecutive pieces that each do.
 
     Split, not truncated: truncating would silently leave the end of the text out of its vector,
-    while pieces keep every word searchable (the embedder averages the pieces' vectors back into
+    while pieces keep every word searchable (``fold`` averages the pieces' vectors back into
     one, as OpenAI's cookbook does for long inputs). Cuts fall on token boundaries, moved back if
     needed so no UTF-8 character is cut, and each piece is re-encoded to prove it fits: a
     substring can tokenize differently from the slice of tokens it came from.
@@ -107,3 +109,25 @@ def _char_boundary(start: int, end: int, n: int, offsets: list[int], data: bytes
 
 def _continues(data: bytes, at: int) -> bool:
     return at < len(data) and data[at] & 0xC0 == 0x80
+
+
+def fold(
+    vectors: Sequence[Sequence[float]], owners: Sequence[int], counts: Sequence[int], n: int
+) -> list[list[float]]:
+    """One vector per original text, from the vectors of its pieces (``owners[j]``: the text
+    piece ``j`` came from): a split text gets its pieces' token-weighted mean, re-normalised to
+    unit length like the model's own vectors."""
+    if len(vectors) == n:
+        return list(vectors)  # type: ignore[arg-type]
+    grouped: list[list[int]] = [[] for _ in range(n)]
+    for j, owner in enumerate(owners):
+        grouped[owner].append(j)
+    folded = []
+    for members in grouped:
+        if len(members) == 1:
+            folded.append(list(vectors[members[0]]))
+            continue
+        weights = np.array([counts[j] for j in members], dtype=np.float64)
+        mean = np.average(np.array([vectors[j] for j in members]), axis=0, weights=weights)
+        folded.append((mean / (np.linalg.norm(mean) or 1.0)).tolist())
+    return folded

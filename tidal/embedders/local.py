@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from tidal.embedders.catalog import DEFAULTS
 from tidal.errors import ConfigError
 
 BUNDLED = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
@@ -43,9 +44,13 @@ class LocalEmbedder:
     Its name, width and input limit are read from the model's own config files when they say
     them plainly, so a process that only decides what to do (a Dask run's flow process, a plan
     of an unchanged corpus) never pays for loading torch and the weights.
+
+    Not a ``BaseEmbedder``: nothing is split or batched here. The pipeline already fits every
+    text to the model's own tokenizer (``max_input_tokens``), and one encoder thread merges
+    the texts of every file waiting into each call, which batching per call would undo.
     """
 
-    def __init__(self, model: str = "all-MiniLM-L6-v2", *, device: str = "cpu") -> None:
+    def __init__(self, model: str = DEFAULTS["local"].model, *, device: str = "cpu") -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -84,6 +89,11 @@ class LocalEmbedder:
         """Nothing to ask: the model is on disk, and a broken one fails each file that asks (the
         encoder thread tries the load again for each)."""
 
+    def warm_up(self, *, check: bool) -> None:
+        """Load the model now (torch and the weights: seconds) rather than in the first file;
+        ``check`` asks nothing more (see ``check``). Raises what loading raises."""
+        self.load()
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Counted with the model's own tokenizer, read from its ``tokenizer.json`` without torch
         or the weights: files count (and queue their texts) while the model still loads, so its
@@ -114,8 +124,7 @@ class LocalEmbedder:
         Every call is handed to one encoder thread, which takes all the texts waiting (up to
         ``MERGE_TEXTS``) into one ``encode``: sentence-transformers sorts a call's texts by
         length, so merged files pad less than one call per file, and the per-call cost is paid
-        once (measured on 399 chunks of 60 files, two cores: 15.7-16.6 s as a call per file,
-        11.1-11.9 s as one call). One thread also keeps the activations in one malloc arena.
+        once. One thread also keeps the activations in one malloc arena.
         """
         if not texts:
             return np.empty((0, self.dimension), dtype=np.float32)
@@ -185,9 +194,9 @@ class LocalEmbedder:
         with self._lock:
             vectors = self._loaded.encode(
                 texts,
-                # 8, not sentence-transformers' 32: as fast on two CPU cores (7.4-8.0 s against
-                # 7.8-8.5 s at 16 for 399 chunks) and a quarter of the activations held at once,
-                # the transient that sets the flow process's peak memory with this model.
+                # 8, not sentence-transformers' 32: as fast on CPU cores, and a quarter of the
+                # activations held at once, the transient that sets the flow process's peak
+                # memory with this model.
                 batch_size=8,
                 normalize_embeddings=True,
                 convert_to_numpy=True,
@@ -201,8 +210,8 @@ def _give_back_memory() -> None:
     """Return the encoder's freed activations to the OS (glibc only; elsewhere nothing).
 
     glibc keeps freed memory in its heaps for reuse, and the batches' activations of varying
-    shapes fragment them: without this the flow process grew from ~580 MB to ~920 MB over 60
-    files; with it the peak stays near one batch's worth above the model (bench/README.md).
+    shapes fragment them: without this the flow process keeps growing file after file; with it
+    the peak stays near one batch's worth above the model.
     """
     if _libc is not None:
         _libc.malloc_trim(0)

@@ -1,7 +1,9 @@
 """OpenAI's embeddings API (or any server that speaks it), through the official ``openai`` client.
 
-Every request goes through the API's ``Service`` (``tidal.retrying``), with the SDK's own
-retries off (``max_retries=0``: hidden HTTP attempts would be charged to no budget):
+The provider half of ``BaseEmbedder``: the client, one ``send`` of a batch, and the mapping of
+the SDK's errors to Tidal's. Every request goes through the API's ``Service``
+(``tidal.retrying``), with the SDK's own retries off (``max_retries=0``: hidden HTTP attempts
+would be charged to no budget):
 
 * A 429 is "later": waited out as the server asks (``retry-after-ms``, ``retry-after``, else
   the ``x-ratelimit-reset-*`` of the exhausted limit), never as an attempt, and it tells the
@@ -17,8 +19,8 @@ retries off (``max_retries=0``: hidden HTTP attempts would be charged to no budg
 
 Requests are charged to a shared ``RateBudget`` before they are sent, so with a budget at or
 under the account's limits a 429 should only come from traffic Tidal does not know about; every
-answer's ``x-ratelimit-remaining-*`` (a 429's too) is passed back to the budget, which drains
-itself when the server has less left than it thought.
+answer's ``x-ratelimit-remaining-*`` (a 429's too) is passed back to the budget
+(``openai_limits.report``), which drains itself when the server has less left than it thought.
 
 Vectors are asked for as base64 (what the SDK sends by default, a quarter the bytes of JSON
 floats) and decoded here as little-endian float32: passing ``encoding_format`` explicitly
@@ -29,24 +31,16 @@ compatible server that ignores the format and sends floats is accepted too.
 from __future__ import annotations
 
 import base64
-import logging
-import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tidal.chunking import encoding
-from tidal.embedders.batching import (
-    MAX_INPUT_TOKENS,
-    MAX_INPUTS_PER_REQUEST,
-    MAX_TOKENS_PER_REQUEST,
-    batch_by_tokens,
-    fit_input,
-)
-from tidal.embedders.ratelimit import KINDS, RateBudget
+from tidal.embedders import catalog
+from tidal.embedders.base import QUICK, BaseEmbedder
+from tidal.embedders.openai_limits import limited_kinds, report, retry_delay
 from tidal.errors import (
     ConfigError,
     PermanentError,
@@ -56,20 +50,17 @@ from tidal.errors import (
     TransientError,
     Unavailable,
 )
-from tidal.retrying import OUTAGE_SECONDS, Policy, Service, retry_after
+from tidal.retrying import OUTAGE_SECONDS, Service
 
 if TYPE_CHECKING:
     import openai
 
-log = logging.getLogger("tidal.embedders.openai")
+    from tidal.embedders.ratelimit import RateBudget
 
-KNOWN_DIMENSIONS = {
-    "text-embedding-3-small": 1536,
-    "text-embedding-3-large": 3072,
-    "text-embedding-ada-002": 1536,
-}
-QUICK = Policy(attempts=5, first_delay=0.2, max_delay=4.0, total=20.0)
-"""Quick retries of one batch's own 5xx, timeouts and dropped connections."""
+MAX_INPUTS_PER_REQUEST = 2048
+"""OpenAI refuses a request of more inputs than this."""
+MAX_TOKENS_PER_REQUEST = 300_000
+"""OpenAI refuses a request whose inputs hold more tokens than this, summed."""
 CHECK_TEXT = "dimension probe"
 """What the run's check and the width probe send: two tokens."""
 CHECK_FRESH_SECONDS = 60.0
@@ -82,12 +73,16 @@ class Unreachable(Unavailable):
     """No connection to the API at all (refused, reset, DNS), as opposed to a slow answer."""
 
 
-class OpenAIEmbedder:
+class OpenAIEmbedder(BaseEmbedder):
     """An OpenAI embedding model, batched to the API's caps and paced by a shared budget."""
+
+    token_cap_variable = "TIDAL_OPENAI_TPM"
+    refuses_empty = True
+    policy = QUICK
 
     def __init__(
         self,
-        model: str = "text-embedding-3-small",
+        model: str = catalog.DEFAULTS["openai"].model,
         *,
         api_key: str,
         base_url: str | None = None,
@@ -99,23 +94,22 @@ class OpenAIEmbedder:
         max_batch_tokens: int = MAX_TOKENS_PER_REQUEST,
         outage_seconds: float = OUTAGE_SECONDS,
     ) -> None:
-        """A model the table does not know (a compatible server's) is probed once, here, for
+        """A model the catalog does not know (a compatible server's) is probed once, here, for
         its dimension - so a wrong key or URL fails at start-up, not in the first file."""
         if not api_key:
             raise ConfigError("OPENAI_API_KEY is not set; the openai embedder needs an API key")
         if dimensions is not None and dimensions < 1:
             raise ConfigError(f"TIDAL_EMBEDDING_DIMENSIONS must be at least 1, got {dimensions}")
+        known = catalog.model(model)
         self.model = model
         self.name = f"openai:{model}" + (f"@{dimensions}" if dimensions else "")
-        self.max_input_tokens = MAX_INPUT_TOKENS
-        self.split_inputs = 0
-        """Texts over ``max_input_tokens`` that were split and averaged (see ``fit_input``)."""
+        self.max_input_tokens = known.max_input_tokens if known else catalog.OPENAI_MAX_INPUT_TOKENS
         self._dimensions = dimensions
         self._budget = budget
-        self._max_batch_inputs = max_batch_inputs
+        self.max_batch_inputs = max_batch_inputs
         # A batch the budget could never admit is split instead: only one input over the whole
         # TPM is then an error.
-        self._max_batch_tokens = (
+        self.max_batch_tokens = (
             min(max_batch_tokens, budget.tpm or max_batch_tokens) if budget else max_batch_tokens
         )
         self._api_key = api_key
@@ -135,8 +129,8 @@ class OpenAIEmbedder:
         self.service = Service(
             "the embeddings API", "OPENAI_BASE_URL", self._probe, outage_seconds=outage_seconds
         )
-        known = dimensions or KNOWN_DIMENSIONS.get(model)
-        self.dimension: int = known if known else len(self._embed_checked([CHECK_TEXT])[0])
+        width = dimensions or (known.dimension if known else None)
+        self.dimension: int = width if width else len(self._embed([CHECK_TEXT])[0])
 
     def connect(self) -> None:
         """Import the SDK and make the client now rather than at the first request."""
@@ -144,20 +138,14 @@ class OpenAIEmbedder:
 
     @property
     def _client(self) -> openai.OpenAI:
-        """The SDK's client, made at the first request: importing ``openai`` costs ~0.4 s of
-        CPU, which a run with nothing to embed (most daily runs) never needs to pay."""
+        """The SDK's client, made at the first request: a run with nothing to embed (most daily
+        runs) never pays for importing ``openai``."""
         with self._client_lock:
             if self._opened is None:
                 import openai
 
                 self._opened = openai.OpenAI(**self._client_options)
             return self._opened
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        # cl100k is these models' own tokenizer. Not encode_ordinary_batch: it starts a pool of
-        # 8 threads per call, on top of Tidal's own concurrency.
-        enc = encoding()
-        return [len(enc.encode_ordinary(text)) for text in texts]
 
     def check(self) -> None:
         """One two-token request: a revoked key, an exhausted quota, an unknown model or a
@@ -187,66 +175,7 @@ class OpenAIEmbedder:
             self._checked_at = time.monotonic()
             self._check_failed = None
 
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        vectors = self._embed_checked(texts)
-        for vector in vectors:
-            if len(vector) != self.dimension:
-                raise ConfigError(
-                    f"{self.name} answered {len(vector)}-dimension vectors, not {self.dimension}; "
-                    "set TIDAL_EMBEDDING_DIMENSIONS to what the model makes"
-                )
-        return vectors
-
-    def _embed_checked(self, texts: Sequence[str]) -> list[list[float]]:
-        """Split what is too long, batch, send, and fold split texts back to one vector each."""
-        texts = list(texts)
-        if not texts:
-            return []
-        if not all(texts):
-            raise PermanentError("cannot embed an empty text (the API refuses empty inputs)")
-        pieces: list[str] = []
-        owners: list[int] = []
-        counts: list[int] = []
-        for i, (text, n) in enumerate(zip(texts, self.count_tokens(texts), strict=True)):
-            parts = [text] if n <= self.max_input_tokens else fit_input(text, self.max_input_tokens)
-            if len(parts) > 1:
-                self.split_inputs += 1
-                log.warning(
-                    "a %d-token text is over %s's %d-token limit: embedding it as %d pieces",
-                    n,
-                    self.name,
-                    self.max_input_tokens,
-                    len(parts),
-                )
-                pieces.extend(parts)
-                counts.extend(self.count_tokens(parts))
-            else:
-                pieces.append(text)
-                counts.append(n)
-            owners.extend([i] * len(parts))
-        vectors: list[list[float]] = []
-        try:
-            batches = batch_by_tokens(
-                counts, max_inputs=self._max_batch_inputs, max_tokens=self._max_batch_tokens
-            )
-        except ValueError as exc:
-            raise ConfigError(
-                f"{exc}: one input is over the per-request cap; raise TIDAL_OPENAI_TPM"
-            ) from None
-        for batch in batches:
-            answer = self._request([pieces[j] for j in batch], sum(counts[j] for j in batch))
-            vectors.extend(answer)
-        return _fold(vectors, owners, counts, len(texts))
-
-    def _request(self, batch: list[str], tokens: int) -> list[list[float]]:
-        """One batch, through the API's ``Service``: 429s and outages are waited out, a 5xx or
-        a timeout of this batch alone is retried quickly. A file's other batches are untouched
-        by one batch's trouble: only this request is sent again."""
-        return self.service.call(
-            lambda: self._send(batch, tokens), what="embedding request", policy=QUICK
-        )
-
-    def _send(self, batch: list[str], tokens: int) -> list[list[float]]:
+    def send(self, batch: list[str], tokens: int) -> list[list[float]]:
         """One try, charged to the budget before it is sent, as OpenAI counts each try."""
         import openai  # loaded by the client already: a name lookup
 
@@ -258,15 +187,18 @@ class OpenAIEmbedder:
             raw = self._client.embeddings.with_raw_response.create(
                 model=self.model, input=batch, encoding_format="base64", **extra
             )
-            self._calibrate(raw.headers, sent, answered_tokens=tokens)
+            if self._budget is not None:
+                report(self._budget, raw.headers, sent, answered_tokens=tokens)
             response = raw.parse()
         except openai.RateLimitError as exc:
-            self._calibrate(exc.response.headers, sent)
+            headers = exc.response.headers
+            if self._budget is not None:
+                report(self._budget, headers, sent, answered_tokens=None)
             if exc.code == "insufficient_quota":
                 raise self._translate(exc) from None
-            wait = retry_delay(exc.response.headers)
+            wait = retry_delay(headers)
             if self._budget is not None:
-                self._budget.slow_down(_limited_kinds(exc), after=wait)
+                self._budget.slow_down(limited_kinds(headers, _message(exc)), after=wait)
             raise RateLimited(
                 f"OpenAI answered 429: {self._redact(_message(exc))}", retry_after=wait
             ) from None
@@ -276,32 +208,12 @@ class OpenAIEmbedder:
 
     def _probe(self) -> None:
         """The outage probe: the smallest request the endpoint serves, two tokens."""
-        self._send([CHECK_TEXT], 2)
+        self.send([CHECK_TEXT], 2)
 
     def _redact(self, message: str) -> str:
         if len(self._api_key) >= 8:  # a compatible server may echo the key back in full
             message = message.replace(self._api_key, "***")
         return message
-
-    def _calibrate(
-        self, headers: Mapping[str, str], sent: float, *, answered_tokens: int | None = None
-    ) -> None:
-        """Tell the budget what the server's rate-limit headers say (see ``calibrate``)."""
-        if self._budget is not None:
-            said = {
-                f"{what}-{kind}": _number(headers.get(f"x-ratelimit-{what}-{kind}"))
-                for what in ("remaining", "limit")
-                for kind in KINDS
-            }
-            whole = {name: None if value is None else int(value) for name, value in said.items()}
-            self._budget.calibrate(
-                whole["remaining-requests"],
-                whole["remaining-tokens"],
-                age=time.monotonic() - sent,
-                answered_tokens=answered_tokens,
-                limit_requests=whole["limit-requests"],
-                limit_tokens=whole["limit-tokens"],
-            )
 
     def _translate(self, exc: openai.OpenAIError) -> TidalError:
         """The Tidal error for an SDK error, keeping the server's words but never the key."""
@@ -349,74 +261,6 @@ def _message(exc: BaseException) -> str:
     return message
 
 
-def _limited_kinds(exc: Any) -> tuple[str, ...]:
-    """Which limits a 429 says ran out: by the headers' remaining 0, else by its words;
-    both when it does not say."""
-    headers = {k.lower(): v for k, v in exc.response.headers.items()}
-    kinds = tuple(k for k in KINDS if headers.get(f"x-ratelimit-remaining-{k}") == "0")
-    if kinds:
-        return kinds
-    text = _message(exc).lower()
-    named = tuple(k for k in KINDS if f" {k} " in f" {text} " or f"on {k}" in text)
-    return named or KINDS
-
-
-def retry_delay(headers: Mapping[str, str]) -> float | None:
-    """Seconds a 429 asks to wait, or None if it does not say.
-
-    ``retry-after-ms`` first (OpenAI's, finer), then ``retry-after`` (seconds or an HTTP
-    date), then the ``x-ratelimit-reset-*`` of whichever limit has nothing remaining - or the
-    longer reset, when neither says it is exhausted.
-    """
-    h = {k.lower(): v for k, v in headers.items()}
-    if (ms := _number(h.get("retry-after-ms"))) is not None:
-        return max(0.0, ms / 1000)
-    if (seconds := retry_after(h.get("retry-after"))) is not None:
-        return seconds
-    resets = {
-        kind: parse_duration(h.get(f"x-ratelimit-reset-{kind}")) for kind in ("requests", "tokens")
-    }
-    exhausted = [
-        r
-        for kind, r in resets.items()
-        if r is not None and h.get(f"x-ratelimit-remaining-{kind}") == "0"
-    ]
-    known = exhausted or [r for r in resets.values() if r is not None]
-    return max(known) if known else None
-
-
-_DURATION = re.compile(
-    r"(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m(?!s))?"
-    r"(?:(?P<s>\d+(?:\.\d+)?)s)?(?:(?P<ms>\d+(?:\.\d+)?)ms)?"
-)
-
-
-def parse_duration(value: str | None) -> float | None:
-    """Seconds in OpenAI's reset format (``20ms``, ``1.5s``, ``6m0s``, ``1h2m3s``), else None."""
-    if not value:
-        return None
-    value = value.strip()
-    if (plain := _number(value)) is not None:
-        return plain
-    match = _DURATION.fullmatch(value)
-    if not match or not any(match.groupdict().values()):
-        return None
-    parts = {k: float(v) for k, v in match.groupdict().items() if v}
-    return (
-        parts.get("h", 0) * 3600
-        + parts.get("m", 0) * 60
-        + parts.get("s", 0)
-        + parts.get("ms", 0) / 1000
-    )
-
-
-def _number(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
 def _decode(data: Sequence[Any], expected: int) -> list[list[float]]:
     """Vectors in input order from the API's ``data``, base64 float32 LE or plain floats."""
     if len(data) != expected:
@@ -429,24 +273,3 @@ def _decode(data: Sequence[Any], expected: int) -> list[list[float]]:
         else:
             vectors.append([float(v) for v in value])
     return vectors
-
-
-def _fold(
-    vectors: list[list[float]], owners: list[int], counts: list[int], n: int
-) -> list[list[float]]:
-    """One vector per original text: a split text gets its pieces' token-weighted mean,
-    re-normalised to unit length like the model's own vectors."""
-    if len(vectors) == n:
-        return vectors
-    grouped: list[list[int]] = [[] for _ in range(n)]
-    for j, owner in enumerate(owners):
-        grouped[owner].append(j)
-    folded = []
-    for members in grouped:
-        if len(members) == 1:
-            folded.append(vectors[members[0]])
-            continue
-        weights = np.array([counts[j] for j in members], dtype=np.float64)
-        mean = np.average(np.array([vectors[j] for j in members]), axis=0, weights=weights)
-        folded.append((mean / (np.linalg.norm(mean) or 1.0)).tolist())
-    return folded

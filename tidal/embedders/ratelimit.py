@@ -8,17 +8,18 @@ find out.
 
 The model is the provider's own: a bucket per limit that starts full (capacity = the limit) and
 refills continuously at ``limit / window`` per second - what ``x-ratelimit-reset-tokens`` ("full
-again in ...") describes. An earlier moving window was safe against such a bucket but up to
-twice too slow when the token limit binds: it let a minute's tokens go only once the previous
-minute's had left the window, where the bucket has refilled them gradually all along. Sending T
-tokens (T > TPM) can take no less than (T - TPM) / TPM minutes; the bucket here gets there.
+again in ...") describes. Sending T tokens (T > TPM) can take no less than (T - TPM) / TPM
+minutes, and a bucket that refills all along gets there; a window that frees a minute's tokens
+only once they have left it would not.
 
 Each bucket is kept as GCRA's one number, its *theoretical arrival time* (TAT): the moment the
 bucket would be full again. A request costing ``n`` fits when ``max(TAT, now) + n * interval -
 now`` stays within the window (``interval`` = window / limit, the refill time of one unit); it
 is charged by moving TAT to that sum. Both limits are tested and charged in ONE step - a Lua
 script in Redis (its clock: ``TIME``, so hosts' clocks do not matter), a lock in memory - so
-no request slot is wasted on a lost race and concurrent workers can never overspend.
+no request slot is wasted on a lost race and concurrent workers can never overspend. Where the
+buckets live is a ``Store``: ``MemoryStore`` (``ratelimit_store``) or ``RedisStore``
+(``ratelimit_redis``).
 
 What the model leaves to this module:
 
@@ -28,10 +29,8 @@ What the model leaves to this module:
   (GCRA's cell-delay-variation bound). So each charge must leave ``margin_seconds`` of refill
   in the bucket. This costs the margin's worth of tokens once per burst (a run that keeps the
   budget busy finishes ``margin`` seconds later), never a share of the sustained rate.
-  Measured by ``bench/budget.py --jitter`` (8 threads, fake server in the same process, 2
-  cores): the charge-to-arrival delay spread is p99.9 35 ms and worst 36 ms with the budget in
-  memory, p99.9 66 ms and worst 71 ms on Redis. The default of 1 s covers that 14 times over,
-  for stalls of a loaded machine, at a cost of 1 s per run.
+  The default of 1 s is far above the spread between a charge and its request's arrival,
+  leaving room for the stalls of a loaded machine, at a cost of 1 s per run.
   A request bigger than the bucket less its margin (only with a tiny TPM) waits instead for a
   full bucket that has stayed full for the margin.
 * **Calibration.** ``calibrate`` takes the ``x-ratelimit-remaining-*`` of an answer: if the
@@ -46,210 +45,16 @@ part of the Redis key.
 from __future__ import annotations
 
 import logging
-import math
 import random
-import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-import redis
-
-from tidal.errors import ConfigError, TransientError, Unavailable
-from tidal.retrying import OUTAGE_SECONDS, Service
-from tidal.settings import redact_url
+from tidal.embedders.ratelimit_redis import RedisStore
+from tidal.embedders.ratelimit_store import KINDS, MemoryStore, Store
+from tidal.errors import ConfigError, TransientError
+from tidal.retrying import OUTAGE_SECONDS
 
 log = logging.getLogger("tidal.embedders.ratelimit")
-
-KINDS = ("requests", "tokens")
-SLOTS = 12
-"""Answered requests are counted in this many slots per window (what a 429 learns from)."""
-LEARNED_SHARE = 0.9
-"""A 429 sets the rate to this share of what the server let through over the last window."""
-
-# Shared by the scripts. State, a hash at KEYS[1], in Redis's own clock (seconds):
-#   <kind>: the bucket's TAT;  scale:<kind>, hit:<kind>: the rate's share of the configured
-#   limit as the last 429 left it, and when (it climbs back a quiet window after);  cut:<kind>:
-#   when a 429 last lowered it;  ceil:<kind>: the server's own limit as a share of the
-#   configured one (from x-ratelimit-limit-*);  ok:<slot>: "id count tokens" of answers.
-_PRELUDE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local key = KEYS[1]
-local function num(field, default)
-  local v = redis.call('HGET', key, field)
-  if v then return tonumber(v) end
-  return default
-end
-local function scale(kind, window, recover)
-  local s = num('scale:' .. kind, 1)
-  if s < 1 then
-    local quiet = now - num('hit:' .. kind, 0) - window
-    if quiet > 0 then s = s * 2 ^ (quiet / recover) end
-  end
-  return math.min(s, 1, num('ceil:' .. kind, 1))
-end
-local function keep(last, window, recover)
-  for _, kind in ipairs({'requests', 'tokens'}) do
-    if num('scale:' .. kind, 1) < 1 then last = math.max(last, now + window + 10 * recover) end
-  end
-  if last > now then redis.call('PEXPIRE', key, math.ceil((last - now + 1) * 1000)) end
-end
-"""
-
-# ARGV: window, margin, max_wait (< 0: none), recover, then for requests and tokens: base
-# interval (0 = unlimited), cost. Charges both limits at the moment the request may go and
-# returns the seconds until then; or, past max_wait, charges nothing and returns "!<wait>".
-_ACQUIRE = (
-    _PRELUDE
-    + """
-local window, margin = tonumber(ARGV[1]), tonumber(ARGV[2])
-local max_wait, recover = tonumber(ARGV[3]), tonumber(ARGV[4])
-local kinds = {'requests', 'tokens'}
-local wait, tats, needs = 0, {}, {}
-for i, kind in ipairs(kinds) do
-  local base, cost = tonumber(ARGV[3 + 2 * i]), tonumber(ARGV[4 + 2 * i])
-  if base > 0 then
-    local tat = num(kind, 0)
-    local need = cost * base / scale(kind, window, recover)
-    if need > window - margin then
-      wait = math.max(wait, tat + margin - now)
-    else
-      wait = math.max(wait, math.max(tat, now) + need - now - (window - margin))
-    end
-    tats[kind], needs[kind] = tat, need
-  end
-end
-if max_wait >= 0 and wait > max_wait then return '!' .. string.format('%.6f', wait) end
-local at = now + wait
-local last = now
-for kind, tat in pairs(tats) do
-  local charged = math.max(tat, at) + needs[kind]
-  redis.call('HSET', key, kind, string.format('%.6f', charged))
-  last = math.max(last, charged)
-end
-keep(math.max(last, now + window), window, recover)
-return string.format('%.6f', wait)
-"""
-)
-
-# ARGV: window, margin, recover, age, answered (1/0), tokens answered, then for requests and
-# tokens: base interval (0 = skip), remaining (< 0: not said), server limit (< 0: not said),
-# configured limit. Counts an answer, drains a TAT to what the server says remains (never
-# adds), and takes the server's limit as the ceiling.
-_CALIBRATE = (
-    _PRELUDE
-    + """
-local window, margin = tonumber(ARGV[1]), tonumber(ARGV[2])
-local recover, age = tonumber(ARGV[3]), tonumber(ARGV[4])
-if tonumber(ARGV[5]) > 0 then
-  local width = window / __SLOTS__
-  local id = math.floor(now / width)
-  local field = 'ok:' .. (id % __SLOTS__)
-  local n, tokens = 0, 0
-  local v = redis.call('HGET', key, field)
-  if v then
-    local sid, sn, st = string.match(v, '(%S+) (%S+) (%S+)')
-    if tonumber(sid) == id then n, tokens = tonumber(sn), tonumber(st) end
-  end
-  redis.call('HSET', key, field, id .. ' ' .. (n + 1) .. ' ' .. (tokens + tonumber(ARGV[6])))
-end
-local kinds = {'requests', 'tokens'}
-local last = now + window
-for i, kind in ipairs(kinds) do
-  local base, remaining = tonumber(ARGV[3 + 4 * i]), tonumber(ARGV[4 + 4 * i])
-  local limit, configured = tonumber(ARGV[5 + 4 * i]), tonumber(ARGV[6 + 4 * i])
-  if base > 0 then
-    if limit > 0 then redis.call('HSET', key, 'ceil:' .. kind, math.min(1, limit / configured)) end
-    if remaining >= 0 then
-      local target = now - age + window - margin - remaining * base / scale(kind, window, recover)
-      if target > num(kind, 0) then
-        redis.call('HSET', key, kind, string.format('%.6f', target))
-        last = math.max(last, target)
-      end
-    end
-  end
-end
-keep(last, window, recover)
-return ''
-""".replace("__SLOTS__", str(SLOTS))
-)
-
-# ARGV: window, margin, recover, share, after, then for requests and tokens: base interval
-# (0 = skip), cut (1/0), configured limit. A 429: each named limit's bucket is empty when the
-# server said to come back (``after`` seconds from now), so the requests waiting for that
-# moment go out paced, not in one burst a sliding window would refuse; and its rate drops
-# to ``share`` of what was answered over the last window when that is lower (halved if nothing
-# was), at most once per window. Returns the new scales, "r t".
-_SLOW_DOWN = (
-    _PRELUDE
-    + """
-local window, margin = tonumber(ARGV[1]), tonumber(ARGV[2])
-local recover, share = tonumber(ARGV[3]), tonumber(ARGV[4])
-local after = tonumber(ARGV[5])
-local width = window / __SLOTS__
-local id = math.floor(now / width)
-local answered = {0, 0}
-for slot = 0, __SLOTS__ - 1 do
-  local v = redis.call('HGET', key, 'ok:' .. slot)
-  if v then
-    local sid, sn, st = string.match(v, '(%S+) (%S+) (%S+)')
-    if id - tonumber(sid) < __SLOTS__ then
-      answered[1] = answered[1] + tonumber(sn)
-      answered[2] = answered[2] + tonumber(st)
-    end
-  end
-end
-local kinds = {'requests', 'tokens'}
-local scales = {}
-for i, kind in ipairs(kinds) do
-  local base, cut = tonumber(ARGV[3 + 3 * i]), tonumber(ARGV[4 + 3 * i])
-  local configured = tonumber(ARGV[5 + 3 * i])
-  local current = scale(kind, window, recover)
-  scales[i] = current
-  if base > 0 and cut > 0 then
-    if now - num('cut:' .. kind, -1e18) > window then
-      local learned = share * answered[i] / configured
-      if answered[i] <= 0 then learned = current / 2 end
-      if learned < current then
-        scales[i] = math.max(learned, 1 / configured)
-        redis.call('HSET', key, 'cut:' .. kind, string.format('%.6f', now))
-      end
-    end
-    -- Any 429 ends the recovery so far: the rate stays where it is, and climbs again only
-    -- after a quiet window.
-    redis.call('HSET', key, 'scale:' .. kind, string.format('%.9f', scales[i]))
-    redis.call('HSET', key, 'hit:' .. kind, string.format('%.6f', now))
-    local empty = now + after + window - margin
-    if empty > num(kind, 0) then redis.call('HSET', key, kind, string.format('%.6f', empty)) end
-  end
-end
-keep(now + window, window, recover)
-return string.format('%.9f %.9f', scales[1], scales[2])
-""".replace("__SLOTS__", str(SLOTS))
-)
-
-
-@dataclass
-class _State:
-    """One budget's state in this process: the same fields as the Redis hash."""
-
-    tat: list[float] = field(default_factory=lambda: [0.0, 0.0])
-    scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
-    cut: list[float] = field(default_factory=lambda: [-1e18, -1e18])
-    hit: list[float] = field(default_factory=lambda: [0.0, 0.0])
-    """When each limit last met a 429: its rate climbs back a quiet window after."""
-    ceil: list[float] = field(default_factory=lambda: [1.0, 1.0])
-    slots: dict[int, tuple[int, int, int]] = field(default_factory=dict)
-
-    def effective(self, i: int, now: float, window: float, recover: float) -> float:
-        """Mirrors the scripts' ``scale``."""
-        s = self.scale[i]
-        if s < 1:
-            quiet = now - self.hit[i] - window
-            if quiet > 0:
-                s *= 2 ** (quiet / recover)
-        return min(s, 1.0, self.ceil[i])
 
 
 class RateBudget:
@@ -291,8 +96,8 @@ class RateBudget:
         self.limits = (rpm, tpm)
         self.intervals = tuple(window_seconds / n if n else 0.0 for n in self.limits)
         """Seconds that refill one unit of each limit at its configured rate; 0: no limit."""
-        self._store: _Store = (
-            _MemoryStore() if redis_url is None else _RedisStore(redis_url, outage_seconds)
+        self._store: Store = (
+            MemoryStore() if redis_url is None else RedisStore(redis_url, outage_seconds)
         )
 
     def acquire(self, tokens: int) -> float:
@@ -388,243 +193,3 @@ class RateBudget:
     def clear(self) -> None:
         """Forget every charge and everything learned (tests, or after changing the limits)."""
         self._store.clear(self.key)
-
-
-class _Store:
-    def acquire(self, budget: RateBudget, costs: tuple[int, int]) -> tuple[float, bool]:
-        """(seconds until the request may go, whether it was charged)."""
-        raise NotImplementedError
-
-    def calibrate(
-        self,
-        budget: RateBudget,
-        remaining: tuple[int | None, int | None],
-        limits: tuple[int | None, int | None],
-        age: float,
-        answered_tokens: int | None,
-    ) -> None:
-        raise NotImplementedError
-
-    def slow_down(
-        self, budget: RateBudget, cut: tuple[int, int], after: float
-    ) -> tuple[float, float]:
-        raise NotImplementedError
-
-    def scales(self, budget: RateBudget) -> tuple[float, float]:
-        raise NotImplementedError
-
-    def clear(self, key: str) -> None:
-        raise NotImplementedError
-
-
-class _MemoryStore(_Store):
-    """This process's buckets: the same arithmetic as the Lua scripts, under one lock."""
-
-    _states: dict[str, _State] = {}
-    _lock = threading.Lock()
-
-    def _state(self, budget: RateBudget) -> _State:
-        return self._states.setdefault(budget.key, _State())
-
-    def acquire(self, budget: RateBudget, costs: tuple[int, int]) -> tuple[float, bool]:
-        window, margin = budget.window_seconds, budget.margin_seconds
-        with self._lock:
-            now = time.monotonic()
-            state = self._state(budget)
-            wait, needs = 0.0, [0.0, 0.0]
-            for i, (base, cost) in enumerate(zip(budget.intervals, costs, strict=True)):
-                if not base:
-                    continue
-                tat = state.tat[i]
-                needs[i] = cost * base / state.effective(i, now, window, budget.recover_seconds)
-                if needs[i] > window - margin:  # bigger than the bucket less its margin
-                    wait = max(wait, tat + margin - now)
-                else:
-                    wait = max(wait, max(tat, now) + needs[i] - now - (window - margin))
-            if budget.max_wait is not None and wait > budget.max_wait:
-                return wait, False
-            at = now + max(wait, 0.0)
-            for i, base in enumerate(budget.intervals):
-                if base:
-                    state.tat[i] = max(state.tat[i], at) + needs[i]
-            return max(wait, 0.0), True
-
-    def calibrate(
-        self,
-        budget: RateBudget,
-        remaining: tuple[int | None, int | None],
-        limits: tuple[int | None, int | None],
-        age: float,
-        answered_tokens: int | None,
-    ) -> None:
-        window = budget.window_seconds
-        with self._lock:
-            now = time.monotonic()
-            state = self._state(budget)
-            if answered_tokens is not None:
-                width = window / SLOTS
-                slot = math.floor(now / width)
-                seen, n, tokens = state.slots.get(slot % SLOTS, (slot, 0, 0))
-                if seen != slot:
-                    n, tokens = 0, 0
-                state.slots[slot % SLOTS] = (slot, n + 1, tokens + answered_tokens)
-            for i, base in enumerate(budget.intervals):
-                if not base:
-                    continue
-                limit, configured = limits[i], budget.limits[i]
-                if limit is not None and limit > 0 and configured:
-                    state.ceil[i] = min(1.0, limit / configured)
-                if remaining[i] is not None:
-                    interval = base / state.effective(i, now, window, budget.recover_seconds)
-                    usable = window - budget.margin_seconds
-                    target = now - age + usable - remaining[i] * interval
-                    state.tat[i] = max(state.tat[i], target)
-
-    def slow_down(
-        self, budget: RateBudget, cut: tuple[int, int], after: float
-    ) -> tuple[float, float]:
-        window = budget.window_seconds
-        with self._lock:
-            now = time.monotonic()
-            state = self._state(budget)
-            slot = math.floor(now / (window / SLOTS))
-            answered = [0, 0]
-            for seen, n, tokens in state.slots.values():
-                if slot - seen < SLOTS:
-                    answered[0] += n
-                    answered[1] += tokens
-            scales = []
-            for i, base in enumerate(budget.intervals):
-                current = state.effective(i, now, window, budget.recover_seconds)
-                configured = budget.limits[i]
-                if base and configured and cut[i]:
-                    if now - state.cut[i] > window:
-                        learned = LEARNED_SHARE * answered[i] / configured
-                        if answered[i] <= 0:
-                            learned = current / 2
-                        if learned < current:
-                            current = max(learned, 1 / configured)
-                            state.cut[i] = now
-                    state.scale[i], state.hit[i] = current, now
-                    state.tat[i] = max(state.tat[i], now + after + window - budget.margin_seconds)
-                scales.append(current)
-            return scales[0], scales[1]
-
-    def scales(self, budget: RateBudget) -> tuple[float, float]:
-        with self._lock:
-            state, now = self._state(budget), time.monotonic()
-            window, recover = budget.window_seconds, budget.recover_seconds
-            return state.effective(0, now, window, recover), state.effective(
-                1, now, window, recover
-            )
-
-    def clear(self, key: str) -> None:
-        with self._lock:
-            self._states.pop(key, None)
-
-
-class _RedisStore(_Store):
-    """Buckets every worker shares, tested and charged by Lua scripts on Redis's clock."""
-
-    def __init__(self, url: str, outage_seconds: float) -> None:
-        self._client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10)
-        try:
-            self._client.ping()
-        except redis.AuthenticationError:
-            raise ConfigError(
-                f"Redis at TIDAL_REDIS_URL ({redact_url(url)}) refused the credentials; fix "
-                "the user and password in the URL"
-            ) from None
-        except redis.RedisError:
-            raise ConfigError(
-                f"Redis at TIDAL_REDIS_URL ({redact_url(url)}) does not answer; start it, "
-                "or fix the URL (the OpenAI budget every worker shares lives there)"
-            ) from None
-        self._acquire = self._client.register_script(_ACQUIRE)
-        self._calibrate = self._client.register_script(_CALIBRATE)
-        self._slow_down = self._client.register_script(_SLOW_DOWN)
-        self._scales = self._client.register_script(
-            _PRELUDE + "return string.format('%.9f %.9f', scale('requests', tonumber(ARGV[1]), "
-            "tonumber(ARGV[2])), scale('tokens', tonumber(ARGV[1]), tonumber(ARGV[2])))"
-        )
-        self.service = Service(
-            "Redis", "TIDAL_REDIS_URL", self._ping, outage_seconds=outage_seconds
-        )
-        self.service.answered()
-
-    def acquire(self, budget: RateBudget, costs: tuple[int, int]) -> tuple[float, bool]:
-        args: list[float] = [
-            budget.window_seconds,
-            budget.margin_seconds,
-            -1.0 if budget.max_wait is None else budget.max_wait,
-            budget.recover_seconds,
-        ]
-        for base, cost in zip(budget.intervals, costs, strict=True):
-            args += [base, cost]
-        answer = self._call(self._acquire, budget.key, args).decode()
-        return float(answer.lstrip("!")), not answer.startswith("!")
-
-    def calibrate(
-        self,
-        budget: RateBudget,
-        remaining: tuple[int | None, int | None],
-        limits: tuple[int | None, int | None],
-        age: float,
-        answered_tokens: int | None,
-    ) -> None:
-        args: list[float] = [
-            budget.window_seconds,
-            budget.margin_seconds,
-            budget.recover_seconds,
-            age,
-            0 if answered_tokens is None else 1,
-            answered_tokens or 0,
-        ]
-        for base, left, limit, configured in zip(
-            budget.intervals, remaining, limits, budget.limits, strict=True
-        ):
-            args += [
-                base,
-                -1 if left is None else left,
-                -1 if limit is None else limit,
-                configured or 1,
-            ]
-        self._call(self._calibrate, budget.key, args)
-
-    def slow_down(
-        self, budget: RateBudget, cut: tuple[int, int], after: float
-    ) -> tuple[float, float]:
-        args: list[float] = [
-            budget.window_seconds,
-            budget.margin_seconds,
-            budget.recover_seconds,
-            LEARNED_SHARE,
-            after,
-        ]
-        for base, one, configured in zip(budget.intervals, cut, budget.limits, strict=True):
-            args += [base, one, configured or 1]
-        requests, tokens = self._call(self._slow_down, budget.key, args).decode().split()
-        return float(requests), float(tokens)
-
-    def scales(self, budget: RateBudget) -> tuple[float, float]:
-        args = [budget.window_seconds, budget.recover_seconds]
-        requests, tokens = self._call(self._scales, budget.key, args).decode().split()
-        return float(requests), float(tokens)
-
-    def clear(self, key: str) -> None:
-        self._call(lambda keys, args: self._client.delete(*keys), key, [])
-
-    def _ping(self) -> None:
-        try:
-            self._client.ping()
-        except redis.RedisError as exc:
-            raise Unavailable(f"Redis does not answer: {exc}") from exc
-
-    def _call(self, script, key: str, args: list[float]):  # type: ignore[no-untyped-def]
-        def once():  # type: ignore[no-untyped-def]
-            try:
-                return script(keys=[key], args=[repr(float(a)) for a in args])
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                raise Unavailable(f"the OpenAI budget's Redis stopped answering: {exc}") from exc
-
-        return self.service.call(once, what="OpenAI budget")

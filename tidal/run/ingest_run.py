@@ -14,6 +14,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from tidal.embedders.catalog import PRICE_PER_MILLION_TOKENS
 from tidal.errors import TidalError, error_kind, is_fatal
 from tidal.formats import SUPPORTED_EXTENSIONS, extension
 from tidal.pipeline import Pipeline
@@ -22,7 +23,6 @@ from tidal.run.plan import Plan, forecast
 from tidal.settings import Settings
 from tidal.store import FailedFile
 from tidal.sync import (
-    PRICE_PER_MILLION_TOKENS,
     Changes,
     Deletion,
     is_unchanged,
