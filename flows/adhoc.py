@@ -33,8 +33,6 @@ from prefect.settings.legacy import Setting
 from flows import server as local_server
 from flows.ingest import finish, prepared, tidal
 from flows.server import LocalServer
-from tidal.embedders.local import LocalEmbedder
-from tidal.embedders.openai import OpenAIEmbedder
 from tidal.errors import TidalError
 from tidal.records import RunSummary, outcome_of
 from tidal.report import summary_frame
@@ -171,7 +169,8 @@ def report(outcome: Outcome, *, verbose: bool = False) -> int:
 
 
 def _warm_up(run: IngestRun, settings: Settings, *, check: bool) -> None:
-    """Load a local model and, with ``check``, check the embedder (one request), on a thread.
+    """Get the embedder ready on a thread (load the model, open the client; with ``check``, one
+    request) while the Prefect server is found or started and the flow run is created.
 
     The embedder is the one in this process's pipeline cache, which the flow asks again: it
     waits for this load instead of starting its own, and its own check finds this one passed.
@@ -179,17 +178,12 @@ def _warm_up(run: IngestRun, settings: Settings, *, check: bool) -> None:
     failure here is left for the flow to meet again and report as the run's error.
     """
     embedder = run.pipeline.embedder
-    if check and isinstance(embedder, OpenAIEmbedder):
-        # The SDK's import on this thread, before the flow run's creation starts: on the
-        # warm-up thread it would compete with it for the GIL.
-        embedder.connect()
 
     def warm() -> None:
         try:
-            # Dask's workers embed, not this process.
-            if isinstance(embedder, LocalEmbedder) and settings.task_runner == "threads":
-                embedder.load()
-            if check:
+            if settings.task_runner == "threads":
+                embedder.warm_up(check=check)
+            elif check:  # Dask's workers embed, not this process: only the check helps here
                 embedder.check()
         except Exception:  # noqa: BLE001 - the flow raises it again, with its context
             return

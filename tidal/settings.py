@@ -304,8 +304,7 @@ class Settings(BaseSettings):
         unknown = [e for e in given if e not in SUPPORTED_EXTENSIONS]
         if not given or unknown:
             raise ValueError(
-                f"{', '.join(unknown) or 'no extension'}: Tidal parses only "
-                f"{describe_supported()}"
+                f"{', '.join(unknown) or 'no extension'}: Tidal parses only {describe_supported()}"
             )
         return ",".join(given)
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from tidal.records import SourceFile
 
 
-
 @dataclass(frozen=True)
 class Deletion:
     """Paths gone from the source; ``refused`` says why they are kept anyway."""
