@@ -28,6 +28,14 @@ def test_the_wheel_carries_its_data_and_runs_the_main_job(tmp_path: Path) -> Non
     names = zipfile.ZipFile(wheel).namelist()
     assert "tidal/store/schema.sql" in names and "tidal/py.typed" in names
     assert sum(n.startswith("tidal/sample/corpus/") for n in names) == 44
+    # Every module ships: below, the venv's editable install would quietly stand in for one
+    # the wheel lacks (a subpackage missing from pyproject's list).
+    modules = {
+        path.relative_to(REPO_ROOT).as_posix()
+        for package in ("tidal", "flows", "tasks")
+        for path in (REPO_ROOT / package).rglob("*.py")
+    }
+    assert modules - set(names) == set()
 
     installed = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(installed)
