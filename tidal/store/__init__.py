@@ -1,15 +1,27 @@
-"""Where chunks and their vectors live. A new backend is one new module implementing ``Store``."""
+"""Where chunks and their vectors live, and the ledger of which file versions they are.
+
+A new backend is one new module implementing ``Store`` (its roles are in ``protocols``) that
+passes tests/test_store_contract.py. The functions here open the configured backend, or read
+it without opening a store (``index_status``, ``failed_files``: for the CLI).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
-from tidal.records import STATUSES, Document, EmbeddedChunk, RunRecord, SourceFile, Vector
+from tidal.records import STATUSES, RunRecord
+from tidal.store.protocols import (
+    EmbeddingCache,
+    FileClaims,
+    FileLedger,
+    Store,
+    VectorIndexUpkeep,
+    VectorStore,
+    chunk_metadata,
+)
 
 if TYPE_CHECKING:
     from tidal.settings import Settings
@@ -96,93 +108,6 @@ def _when(moment: datetime, now: datetime) -> str:
     return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ({since} ago)"
 
 
-@runtime_checkable
-class Store(Protocol):
-    """A vector index plus a table of which file versions it holds (the source of truth)."""
-
-    def current_files(self, fingerprint: str, paths: Sequence[str] | None = None) -> dict[str, str]:
-        """Path → change key of every file ingested under ``fingerprint`` (of ``paths`` only,
-        when given). ``tidal.sync.is_unchanged`` reads it: the one place "unchanged" is decided."""
-        ...
-
-    def replace_file(
-        self,
-        file: SourceFile,
-        document: Document,
-        chunks: Sequence[EmbeddedChunk],
-        *,
-        fingerprint: str,
-        embedder: str,
-        attempts: int = 1,
-    ) -> None:
-        """Swap the file's chunks for ``chunks`` atomically and mark it ingested."""
-        ...
-
-    def claim(self, path: str) -> AbstractContextManager[None]:
-        """Exclusive hold on one file across processes and machines, freed if the holder dies."""
-        ...
-
-    def cached_embeddings(self, hashes: Sequence[str], embedder: str) -> dict[str, Vector]:
-        """Vectors already stored, or kept by ``keep_embeddings``, for these chunk hashes."""
-        ...
-
-    def keep_embeddings(self, vectors: dict[str, Vector], embedder: str) -> None:
-        """Hold vectors just bought (by chunk hash) until their file is written, durably: a
-        crash or a retry then re-buys only the batch that was in flight."""
-        ...
-
-    def stored_paths(self) -> set[str]:
-        """Every path of this store's source that the index knows, ingested or failed."""
-        ...
-
-    def adopt(self, paths: Sequence[str]) -> int:
-        """Take as this source's the files among ``paths`` that an index made before files
-        knew their source holds with none; how many."""
-        ...
-
-    def failed_files(self) -> list[FailedFile]: ...
-
-    def delete_files(self, paths: Sequence[str]) -> int:
-        """Drop files' chunks and records together; returns how many chunks went."""
-        ...
-
-    def record_failure(
-        self,
-        path: str,
-        content_hash: str,
-        *,
-        fingerprint: str,
-        error: str,
-        kind: str,
-        attempts: int,
-    ) -> None:
-        """Mark a file failed; its previously stored chunks (if any) stay searchable."""
-        ...
-
-    def forget_kept_embeddings(self, older_than_days: float) -> int:
-        """Drop vectors kept by ``keep_embeddings`` that no file's write has claimed for this
-        long (a file that kept failing, or changed before its retry); returns how many."""
-        ...
-
-    def record_run(self, record: RunRecord) -> None:
-        """Add a finished run to the index's ledger."""
-        ...
-
-    def suspend_vector_index(self) -> None:
-        """Stop keeping the search index up row by row, for a bulk load."""
-        ...
-
-    def build_vector_index(self) -> None:
-        """Make sure the search index exists (building it after a bulk load)."""
-        ...
-
-    def search(
-        self, embedding: Sequence[float], *, limit: int = 5, filter: dict[str, Any] | None = None
-    ) -> list[SearchHit]: ...
-
-    def close(self) -> None: ...
-
-
 def database_url(settings: Settings) -> str:
     """``TIDAL_DATABASE_URL``, or the embedded server's (started on first use)."""
     if settings.database_url is not None:
@@ -221,4 +146,46 @@ def open_store(settings: Settings, *, dimension: int, pool_size: int = 2) -> Sto
     )
 
 
-__all__ = ["FailedFile", "IndexStatus", "SearchHit", "Store", "database_url", "open_store"]
+def schema_sql(dimension: int) -> str:
+    """The SQL that sets an index up for ``dimension``-wide vectors, ready to run (``tidal db
+    sql``); stores apply it themselves when they open."""
+    from tidal.store.postgres import schema_sql as postgres_schema_sql
+
+    return postgres_schema_sql(dimension)
+
+
+def index_status(settings: Settings) -> IndexStatus | None:
+    """What the configured index holds, every source's files, and its last runs (``tidal
+    status``), read without setting up a store or loading a model. None when Tidal never ran
+    there."""
+    from tidal.store.postgres import index_status as postgres_index_status
+
+    return postgres_index_status(database_url(settings))
+
+
+def failed_files(settings: Settings) -> list[FailedFile]:
+    """Every source's failed files in the configured index (``tidal failed``), latest failure
+    first, read without setting up a store or loading a model."""
+    from tidal.store.postgres import failed_files as postgres_failed_files
+
+    return postgres_failed_files(database_url(settings))
+
+
+__all__ = [
+    "EmbeddingCache",
+    "FailedFile",
+    "FileClaims",
+    "FileLedger",
+    "IndexStatus",
+    "SearchHit",
+    "Store",
+    "VectorIndexUpkeep",
+    "VectorStore",
+    "chunk_metadata",
+    "database_url",
+    "failed_files",
+    "index_status",
+    "open_store",
+    "record_stopped_start",
+    "schema_sql",
+]
