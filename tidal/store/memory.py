@@ -1,7 +1,10 @@
 """The Store in a process's memory: for tests of the run's logic and quick experiments.
 
-It keeps the contract the Postgres store keeps - a file's chunks and its file-table row change
-together, claims exclude each other - with dicts and locks in place of tables and transactions.
+It keeps the contract the Postgres store keeps (tests/test_store_contract.py runs both): a
+file's chunks and its ledger row change together, files are keyed by their source and path,
+searches see every source's chunks with the same metadata, claims exclude each other. Dicts
+under one lock stand in for tables and transactions. Stores sharing one ``MemoryIndex`` are
+stores of several sources on one database.
 """
 
 from __future__ import annotations
@@ -10,14 +13,17 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
 from tidal.records import Document, EmbeddedChunk, RunRecord, SourceFile, Vector
-from tidal.store import FailedFile, SearchHit
+from tidal.store import FailedFile, IndexStatus, SearchHit, chunk_metadata
+
+Key = tuple[str, str]
+"""A file: its source and its path."""
 
 
 @dataclass(frozen=True)
@@ -34,31 +40,62 @@ class _Row:
     updated_at: datetime = datetime.min.replace(tzinfo=UTC)
 
 
-class MemoryStore:
-    """Chunks and the file table in dicts, guarded by one lock; claims are per-path locks."""
+@dataclass(frozen=True)
+class _Stored:
+    """One chunk as stored: its vector, who embedded it, the metadata a search hit carries."""
+
+    embedded: EmbeddedChunk
+    embedder: str
+    metadata: dict[str, Any]
+
+
+class MemoryIndex:
+    """The tables every store on this index shares, guarded by one lock."""
 
     def __init__(self) -> None:
-        self.chunks: dict[str, list[tuple[EmbeddedChunk, str, Document]]] = {}
-        self.files: dict[str, _Row] = {}
-        self.held: dict[tuple[str, str], Vector] = {}
-        """(chunk hash, embedder) -> vector bought but not yet written with its file."""
+        self.chunks: dict[Key, list[_Stored]] = {}
+        self.files: dict[Key, _Row] = {}
+        self.kept: dict[tuple[str, str], tuple[Vector, datetime]] = {}
+        """(chunk hash, embedder) -> vector bought but not yet written with its file, and when."""
         self.runs: list[RunRecord] = []
         """The ledger, oldest first."""
-        self.index_suspended = False
+        self.vector_index_suspended = False
         """Between ``suspend_vector_index`` and ``build_vector_index``: what a test checks."""
-        self._lock = threading.Lock()
-        self._claims: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self.lock = threading.Lock()
+        self.claims: defaultdict[Key, threading.Lock] = defaultdict(threading.Lock)
 
-    def current_files(self, fingerprint: str, paths: Sequence[str] | None = None) -> dict[str, str]:
-        wanted = None if paths is None else set(paths)
-        with self._lock:
-            return {
-                path: row.content_hash
-                for path, row in self.files.items()
-                if row.status == "ingested"
-                and row.fingerprint == fingerprint
-                and (wanted is None or path in wanted)
-            }
+    def status(self) -> IndexStatus:
+        """What ``tidal status`` reads, as ``tidal.store.postgres.index_status`` does."""
+        with self.lock:
+            ingested = [r for r in self.files.values() if r.status == "ingested"]
+            failed = sum(r.status == "failed" for r in self.files.values())
+            latest = sorted(enumerate(self.runs), key=lambda run: (run[1].finished_at, run[0]))
+        completed = [run for _, run in latest if run.outcome == "completed"]
+        return IndexStatus(
+            files=len(ingested),
+            chunks=sum(r.chunk_count for r in ingested),
+            failed=failed,
+            last_run=latest[-1][1] if latest else None,
+            last_success=completed[-1] if completed else None,
+        )
+
+
+class MemoryStore:
+    """The files of ``source`` in ``index`` (a new one unless given)."""
+
+    def __init__(self, source: str = "", *, index: MemoryIndex | None = None) -> None:
+        self.source = source
+        self.index = MemoryIndex() if index is None else index
+
+    @property
+    def runs(self) -> list[RunRecord]:
+        return self.index.runs
+
+    @property
+    def index_suspended(self) -> bool:
+        return self.index.vector_index_suspended
+
+    # --- the vectors --------------------------------------------------------------------------
 
     def replace_file(
         self,
@@ -70,11 +107,14 @@ class MemoryStore:
         embedder: str,
         attempts: int = 1,
     ) -> None:
-        with self._lock:
-            self.chunks[file.path] = [(c, embedder, document) for c in chunks]
+        key = (self.source, file.path)
+        metadata = [chunk_metadata(file, document, c, self.source) for c in chunks]
+        stored = [_Stored(c, embedder, m) for c, m in zip(chunks, metadata, strict=True)]
+        with self.index.lock:
+            self.index.chunks[key] = stored
             for c in chunks:
-                self.held.pop((c.chunk.hash, embedder), None)
-            self.files[file.path] = _Row(
+                self.index.kept.pop((c.chunk.hash, embedder), None)
+            self.index.files[key] = _Row(
                 file.content_hash,
                 fingerprint,
                 "ingested",
@@ -83,55 +123,50 @@ class MemoryStore:
                 updated_at=datetime.now(UTC),
             )
 
-    @contextmanager
-    def claim(self, path: str) -> Iterator[None]:
-        with self._lock:
-            lock = self._claims[path]
-        with lock:
-            yield
+    def delete_files(self, paths: Sequence[str]) -> int:
+        keys = [(self.source, path) for path in paths]
+        with self.index.lock:
+            deleted = sum(len(self.index.chunks.pop(key, [])) for key in keys)
+            for key in keys:
+                self.index.files.pop(key, None)
+        return deleted
 
-    def cached_embeddings(self, hashes: Sequence[str], embedder: str) -> dict[str, Vector]:
-        wanted = set(hashes)
-        with self._lock:
-            found = {
-                c.chunk.hash: c.embedding
-                for rows in self.chunks.values()
-                for c, by, _ in rows
-                if by == embedder and c.chunk.hash in wanted
+    def search(
+        self, embedding: Sequence[float], *, limit: int = 5, filter: dict[str, Any] | None = None
+    ) -> list[SearchHit]:
+        query = np.asarray(embedding, dtype=np.float64)
+        hits = []
+        with self.index.lock:
+            stored = [s for chunks in self.index.chunks.values() for s in chunks]
+        for s in stored:
+            if filter and not _contains(s.metadata, filter):
+                continue
+            vector = np.asarray(s.embedded.embedding, dtype=np.float64)
+            score = float(query @ vector / (np.linalg.norm(query) * np.linalg.norm(vector)))
+            path, chunk = s.metadata["source_path"], s.embedded.chunk
+            hits.append(SearchHit(path, chunk.index, chunk.text, score, dict(s.metadata)))
+        return sorted(hits, key=lambda h: -h.score)[:limit]
+
+    # --- the ledger ---------------------------------------------------------------------------
+
+    def current_files(self, fingerprint: str, paths: Sequence[str] | None = None) -> dict[str, str]:
+        wanted = None if paths is None else set(paths)
+        with self.index.lock:
+            return {
+                path: row.content_hash
+                for (source, path), row in self.index.files.items()
+                if source == self.source
+                and row.status == "ingested"
+                and row.fingerprint == fingerprint
+                and (wanted is None or path in wanted)
             }
-            found.update(
-                {h: v for (h, by), v in self.held.items() if by == embedder and h in wanted}
-            )
-            return found
-
-    def keep_embeddings(self, vectors: dict[str, Vector], embedder: str) -> None:
-        with self._lock:
-            for hash_, vector in vectors.items():
-                self.held.setdefault((hash_, embedder), vector)
-
-    def forget_kept_embeddings(self, older_than_days: float) -> int:
-        return 0  # a MemoryStore lives for one process: nothing gets that old
-
-    def record_run(self, record: RunRecord) -> None:
-        with self._lock:
-            self.runs.append(record)
-
-    def suspend_vector_index(self) -> None:
-        self.index_suspended = True
-
-    def build_vector_index(self) -> None:
-        self.index_suspended = False
-
-    def adopt(self, paths: Sequence[str]) -> int:
-        """Nothing to adopt: a memory store holds one source's files."""
-        return 0
 
     def stored_paths(self) -> set[str]:
-        with self._lock:
-            return set(self.files)
+        with self.index.lock:
+            return {path for source, path in self.index.files if source == self.source}
 
     def failed_files(self) -> list[FailedFile]:
-        with self._lock:
+        with self.index.lock:
             failed = [
                 FailedFile(
                     path,
@@ -142,17 +177,10 @@ class MemoryStore:
                     r.content_hash,
                     r.fingerprint,
                 )
-                for path, r in self.files.items()
-                if r.status == "failed"
+                for (source, path), r in self.index.files.items()
+                if source == self.source and r.status == "failed"
             ]
         return sorted(failed, key=lambda f: (-f.updated_at.timestamp(), f.path))
-
-    def delete_files(self, paths: Sequence[str]) -> int:
-        with self._lock:
-            deleted = sum(len(self.chunks.pop(p, [])) for p in paths)
-            for path in paths:
-                self.files.pop(path, None)
-        return deleted
 
     def record_failure(
         self,
@@ -164,32 +192,104 @@ class MemoryStore:
         kind: str,
         attempts: int,
     ) -> None:
-        with self._lock:
-            self.files[path] = _Row(
-                content_hash,
-                fingerprint,
-                "failed",
+        key = (self.source, path)
+        with self.index.lock:
+            failed = _Row(content_hash, fingerprint, "failed")
+            self.index.files[key] = replace(
+                self.index.files.get(key, failed),  # the chunks it counted stay stored
+                content_hash=content_hash,
+                fingerprint=fingerprint,
+                status="failed",
                 error=error,
                 error_kind=kind,
                 attempts=attempts,
                 updated_at=datetime.now(UTC),
             )
 
-    def search(
-        self, embedding: Sequence[float], *, limit: int = 5, filter: dict[str, Any] | None = None
-    ) -> list[SearchHit]:
-        query = np.asarray(embedding, dtype=np.float64)
-        hits = []
-        with self._lock:
-            for path, rows in self.chunks.items():
-                for c, _, document in rows:
-                    metadata = {"source_path": path, "type": document.kind, "title": document.title}
-                    if filter and any(metadata.get(k) != v for k, v in filter.items()):
-                        continue
-                    vector = np.asarray(c.embedding, dtype=np.float64)
-                    score = float(query @ vector / (np.linalg.norm(query) * np.linalg.norm(vector)))
-                    hits.append(SearchHit(path, c.chunk.index, c.chunk.text, score, metadata))
-        return sorted(hits, key=lambda h: -h.score)[:limit]
+    def record_run(self, record: RunRecord) -> None:
+        with self.index.lock:
+            self.index.runs.append(record)
+
+    def adopt(self, paths: Sequence[str]) -> int:
+        """As Postgres adopts: files with no source, among ``paths``, where this source has
+        none of its own at that path."""
+        if not self.source or not paths:
+            return 0
+        index = self.index
+        with index.lock:
+            if not any(source == "" for source, _ in index.files):
+                return 0
+            adopted = 0
+            for path in dict.fromkeys(paths):
+                legacy, mine = ("", path), (self.source, path)
+                if legacy in index.files and mine not in index.files:
+                    index.files[mine] = index.files.pop(legacy)
+                    adopted += 1
+                if legacy in index.chunks and mine not in index.chunks:
+                    index.chunks[mine] = index.chunks.pop(legacy)
+        return adopted
+
+    # --- claims -------------------------------------------------------------------------------
+
+    @contextmanager
+    def claim(self, path: str) -> Iterator[None]:
+        with self.index.lock:
+            lock = self.index.claims[(self.source, path)]
+        with lock:
+            yield
+
+    # --- bought vectors -----------------------------------------------------------------------
+
+    def cached_embeddings(self, hashes: Sequence[str], embedder: str) -> dict[str, Vector]:
+        wanted = set(hashes)
+        with self.index.lock:
+            found = {
+                s.embedded.chunk.hash: s.embedded.embedding
+                for chunks in self.index.chunks.values()
+                for s in chunks
+                if s.embedder == embedder and s.embedded.chunk.hash in wanted
+            }
+            found.update(
+                {
+                    h: vector
+                    for (h, by), (vector, _) in self.index.kept.items()
+                    if by == embedder and h in wanted
+                }
+            )
+            return found
+
+    def keep_embeddings(self, vectors: dict[str, Vector], embedder: str) -> None:
+        now = datetime.now(UTC)
+        with self.index.lock:
+            for hash_, vector in vectors.items():
+                self.index.kept.setdefault((hash_, embedder), (vector, now))
+
+    def forget_kept_embeddings(self, older_than_days: float) -> int:
+        cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
+        with self.index.lock:
+            old = [key for key, (_, kept_at) in self.index.kept.items() if kept_at < cutoff]
+            for key in old:
+                del self.index.kept[key]
+        return len(old)
+
+    # --- the vector index ---------------------------------------------------------------------
+
+    def suspend_vector_index(self) -> None:
+        self.index.vector_index_suspended = True
+
+    def build_vector_index(self) -> None:
+        self.index.vector_index_suspended = False
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _contains(have: Any, want: Any) -> bool:
+    """jsonb's ``@>``, which Postgres' ``match_documents`` filters metadata with."""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(
+            key in have and _contains(have[key], value) for key, value in want.items()
+        )
+    if isinstance(want, list):
+        return isinstance(have, list) and all(any(_contains(h, w) for h in have) for w in want)
+    return isinstance(have, bool) == isinstance(want, bool) and have == want
