@@ -407,3 +407,30 @@ def test_a_dropped_presence_connection_comes_back_and_holds_the_files_again(
     finally:
         store.close()
         other.close()
+
+
+def test_the_cli_reads_the_configured_index_through_tidal_store(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``tidal status``, ``tidal failed`` and ``tidal db sql`` read the index through
+    ``tidal.store`` alone, with no store set up and no model loaded; every source's files."""
+    import tidal.store
+    from tidal.settings import load_settings
+    from tidal.store.postgres import schema_sql
+
+    monkeypatch.setenv("TIDAL_DATABASE_URL", database_url)
+    settings = load_settings()
+    assert tidal.store.index_status(settings) is None  # Tidal never ran there
+    assert tidal.store.failed_files(settings) == []
+    for source in ("supabase://knowledge", "/srv/notes"):
+        store = PostgresStore(database_url, dimension=DIM, source=source)
+        store.replace_file(_file(), _doc(), _chunks(2), fingerprint=FP, embedder=EMB)
+        store.record_failure(
+            "prds/b.md", "v1", fingerprint=FP, error="bad", kind="permanent", attempts=1
+        )
+        store.close()
+
+    status = tidal.store.index_status(settings)
+    assert status is not None and (status.files, status.chunks, status.failed) == (2, 4, 2)
+    assert [f.path for f in tidal.store.failed_files(settings)] == ["prds/b.md", "prds/b.md"]
+    assert tidal.store.schema_sql(DIM) == schema_sql(DIM)
