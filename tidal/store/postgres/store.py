@@ -54,7 +54,7 @@ class PostgresStore:
         self.service = Service(
             "Postgres", "TIDAL_DATABASE_URL", lambda: ping(url), outage_seconds=outage_seconds
         )
-        self.claims = Claims(
+        self._claims = Claims(
             url,
             source=source,
             service=self.service,
@@ -70,7 +70,7 @@ class PostgresStore:
     @property
     def holder(self) -> uuid.UUID:
         """This store's name on its claims (a UUID)."""
-        return self.claims.holder
+        return self._claims.holder
 
     @contextmanager
     def _conn(self, what: str) -> Iterator[psycopg.Connection[Any]]:
@@ -90,7 +90,7 @@ class PostgresStore:
         embedder: str,
         attempts: int = 1,
     ) -> None:
-        claimed = self.claims.holds(file.path)
+        claimed = self._claims.holds(file.path)
         if len(chunks) >= self.big_write_rows:
             self._make_room_for(len(chunks))
         with self._conn("write chunks") as conn, conn.transaction():
@@ -98,7 +98,7 @@ class PostgresStore:
                 "select pg_advisory_xact_lock(hashtextextended(%s, 0))",
                 (f"{self.source}\x1f{file.path}" if self.source else file.path,),
             )
-            if claimed and not self.claims.end(conn, [file.path]):
+            if claimed and not self._claims.end(conn, [file.path]):
                 raise ClaimLost(
                     "another run took the file over while this one was away from Postgres;"
                     " nothing was written",
@@ -116,7 +116,7 @@ class PostgresStore:
                 attempts=attempts,
             )
         if claimed:
-            self.claims.ended(file.path)  # the write removed the claim's row with it
+            self._claims.ended(file.path)  # the write removed the claim's row with it
 
     @riding_out
     def delete_files(self, paths: Sequence[str]) -> int:
@@ -203,7 +203,7 @@ class PostgresStore:
     def claim(self, path: str) -> AbstractContextManager[None]:
         """Hold ``path`` across threads, processes and machines until the block ends (see
         ``Claims.hold``); the file's write ends the claim with it."""
-        return self.claims.hold(path)
+        return self._claims.hold(path)
 
     # --- bought vectors -----------------------------------------------------------------------
 
@@ -259,6 +259,6 @@ class PostgresStore:
 
     def close(self) -> None:
         try:
-            self.claims.close()
+            self._claims.close()
         finally:
             self._pool.close()
