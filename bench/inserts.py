@@ -37,9 +37,11 @@ def _store(url: str, dimension: int, variant: str):  # type: ignore[no-untyped-d
     from tidal.store.postgres import PostgresStore
 
     store = PostgresStore(url, dimension=dimension)
+    if variant == "hnsw":
+        store.build_vector_index()  # live from the start: every insert keeps it up
     with psycopg.connect(url, autocommit=True) as conn:
         if variant != "hnsw":
-            conn.execute("drop index documents_embedding_idx")
+            conn.execute("drop index if exists documents_embedding_idx")
         if variant == "hnsw halfvec":
             conn.execute(
                 f"create index documents_embedding_half_idx on documents using hnsw "

@@ -12,11 +12,12 @@ import textwrap
 from collections.abc import Sequence
 
 from flows import server as local_server
+from tidal import store
 from tidal.errors import TidalError
 from tidal.records import file_kind
 from tidal.run import Plan
 from tidal.settings import Settings, load_settings
-from tidal.store import FailedFile, SearchHit, database_url
+from tidal.store import FailedFile, SearchHit
 
 
 def search(
@@ -24,15 +25,14 @@ def search(
 ) -> list[SearchHit]:
     """The ``limit`` chunks nearest to ``query``, optionally only from designs or PRDs."""
     from tidal.embedders import open_embedder
-    from tidal.store import open_store
 
     embedder = open_embedder(settings)
-    store = open_store(settings, dimension=embedder.dimension, pool_size=1)
+    index = store.open_store(settings, dimension=embedder.dimension, pool_size=1)
     try:
         [vector] = embedder.embed([query])
-        return store.search(vector, limit=limit, filter={"type": kind} if kind else None)
+        return index.search(vector, limit=limit, filter={"type": kind} if kind else None)
     finally:
-        store.close()
+        index.close()
 
 
 def _print_hits(hits: Sequence[SearchHit]) -> None:
@@ -48,9 +48,7 @@ def _print_hits(hits: Sequence[SearchHit]) -> None:
 
 def _failed(settings: Settings) -> list[FailedFile]:
     """Failed files, read from the file table alone (no model is loaded)."""
-    from tidal.store.postgres import failed_files
-
-    return failed_files(database_url(settings))
+    return store.failed_files(settings)
 
 
 def _status(settings: Settings) -> int:
@@ -59,9 +57,7 @@ def _status(settings: Settings) -> int:
     import os
     from datetime import UTC, datetime
 
-    from tidal.store.postgres import index_status
-
-    status = index_status(database_url(settings))
+    status = store.index_status(settings)
     if status is None:
         print("no index yet: `python flows/ingest.py` makes it")
         return 1
@@ -90,21 +86,18 @@ def _print_failed(failed: Sequence[FailedFile]) -> int:
 
 def _db(settings: Settings, action: str, dimension: int | None) -> int:
     """``tidal db sql`` prints the schema; ``tidal db init`` applies it (idempotent)."""
-    from tidal.store import open_store
-    from tidal.store.postgres import schema_sql
-
     if dimension is None:
         from tidal.embedders import open_embedder
 
         dimension = open_embedder(settings).dimension
     if action == "sql":
-        print(schema_sql(dimension), end="")
+        print(store.schema_sql(dimension), end="")
         return 0
-    store = open_store(settings, dimension=dimension, pool_size=1)
+    index = store.open_store(settings, dimension=dimension, pool_size=1)
     try:
-        store.build_vector_index()
+        index.build_vector_index()
     finally:
-        store.close()
+        index.close()
     where = settings.describe()["database"]
     print(
         f"schema ready in {where}: documents (vector({dimension})), ingested_files, match_documents"
