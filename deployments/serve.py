@@ -2,30 +2,37 @@
 
 The lightest way to run Tidal on a schedule: no work pool or worker, just this process and a
 Prefect server (``PREFECT_API_URL``). ``prefect.yaml`` + ``scripts/stack.sh`` is the
-pool-and-worker way; both register the same deployment name.
+pool-and-worker way; both register the same deployment name unless ``--name`` says otherwise.
 
     python deployments/serve.py                                   # daily at 03:00 UTC
     TIDAL_CRON="30 1 * * *" TIDAL_TIMEZONE=Europe/Paris python deployments/serve.py
+    python deployments/serve.py --name staging                    # tidal/staging
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-import sys
-from pathlib import Path
+from collections.abc import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from prefect.schedules import Cron
 
-from prefect.schedules import Cron  # noqa: E402
+from flows.ingest import tidal
 
-from flows.ingest import tidal  # noqa: E402
 
-if __name__ == "__main__":
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python deployments/serve.py", description=__doc__)
+    parser.add_argument("--name", default="ingest", help="the deployment's name (tidal/<name>)")
+    args = parser.parse_args(argv)
     tidal.serve(
-        name="ingest",
+        name=args.name,
         schedule=Cron(
             os.environ.get("TIDAL_CRON", "0 3 * * *"),
             timezone=os.environ.get("TIDAL_TIMEZONE", "UTC"),
         ),
         description="Scan the source, parse, chunk, embed and store every new or changed file.",
     )
+
+
+if __name__ == "__main__":
+    main()

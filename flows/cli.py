@@ -35,15 +35,27 @@ def search(
         index.close()
 
 
-def _print_hits(hits: Sequence[SearchHit]) -> None:
+def _print_hits(hits: Sequence[SearchHit], settings: Settings, kind: str | None) -> None:
     if not hits:
-        print("no results: is the index empty? run `python flows/ingest.py` first")
+        print(_why_no_hits(settings, kind))
         return
     for rank, hit in enumerate(hits, start=1):
         snippet = " ".join(hit.content.split())
         where = f"chunk {hit.chunk_index}, {file_kind(hit.source_path)}"
         print(f"{rank}. {hit.score:.3f}  {hit.source_path}  ({where})")
         print(textwrap.indent(textwrap.shorten(snippet, width=300, placeholder=" …"), "     "))
+
+
+def _why_no_hits(settings: Settings, kind: str | None) -> str:
+    """What an empty answer means, from the index's own counts: an empty index, or a filter
+    that matched nothing among the chunks searched."""
+    status = store.index_status(settings)
+    if status is None or status.chunks == 0:
+        return "no results: the index is empty; `tidal ingest` fills it"
+    held = f"the index holds {status.chunks} chunks from {status.files} files"
+    if kind:
+        return f"no results of type {kind!r} among the nearest chunks ({held})"
+    return f"no results ({held})"
 
 
 def _failed(settings: Settings) -> list[FailedFile]:
@@ -212,7 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _db(settings, args.action, args.dimension)
         if args.command == "server":
             return _server(settings, args.action)
-        _print_hits(search(settings, args.query, limit=args.limit, kind=args.type))
+        hits = search(settings, args.query, limit=args.limit, kind=args.type)
+        _print_hits(hits, settings, args.type)
     except TidalError as exc:
         print(f"tidal: {exc}", file=sys.stderr)
         return 2

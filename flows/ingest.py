@@ -5,8 +5,9 @@ configuration it ingests the bundled sample corpus into the embedded Postgres), 
 ``tidal/ingest`` deployment.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: Prefect builds the flow's parameter model from
+# these annotations in whatever process runs it (a served deployment's included), and a string
+# annotation there cannot always be resolved ("`TidalModel` is not fully defined").
 import sys
 from contextvars import ContextVar
 from pathlib import Path

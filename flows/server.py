@@ -37,6 +37,7 @@ from tidal.errors import ServiceDown
 
 STATE = "prefect-server.json"
 LOG = "prefect-server.log"
+DATABASE = "prefect-server.db"
 PREFERRED_PORT = 4200
 """Prefect's own default port, used when free: the UI's address stays the one users know."""
 STARTUP_SECONDS = 90.0
@@ -122,7 +123,18 @@ def _start(data_dir: Path) -> LocalServer:
 def _launch(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(_SECRETS)}
     environment.pop("PREFECT_API_URL", None)
-    environment.update(DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    environment.update(
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        # The UI asks its API at the address these settings give, 4200 by default whatever
+        # --port says: on another port its every link would open another server's runs.
+        PREFECT_SERVER_API_HOST="127.0.0.1",
+        PREFECT_SERVER_API_PORT=str(port),
+        PREFECT_SERVER_UI_API_URL=f"http://127.0.0.1:{port}/api",
+        # A database of its own, under Tidal's data folder: never the one in PREFECT_HOME
+        # that a server the user started (scripts/stack.sh, `prefect server start`) uses.
+        PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{data_dir / DATABASE}",
+    )
     nice = shutil.which("nice")
     lowered = [nice, "-n", str(NICENESS)] if nice else []
     with (data_dir / LOG).open("ab") as log:

@@ -91,11 +91,13 @@ def _corpus(folder: Path, *picks: str, broken: str | None = None) -> Path:
     return folder
 
 
-def _deployment_run(env: dict[str, str], *params: str, watch: bool = True) -> tuple[int, str, str]:
+def _deployment_run(
+    env: dict[str, str], *params: str, watch: bool = True, name: str = "tidal/ingest"
+) -> tuple[int, str, str]:
     """``prefect deployment run tidal/ingest --param ...``: exit code, output, flow run id."""
     args = [arg for param in params for arg in ("--param", param)]
     done = subprocess.run(
-        [*PREFECT, "deployment", "run", "tidal/ingest", *args, *(["--watch"] if watch else [])],
+        [*PREFECT, "deployment", "run", name, *args, *(["--watch"] if watch else [])],
         env={**env, "COLUMNS": "1000"},  # --watch's lines unwrapped
         capture_output=True,
         text=True,
@@ -156,6 +158,49 @@ def test_prefect_deployment_run_ingests_and_the_deployment_is_scheduled_daily(
     assert "'entrypoint': 'flows/ingest.py:tidal'" in shown
     assert "'work_pool_name': 'tidal'" in shown
     assert "'concurrency': None" in shown
+
+
+def test_the_served_deployment_runs_to_completed(
+    stack: dict[str, str], stack_database: str, tmp_path: Path
+) -> None:
+    """``python deployments/serve.py``: the flow's parameters validate in the served process too
+    (they once failed every run: "`TidalModel` is not fully defined")."""
+    corpus = _corpus(tmp_path / "corpus", "prds/calendar-export.md")
+    served = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "deployments" / "serve.py"), "--name", "served"],
+        cwd=REPO_ROOT,
+        env=stack,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            found = httpx.get(f"{stack['PREFECT_API_URL']}/deployments/name/tidal/served")
+            if found.status_code == 200:
+                break
+            assert served.poll() is None, served.communicate()[0][-3000:]
+            time.sleep(1)
+        else:
+            pytest.fail("deployments/serve.py never registered tidal/served")
+
+        code, out, flow_run_id = _deployment_run(
+            stack, f"source={corpus}", "concurrency=1", name="tidal/served"
+        )
+
+        assert code == 0, out[-3000:]
+        assert "Flow run finished successfully in 'Completed'" in out
+        assert _flow_run(stack, flow_run_id)["state"]["type"] == "COMPLETED"
+        with psycopg.connect(stack_database) as conn:
+            (status,) = conn.execute(
+                "select status from ingested_files where path = 'prds/calendar-export.md'"
+            ).fetchone()
+        assert status == "ingested"
+    finally:
+        os.killpg(served.pid, signal.SIGTERM)
+        served.wait(timeout=60)
 
 
 def test_a_failed_deployment_run_says_why_where_it_is_watched(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -162,6 +163,22 @@ def test_ad_hoc_runs_report_to_one_server_that_outlives_them(
         stopped = python("-m", "flows.cli", "server", "stop")
         assert f"pid {server.pid}" in stopped.stdout
     assert _dead(server.pid)
+
+
+def test_on_another_port_the_ui_asks_its_own_api_and_keeps_its_own_database(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as taken:  # someone else's server on the preferred port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        preferred = taken.getsockname()[1]
+        monkeypatch.setattr(local_server, "PREFERRED_PORT", preferred)
+        server = local_server.ensure(data_dir)
+    assert server.port != preferred
+    with urllib.request.urlopen(f"{server.ui_url}/ui-settings", timeout=10) as answer:
+        assert json.load(answer)["api_url"] == server.api_url  # every "View at" link works
+    assert (data_dir / local_server.DATABASE).is_file()
+    assert not (Path(os.environ["PREFECT_HOME"]) / "prefect.db").exists()
 
 
 def test_a_server_that_will_not_start_is_a_clear_error(

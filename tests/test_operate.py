@@ -115,3 +115,23 @@ def test_no_secret_reaches_any_log_line(
     logs = caplog.text + "".join(capfd.readouterr())
     assert shown in logs  # the URL is shown, masked
     assert password not in logs and "sk-unused-key-never-logged" not in logs
+
+
+def test_an_empty_search_blames_the_index_only_when_it_is_empty(
+    corpus: Path, env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from flows.cli import main
+
+    assert main(["search", "how do we handle offline sync?"]) == 0
+    assert "the index is empty" in capsys.readouterr().out
+    shutil.rmtree(corpus / "designs")  # an index of PRDs only: no design can match
+    run(corpus)
+    capsys.readouterr()
+
+    assert main(["search", "how do we handle offline sync?", "--type", "design"]) == 0
+
+    out = capsys.readouterr().out
+    assert "no results of type 'design' among the nearest chunks" in out
+    assert "empty" not in out and "the index holds " in out
