@@ -18,13 +18,14 @@ import flows.environment  # noqa: F401 - Prefect reads these defaults once, when
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as current_flow_run
+from prefect.states import Failed, State
 
 from tasks import configured_ingest_task, result_storage, slots, task_runner
 from tasks.artifacts import Progress, label_run, publish
 from tidal.errors import TidalError
 from tidal.records import FileResult, RunSummary, shown
 from tidal.report import describe_result, load_pandas_in_background, write_csv
-from tidal.run import IngestRun, Outcome, Plan, drive, raise_for_outcome
+from tidal.run import IngestRun, Outcome, Plan, RunEnded, drive, raise_for_outcome
 from tidal.runtime import PipelineSpec, prepare_run
 from tidal.settings import EmbedderName, Settings, TaskRunnerName, load_settings
 from tidal.store import record_stopped_start
@@ -48,7 +49,7 @@ def tidal(
     dry_run: bool = False,
     force_delete: bool | None = None,
     task_runner_name: TaskRunnerName | None = None,
-) -> RunSummary | Plan:
+) -> RunSummary | Plan | State:
     """Bring the vector index up to date with the source.
 
     Parameters override the matching ``TIDAL_*`` variables (``task_runner_name`` is
@@ -62,17 +63,27 @@ def tidal(
     Failed naming the failed files (after every other file was processed), or Failed at the
     first fatal error (a refused key, a wrong vector width) with its cause and fix.
     """
-    settings = load_settings(
-        source=source,
-        embedder=embedder,
-        embedding_model=embedding_model,
-        concurrency=concurrency,
-        chunk_tokens=chunk_tokens,
-        chunk_overlap=chunk_overlap,
-        force_delete=force_delete,
-        task_runner=task_runner_name,
-        origin={"task_runner": "parameter task_runner_name"},
-    )
+    try:
+        settings = load_settings(
+            source=source,
+            embedder=embedder,
+            embedding_model=embedding_model,
+            concurrency=concurrency,
+            chunk_tokens=chunk_tokens,
+            chunk_overlap=chunk_overlap,
+            force_delete=force_delete,
+            task_runner=task_runner_name,
+            origin={"task_runner": "parameter task_runner_name"},
+        )
+        return _sync(settings, paths, dry_run=dry_run)
+    except (TidalError, RunEnded) as exc:
+        # An expected end, said in full by its message. Raised, it would also be logged with a
+        # traceback by Prefect; returned as the Failed state, the message is the whole story.
+        return Failed(message=str(exc), data=exc)
+
+
+def _sync(settings: Settings, paths: list[str] | None, *, dry_run: bool) -> RunSummary | Plan:
+    """The flow's work, for validated settings; a run that did not complete raises RunEnded."""
     logger = get_run_logger()
     logger.info("Tidal settings: %s", settings.describe())
     run = _take_prepared(settings, paths) or _prepare(settings, paths, dry_run=dry_run)

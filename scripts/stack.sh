@@ -5,10 +5,11 @@
 #   bash scripts/stack.sh stop     stop what `up` started
 # Then: PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/prefect deployment run tidal/ingest --watch
 #
-# Settings: TIDAL_PREFECT_PORT (4200), TIDAL_STACK_DIR (.tidal/stack: pids and logs),
-# PYTHON (.venv/bin/python), PREFECT_FLOWS_HEARTBEAT_FREQUENCY (180 s: a killed run is marked
-# Crashed after three silent periods, deployments/zombies.py). The worker inherits this environment: put TIDAL_DATABASE_URL,
-# TIDAL_REDIS_URL and keys there, not in parameters.
+# Settings: TIDAL_PREFECT_PORT (4200), TIDAL_STACK_DIR (.tidal/stack: pids, logs and the
+# server's database), PYTHON (.venv/bin/python), PREFECT_FLOWS_HEARTBEAT_FREQUENCY (180 s: a
+# killed run is marked Crashed after three silent periods, deployments/zombies.py). The worker
+# inherits this environment: put TIDAL_DATABASE_URL, TIDAL_REDIS_URL and keys there, not in
+# parameters. Only a server this script started is reused: another one on the port is refused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -40,13 +41,27 @@ healthy() {
         "$PREFECT_API_URL/health" 2>/dev/null
 }
 
+ours() {  # the server this script started, still running
+    [ -f "$STACK/server.pid" ] && kill -0 -- "-$(cat "$STACK/server.pid")" 2>/dev/null
+}
+
 if healthy; then
-    # A server already answers there (the one ad hoc runs keep, `tidal server`): use it.
-    echo "using the Prefect server already running at $PREFECT_API_URL"
+    if ! ours; then
+        # Someone else's server (another stack, `prefect server start`, the local server ad hoc
+        # runs keep): deploying and starting a worker there would change what is not ours.
+        echo "a server this script did not start answers at $PREFECT_API_URL; set" \
+            "TIDAL_PREFECT_PORT to a free port (or stop that server)" >&2
+        exit 1
+    fi
+    echo "using the Prefect server this script started at $PREFECT_API_URL"
 else
 # Logs streamed out: `prefect deployment run --watch` then prints the run's log lines (its summary,
-# and a failure's reason) among the events, not only the final state's name.
+# and a failure's reason) among the events, not only the final state's name. Its own database,
+# and a UI that asks this port's API (Prefect builds the UI's address from these, not --port).
 PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED=true PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED=true \
+PREFECT_SERVER_DATABASE_CONNECTION_URL="sqlite+aiosqlite:///$(cd "$STACK" && pwd)/prefect.db" \
+PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT="$PORT" \
+PREFECT_SERVER_UI_API_URL="$PREFECT_API_URL" \
 setsid "$PYTHON" -m prefect server start --host 127.0.0.1 --port "$PORT" --analytics-off \
     > "$STACK/server.log" 2>&1 &
 echo $! > "$STACK/server.pid"

@@ -125,6 +125,49 @@ def _flow_run(env: dict[str, str], flow_run_id: str) -> dict:
     return answer.json()
 
 
+def test_the_stack_refuses_a_server_it_did_not_start(tmp_path: Path) -> None:
+    """Someone else's server on the stack's port: no pool, deployment or worker goes there."""
+    import http.server
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        asked: list[str] = []
+
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            Health.asked.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"true")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
+    env.update(
+        PYTHON=sys.executable,
+        TIDAL_PREFECT_PORT=str(other.server_address[1]),
+        TIDAL_STACK_DIR=str(tmp_path / "stack"),
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+    )
+    try:
+        up = subprocess.run(
+            ["bash", str(REPO_ROOT / "scripts" / "stack.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        other.shutdown()
+    assert up.returncode == 1, up.stdout + up.stderr
+    assert "a server this script did not start answers at" in up.stderr
+    assert "TIDAL_PREFECT_PORT" in up.stderr
+    assert Health.asked == ["/api/health"]  # asked if it lives, and nothing else
+    assert not (tmp_path / "stack" / "worker.pid").exists()
+
+
 def test_prefect_deployment_run_ingests_and_the_deployment_is_scheduled_daily(
     stack: dict[str, str], stack_database: str, tmp_path: Path
 ) -> None:
@@ -203,6 +246,35 @@ def test_the_served_deployment_runs_to_completed(
         served.wait(timeout=60)
 
 
+def test_the_schedule_pauses_and_resumes_as_the_docs_say(stack: dict[str, str]) -> None:
+    """docs/operations.md's three schedule commands, as written there."""
+
+    def prefect(*args: str) -> str:
+        return subprocess.run(
+            [*PREFECT, "deployment", "schedule", *args],
+            env={**stack, "COLUMNS": "1000"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+
+    def active() -> bool:
+        [schedule] = httpx.get(
+            f"{stack['PREFECT_API_URL']}/deployments/name/tidal/ingest", timeout=30
+        ).json()["schedules"]
+        return schedule["active"]
+
+    listed = prefect("ls", "tidal/ingest")
+    [schedule_id] = re.findall(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", listed
+    )
+    prefect("pause", "tidal/ingest", schedule_id)
+    assert not active()
+    prefect("resume", "tidal/ingest", schedule_id)
+    assert active()
+
+
 def test_a_failed_deployment_run_says_why_where_it_is_watched(
     stack: dict[str, str], tmp_path: Path
 ) -> None:
@@ -230,6 +302,8 @@ def test_a_bad_parameter_is_named_as_the_parameter(stack: dict[str, str], tmp_pa
     message = _flow_run(stack, flow_run_id)["state"]["message"]
     assert f"parameter source = '{missing}'" in message, message
     assert "TIDAL_SOURCE" not in message
+    assert f"parameter source = '{missing}'" in out  # --watch's last lines carry the reason
+    assert "Traceback" not in out
 
 
 def test_a_deployment_run_killed_with_sigkill_ends_crashed(stack: dict[str, str]) -> None:

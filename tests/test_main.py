@@ -162,3 +162,31 @@ def test_a_bad_setting_fails_at_once_naming_the_variable(tmp_path: Path) -> None
     assert (
         "Starting temporary server" not in done.stdout + done.stderr
     )  # refused before Prefect starts
+
+
+def test_a_failed_file_reads_as_the_table_the_summary_and_one_message(tmp_path: Path) -> None:
+    """What a terminal shows when a file fails: its row, the summary naming it, the run's one
+    line - no traceback."""
+    source = tmp_path / "docs"
+    (source / "prds").mkdir(parents=True)
+    (source / "designs" / "x").mkdir(parents=True)
+    (source / "prds" / "a.md").write_text("# A\n\nA short document.\n")
+    (source / "designs" / "x" / "bad.json").write_text('{"title": "Broken", "screens": [')
+    done = subprocess.run(
+        INGEST,
+        cwd=tmp_path,
+        env=_clean_env(
+            TIDAL_SOURCE=str(source),
+            TIDAL_PREFECT_SERVER="temporary",
+            PREFECT_HOME=str(tmp_path / "prefect-home"),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out[-3000:]
+    assert re.search(r"designs/x/bad\.json\s+design\s+failed", out)  # the table
+    assert "ingested 1, skipped 0 (unchanged), failed 1" in out  # the summary
+    assert "Finished in state Failed('1 of 2 files failed: designs/x/bad.json" in out
+    assert "Traceback" not in out

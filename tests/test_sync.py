@@ -55,7 +55,7 @@ def test_removed_files_are_deleted_at_the_end_of_a_full_listing(corpus: Path, en
 
 
 def test_the_mass_delete_guard_refuses_then_force_deletes(
-    corpus: Path, env: str, monkeypatch: pytest.MonkeyPatch
+    corpus: Path, env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from flows.cli import ingest as ingest_main
 
@@ -76,9 +76,15 @@ def test_the_mass_delete_guard_refuses_then_force_deletes(
     assert len(chunks_by_path(env)) == 5
     monkeypatch.setenv("TIDAL_SOURCE", str(corpus))
     assert ingest_main([]) == 3  # what a schedule or a shell script sees
+    capsys.readouterr()
+    assert ingest_main(["--dry-run"]) == 0  # `tidal ingest --dry-run`: the plan says why
+    assert "deletion refused: 3 of 5 indexed files" in capsys.readouterr().out
+    assert len(chunks_by_path(env)) == 5
 
-    state, forced = run(corpus, force_delete=True)
-    assert len(forced.deleted) == 3
+    assert ingest_main(["--force-delete", "-v"]) == 0  # as the README shows it
+    out = capsys.readouterr().out
+    assert "deleted 3" in out
+    assert out.count(" skipped ") >= 2  # -v: the unchanged files are in the table too
     assert len(chunks_by_path(env)) == 2
 
 
