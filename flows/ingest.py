@@ -8,6 +8,7 @@ configuration it ingests the bundled sample corpus into the embedded Postgres), 
 # No ``from __future__ import annotations`` here: Prefect builds the flow's parameter model from
 # these annotations in whatever process runs it (a served deployment's included), and a string
 # annotation there cannot always be resolved ("`TidalModel` is not fully defined").
+import logging
 import sys
 from contextvars import ContextVar
 from pathlib import Path
@@ -29,6 +30,24 @@ from tidal.run import IngestRun, Outcome, Plan, RunEnded, drive, raise_for_outco
 from tidal.runtime import PipelineSpec, prepare_run
 from tidal.settings import EmbedderName, Settings, TaskRunnerName, load_settings
 from tidal.store import record_stopped_start
+
+
+class _ExpectedEnds(logging.Filter):
+    """Keep the traceback out of a log line about an expected end of a run (a ``RunEnded``, a
+    ``TidalError``): its message says it all. The flow returns such an end as its Failed state,
+    but Prefect's engine, in a deployment's process, raises that state's exception again as it
+    exits and logs it with its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, TidalError | RunEnded):
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
+            record.args = ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
+logging.getLogger("prefect.flow_runs").addFilter(_ExpectedEnds())
 
 prepared: ContextVar[tuple[PipelineSpec, IngestRun] | None] = ContextVar(
     "tidal_prepared_run", default=None

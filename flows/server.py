@@ -133,7 +133,8 @@ def _launch(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         PREFECT_SERVER_UI_API_URL=f"http://127.0.0.1:{port}/api",
         # A database of its own, under Tidal's data folder: never the one in PREFECT_HOME
         # that a server the user started (scripts/stack.sh, `prefect server start`) uses.
-        PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{data_dir / DATABASE}",
+        PREFECT_SERVER_DATABASE_CONNECTION_URL="sqlite+aiosqlite:///"
+        + str(data_dir.resolve() / DATABASE),
     )
     nice = shutil.which("nice")
     lowered = [nice, "-n", str(NICENESS)] if nice else []

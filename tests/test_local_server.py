@@ -168,6 +168,8 @@ def test_ad_hoc_runs_report_to_one_server_that_outlives_them(
 def test_on_another_port_the_ui_asks_its_own_api_and_keeps_its_own_database(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(data_dir.parent)  # a relative data folder, as TIDAL_DATA_DIR's default is
+    data_dir = Path(data_dir.name)
     with socket.socket() as taken:  # someone else's server on the preferred port
         taken.bind(("127.0.0.1", 0))
         taken.listen()

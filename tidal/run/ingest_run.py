@@ -3,6 +3,9 @@
 ``IngestRun`` makes every decision of a run: what the listing means (``prepare``), what the run
 would do (``plan``), what one file's outcome means (``settle``) and how the run ends
 (``finish``). An executor drives the files in between (``tidal.run.executor``).
+
+It is one class, over 300 lines, because its decisions share one state - the files settled so
+far and whether the run stopped - that each step reads and the next extends.
 """
 
 from __future__ import annotations

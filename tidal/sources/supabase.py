@@ -4,10 +4,7 @@ Listing walks the cursor-paged ``list-v2`` route, flat, because the older offset
 per-folder, capped, matches prefixes case-insensitively and answers a missing bucket with an
 empty list; Storage's eTag is the change key, so an unchanged corpus costs no downloads.
 
-Storage reports most failures as HTTP 400 with the real status in the body's ``statusCode``
-(``"404"`` for a missing object or bucket, ``"403"`` for a refused key); storage3 raises those as
-``StorageApiError`` carrying that body status, and lets httpx's network errors through as they
-are. Both are mapped here onto Tidal's transient/permanent split. The key never appears in the
+What a failure of the client means is ``supabase_errors``' to say. The key never appears in the
 uri, the repr, an error or a log line.
 """
 
@@ -16,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import re
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -24,24 +20,19 @@ from typing import Any
 import httpx
 import supabase
 from pydantic import ValidationError
-from storage3.exceptions import StorageApiError
 from storage3.utils import StorageException
 
 from tidal.errors import (
     ConfigError,
-    RateLimited,
     SourceError,
     TidalError,
-    TransientError,
-    Unavailable,
-    Unreadable,
 )
 from tidal.records import SourceFile
-from tidal.retrying import OUTAGE_SECONDS, Service, retry_after
+from tidal.retrying import OUTAGE_SECONDS, Service
+from tidal.sources.supabase_errors import KEY_VARIABLE, status_of, storage_error
 
 log = logging.getLogger("tidal.sources")
 
-KEY_VARIABLE = "SUPABASE_SERVICE_ROLE_KEY"
 PLACEHOLDER = ".emptyFolderPlaceholder"
 """What Supabase's dashboard uploads to make an empty folder: never listed."""
 # What the client raises on purpose; anything else is a bug and propagates untouched.
@@ -185,7 +176,7 @@ class SupabaseSource:
             self._storage.get_bucket(self.bucket)
         except _CLIENT_ERRORS as exc:
             error = self._error(exc, "looking up the bucket")
-            if _status(exc) == 404:
+            if status_of(exc) == 404:
                 error = SourceError(
                     f"bucket {self.bucket!r} not found (or not visible to this key); "
                     f"check the bucket name and that {KEY_VARIABLE} is the service-role key"
@@ -224,84 +215,12 @@ class SupabaseSource:
             raise self._error(exc, f"listing {prefix or 'the bucket'!r}") from exc
 
     def _error(self, exc: BaseException, doing: str, path: str | None = None) -> TidalError:
-        """Tidal's error for a failure of the client: transient only if a retry may succeed."""
-        status = _status(exc)
-        if isinstance(exc, httpx.ConnectTimeout):
-            return Unavailable(f"timed out after {self.timeout:g} s connecting {doing}", path=path)
-        if isinstance(exc, httpx.TimeoutException):
-            return TransientError(f"timed out after {self.timeout:g} s {doing}", path=path)
-        if isinstance(exc, (httpx.TransportError, httpx.DecodingError)):
-            reason = self._scrub(f"{type(exc).__name__}: {exc}")
-            hint = "; check SUPABASE_URL" if isinstance(exc, httpx.ConnectError) else ""
-            # No answer at all (refused, reset, closed mid-answer): the service may be down.
-            error = Unavailable if isinstance(exc, httpx.TransportError) else TransientError
-            return error(f"network error {doing} ({reason}){hint}", path=path)
-        if isinstance(exc, ValidationError):
-            return SourceError(f"unexpected answer from Storage {doing}", path=path)
-        if not isinstance(exc, StorageException):  # e.g. too many redirects
-            return SourceError(self._scrub(f"{type(exc).__name__} {doing}: {exc}"), path=path)
-        message = _plain(self._scrub(getattr(exc, "message", str(exc))))
-        if status in (401, 403):
-            # The key, not the file: every other file would be refused too, so the run stops
-            # (a fatal error) instead of recording each file as failed for good.
-            return ConfigError(
-                f"Supabase Storage refused the key {doing} ({message}); "
-                f"set {KEY_VARIABLE} to the project's service-role key",
-                path=path,
-            )
-        if status == 404:
-            kind = Unreadable if path is not None else SourceError  # gone since it was listed
-            return kind(f"not found in bucket {self.bucket!r}: {message}", path=path)
-        asked = retry_after(_header(exc, "retry-after"))
-        if status == 429:
-            return RateLimited(
-                f"Storage answered 429 {doing}: {message}", path=path, retry_after=asked
-            )
-        if status is not None and (status in (408, 425) or status >= 500):
-            # A gateway's 502/503/504 says nothing answered behind it: maybe an outage.
-            kind = Unavailable if status in (502, 503, 504) else TransientError
-            return kind(
-                f"Storage answered {status} {doing}: {message}", path=path, retry_after=asked
-            )
-        return SourceError(f"Storage answered {status} {doing}: {message}", path=path)
+        return storage_error(
+            exc, doing, path=path, bucket=self.bucket, timeout=self.timeout, scrub=self._scrub
+        )
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "[key]") if self._key else text
-
-
-def _header(exc: BaseException, name: str) -> str | None:
-    """A header of the HTTP answer behind a client error (storage3 chains it), if any."""
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if isinstance(seen, httpx.HTTPStatusError):
-            return seen.response.headers.get(name)
-        if seen is None:
-            return None
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _status(exc: BaseException) -> int | None:
-    """The status that decides retrying: the HTTP one if it is a server error, else the body's.
-
-    Storage puts the meaningful status in the body (``"404"`` inside an HTTP 400); a gateway's
-    5xx page has no such body, and storage3 then reports the HTTP status itself.
-    """
-    http: int | None = None
-    seen: BaseException | None = exc
-    for _ in range(5):  # storage3 chains the HTTPStatusError one or two links down
-        if seen is None or isinstance(seen, httpx.HTTPStatusError):
-            break
-        seen = seen.__cause__ or seen.__context__
-    if isinstance(seen, httpx.HTTPStatusError):
-        http = seen.response.status_code
-    if http is not None and http >= 500:
-        return http
-    body = exc.status if isinstance(exc, StorageApiError) else None
-    try:
-        return int(str(body)) if body is not None else http
-    except ValueError:
-        return http
 
 
 def _to_source_file(entry: Any) -> SourceFile | None:
@@ -323,15 +242,6 @@ def _to_source_file(entry: Any) -> SourceFile | None:
     return SourceFile(
         path=name, size=size, content_hash=etag or f"{size}:{meta.get('lastModified')}"
     )
-
-
-def _plain(message: str) -> str:
-    """storage3's text for an answer it could not parse (a gateway's page), as one short line."""
-    text = message.removeprefix("Unable to parse error message:").strip()
-    if text.startswith("<"):  # an HTML page: its words only
-        text = re.sub(r"<[^>]+>", " ", text)
-    text = " ".join(text.split())
-    return (text[:197] + "...") if len(text) > 200 else text or "no message"
 
 
 def _etag(value: str) -> str:
