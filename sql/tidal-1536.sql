@@ -127,17 +127,137 @@ begin
     end if;
 end $$;
 
+-- Full-text search beside the vectors (Supabase's hybrid-search recipe): a generated tsvector
+-- over the content, English stemming, with its GIN index. Added to a table of an older release
+-- here too (Postgres fills the column for every row once).
+alter table documents add column if not exists fts tsvector
+    generated always as (to_tsvector('english', content)) stored;
+create index if not exists documents_fts_idx on documents using gin (fts);
+
+-- The searches. An HNSW scan yields at most `hnsw.ef_search` rows (40 by default), and a filter
+-- is applied after it, so a plain `order by embedding <=> q limit k where ...` can return fewer
+-- than k rows, or none. `match_documents` raises `ef_search` to k for its own transaction; on
+-- pgvector 0.8+ it scans iteratively (`hnsw.iterative_scan`) until k rows pass the filter; and
+-- when the index still comes back short (a selective filter on pgvector < 0.8, a k above
+-- pgvector's 1000, `hnsw.max_scan_tuples` reached), it ranks every matching row exactly. So it
+-- returns min(k, matching rows). `path_prefix` keeps the files under a folder
+-- ('designs/<team>/' is a team's). The settings it changes are put back before it returns.
+-- Released with (query_embedding, match_count, filter): that signature gives way to this one.
+drop function if exists match_documents(vector, integer, jsonb);
 create or replace function match_documents(
     query_embedding vector(1536),
     match_count integer default null,
-    filter jsonb default '{}'
+    filter jsonb default '{}',
+    path_prefix text default null
 ) returns table (id uuid, content text, metadata jsonb, similarity float)
+language plpgsql stable
+-- Planned for each call's own filter: a plan made once for any filter (Postgres' generic plan,
+-- after five calls) would guess its selectivity and could rank every row exactly for every k.
+set plan_cache_mode = force_custom_plan
+as $$
+declare
+    nearest uuid[];
+    ef_search text := current_setting('hnsw.ef_search', true);
+    iterative_scan text := current_setting('hnsw.iterative_scan', true);
+begin
+    if query_embedding is null or match_count <= 0 then
+        return;
+    end if;
+    if match_count is not null then
+        perform set_config('hnsw.ef_search',
+            least(greatest(match_count, coalesce(ef_search, '40')::integer), 1000)::text, true);
+        if (select (regexp_match(extversion, '^(\d+)\.(\d+)'))::integer[] >= '{0,8}'
+            from pg_extension where extname = 'vector') then
+            perform set_config('hnsw.iterative_scan', 'relaxed_order', true);
+        end if;
+        select array_agg(n.id order by n.distance) into nearest
+        from (
+            select d.id, d.embedding <=> query_embedding as distance
+            from documents d
+            where d.metadata @> filter
+              and (path_prefix is null or starts_with(d.source_path, path_prefix))
+            order by d.embedding <=> query_embedding
+            limit match_count
+        ) n;
+        perform set_config('hnsw.ef_search', ef_search, true) where ef_search is not null;
+        perform set_config('hnsw.iterative_scan', iterative_scan, true)
+            where iterative_scan is not null;
+        if coalesce(cardinality(nearest), 0) >= match_count then
+            return query
+                select d.id, d.content, d.metadata, 1 - (d.embedding <=> query_embedding)
+                from documents d
+                where d.id = any(nearest)
+                order by array_position(nearest, d.id);
+            return;
+        end if;
+        raise debug 'match_documents: the index found % of % rows; ranking every match exactly',
+            coalesce(cardinality(nearest), 0), match_count;
+    end if;
+    -- Exact: the distance of every matching row (a materialized CTE keeps the index out).
+    return query
+        with matching as materialized (
+            select d.id, d.content, d.metadata, d.embedding <=> query_embedding as distance
+            from documents d
+            where d.metadata @> filter
+              and (path_prefix is null or starts_with(d.source_path, path_prefix))
+        )
+        select m.id, m.content, m.metadata, 1 - m.distance
+        from matching m
+        order by m.distance
+        limit match_count;
+end;
+$$;
+
+-- Hybrid search, as Supabase's guide writes it: the full-text matches ranked by `ts_rank_cd`
+-- and the nearest vectors (`match_documents`, so any k and any filter hold), fused by
+-- reciprocal rank: score = full_text_weight / (rrf_k + text rank) + semantic_weight / (rrf_k +
+-- vector rank), each list 2 * match_count long. Unlike the guide, match_count is not capped at
+-- 30, and `filter` and `path_prefix` work as in match_documents. A null query_embedding (or
+-- semantic_weight 0) ranks by full text alone; a null query_text, by vectors alone.
+create or replace function hybrid_search(
+    query_text text,
+    query_embedding vector(1536),
+    match_count integer,
+    full_text_weight float default 1,
+    semantic_weight float default 1,
+    rrf_k integer default 50,
+    filter jsonb default '{}',
+    path_prefix text default null
+) returns table (id uuid, content text, metadata jsonb, similarity float, text_rank float,
+                 score float)
 language sql stable
 as $$
-    select d.id, d.content, d.metadata, 1 - (d.embedding <=> query_embedding) as similarity
-    from documents d
-    where d.metadata @> filter
-    order by d.embedding <=> query_embedding
+    with full_text as (
+        select d.id,
+            row_number() over (
+                order by ts_rank_cd(d.fts, websearch_to_tsquery('english', query_text)) desc
+            ) as rank_ix
+        from documents d
+        where full_text_weight > 0
+          and d.fts @@ websearch_to_tsquery('english', query_text)
+          and d.metadata @> filter
+          and (path_prefix is null or starts_with(d.source_path, path_prefix))
+        order by rank_ix
+        limit match_count * 2
+    ),
+    semantic as (
+        select m.id, m.rank_ix
+        from match_documents(
+            query_embedding,
+            case when semantic_weight > 0 then match_count * 2 else 0 end,
+            filter,
+            path_prefix
+        ) with ordinality as m (id, content, metadata, similarity, rank_ix)
+    )
+    select d.id, d.content, d.metadata,
+        1 - (d.embedding <=> query_embedding),
+        ts_rank_cd(d.fts, websearch_to_tsquery('english', query_text)),
+        coalesce(full_text_weight / (rrf_k + full_text.rank_ix), 0.0)
+            + coalesce(semantic_weight / (rrf_k + semantic.rank_ix), 0.0) as score
+    from full_text
+    full outer join semantic on full_text.id = semantic.id
+    join documents d on d.id = coalesce(full_text.id, semantic.id)
+    order by score desc, d.id
     limit match_count;
 $$;
 

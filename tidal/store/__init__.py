@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tidal.records import STATUSES, RunRecord
 from tidal.store.protocols import (
+    RRF_K,
     EmbeddingCache,
     FileClaims,
     FileLedger,
@@ -172,6 +173,7 @@ def failed_files(settings: Settings) -> list[FailedFile]:
 
 
 __all__ = [
+    "RRF_K",
     "EmbeddingCache",
     "FailedFile",
     "FileClaims",

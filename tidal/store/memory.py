@@ -9,8 +9,9 @@ stores of several sources on one database.
 
 from __future__ import annotations
 
+import re
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from tidal.records import Document, EmbeddedChunk, RunRecord, SourceFile, Vector
-from tidal.store import FailedFile, IndexStatus, SearchHit, chunk_metadata
+from tidal.store import RRF_K, FailedFile, IndexStatus, SearchHit, chunk_metadata
 
 Key = tuple[str, str]
 """A file: its source and its path."""
@@ -132,20 +133,57 @@ class MemoryStore:
         return deleted
 
     def search(
-        self, embedding: Sequence[float], *, limit: int = 5, filter: dict[str, Any] | None = None
+        self,
+        embedding: Sequence[float],
+        *,
+        limit: int = 5,
+        filter: dict[str, Any] | None = None,
+        path_prefix: str | None = None,
     ) -> list[SearchHit]:
-        query = np.asarray(embedding, dtype=np.float64)
-        hits = []
+        return [
+            _hit(s, score) for s, score in _nearest(embedding, self._kept(filter, path_prefix))
+        ][:limit]
+
+    def hybrid_search(
+        self,
+        query: str,
+        embedding: Sequence[float] | None,
+        *,
+        limit: int = 5,
+        filter: dict[str, Any] | None = None,
+        path_prefix: str | None = None,
+        full_text_weight: float = 1.0,
+        semantic_weight: float = 1.0,
+        rrf_k: int = RRF_K,
+    ) -> list[SearchHit]:
+        """Postgres' ``hybrid_search`` in miniature: the same fusion of the same two rankings,
+        the full-text one a plain word match (every word of the query, stop words aside, ranked
+        by how often they occur) rather than Postgres' stemmed ``ts_rank_cd``."""
+        kept = self._kept(filter, path_prefix)
+        rankings: list[tuple[float, list[_Stored]]] = []
+        if full_text_weight > 0:
+            rankings.append((full_text_weight, [s for s, _ in _matching(query, kept)]))
+        if embedding is not None and semantic_weight > 0:
+            rankings.append((semantic_weight, [s for s, _ in _nearest(embedding, kept)]))
+        scores: dict[int, float] = defaultdict(float)
+        chunks: dict[int, _Stored] = {}
+        for weight, ranking in rankings:
+            for rank, s in enumerate(ranking[: 2 * limit], start=1):
+                scores[id(s)] += weight / (rrf_k + rank)
+                chunks[id(s)] = s
+        best = sorted(scores, key=lambda key: -scores[key])[:limit]
+        return [_hit(chunks[key], scores[key]) for key in best]
+
+    def _kept(self, filter: dict[str, Any] | None, path_prefix: str | None) -> list[_Stored]:
+        """Every source's chunks that ``filter`` and ``path_prefix`` keep."""
         with self.index.lock:
             stored = [s for chunks in self.index.chunks.values() for s in chunks]
-        for s in stored:
-            if filter and not _contains(s.metadata, filter):
-                continue
-            vector = np.asarray(s.embedded.embedding, dtype=np.float64)
-            score = float(query @ vector / (np.linalg.norm(query) * np.linalg.norm(vector)))
-            path, chunk = s.metadata["source_path"], s.embedded.chunk
-            hits.append(SearchHit(path, chunk.index, chunk.text, score, dict(s.metadata)))
-        return sorted(hits, key=lambda h: -h.score)[:limit]
+        return [
+            s
+            for s in stored
+            if (not filter or _contains(s.metadata, filter))
+            and (path_prefix is None or s.metadata["source_path"].startswith(path_prefix))
+        ]
 
     # --- the ledger ---------------------------------------------------------------------------
 
@@ -282,6 +320,46 @@ class MemoryStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+_WORD = re.compile(r"\w+")
+# fmt: off
+_STOP_WORDS = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "by", "do", "does", "for", "from", "has", "have",
+    "how", "i", "in", "is", "it", "its", "of", "on", "or", "that", "the", "their", "there",
+    "these", "this", "to", "was", "we", "what", "when", "where", "which", "who", "why", "will",
+    "with", "you",
+})
+# fmt: on
+"""The commonest of Postgres' English stop words, which a full-text query leaves out."""
+
+
+def _nearest(embedding: Sequence[float], stored: list[_Stored]) -> list[tuple[_Stored, float]]:
+    """``stored`` by cosine similarity to ``embedding``, best first."""
+    query = np.asarray(embedding, dtype=np.float64)
+    scored = []
+    for s in stored:
+        vector = np.asarray(s.embedded.embedding, dtype=np.float64)
+        scored.append((s, float(query @ vector / (np.linalg.norm(query) * np.linalg.norm(vector)))))
+    return sorted(scored, key=lambda pair: -pair[1])
+
+
+def _matching(query: str, stored: list[_Stored]) -> list[tuple[_Stored, int]]:
+    """The chunks of ``stored`` holding every word of ``query``, by how often they occur."""
+    words = [w for w in _WORD.findall(query.lower()) if w not in _STOP_WORDS]
+    if not words:
+        return []
+    found = []
+    for s in stored:
+        counts = Counter(_WORD.findall(s.embedded.chunk.text.lower()))
+        if all(counts[w] for w in words):
+            found.append((s, sum(counts[w] for w in set(words))))
+    return sorted(found, key=lambda pair: -pair[1])
+
+
+def _hit(s: _Stored, score: float) -> SearchHit:
+    chunk = s.embedded.chunk
+    return SearchHit(s.metadata["source_path"], chunk.index, chunk.text, score, dict(s.metadata))
 
 
 def _contains(have: Any, want: Any) -> bool:

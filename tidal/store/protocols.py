@@ -16,6 +16,9 @@ from tidal.records import Document, EmbeddedChunk, RunRecord, SourceFile, Vector
 if TYPE_CHECKING:
     from tidal.store import FailedFile, SearchHit
 
+RRF_K = 50
+"""Reciprocal rank fusion's k, as in Supabase's ``hybrid_search``: a rank r adds 1 / (k + r)."""
+
 
 def chunk_metadata(
     file: SourceFile, document: Document, chunk: EmbeddedChunk, source: str
@@ -58,10 +61,38 @@ class VectorStore(Protocol):
         ...
 
     def search(
-        self, embedding: Sequence[float], *, limit: int = 5, filter: dict[str, Any] | None = None
+        self,
+        embedding: Sequence[float],
+        *,
+        limit: int = 5,
+        filter: dict[str, Any] | None = None,
+        path_prefix: str | None = None,
     ) -> list[SearchHit]:
         """The ``limit`` chunks most similar to ``embedding`` (cosine), best first, of those
-        whose metadata (``chunk_metadata``) holds every key and value of ``filter``."""
+        whose metadata (``chunk_metadata``) holds every key and value of ``filter`` and whose
+        path starts with ``path_prefix``: min(limit, matching chunks) of them, however few of
+        the nearest chunks match. A hit's score is its cosine similarity."""
+        ...
+
+    def hybrid_search(
+        self,
+        query: str,
+        embedding: Sequence[float] | None,
+        *,
+        limit: int = 5,
+        filter: dict[str, Any] | None = None,
+        path_prefix: str | None = None,
+        full_text_weight: float = 1.0,
+        semantic_weight: float = 1.0,
+        rrf_k: int = RRF_K,
+    ) -> list[SearchHit]:
+        """The ``limit`` best chunks by reciprocal rank fusion of two rankings of the chunks
+        that ``filter`` and ``path_prefix`` keep (as ``search``): those holding every word of
+        ``query`` (full text, English stemming), best match first, and those nearest to
+        ``embedding``, each ``2 * limit`` long. A hit's score is ``full_text_weight / (rrf_k +
+        its full-text rank) + semantic_weight / (rrf_k + its vector rank)``, a rank it lacks
+        adding nothing. With ``embedding`` None (or ``semantic_weight`` 0) only the full-text
+        matches rank; otherwise min(limit, matching chunks) come back."""
         ...
 
 

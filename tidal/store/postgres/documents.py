@@ -76,24 +76,64 @@ def search(
     *,
     limit: int,
     filter: dict[str, Any] | None,
+    path_prefix: str | None,
 ) -> list[SearchHit]:
-    """The ``limit`` rows nearest ``embedding`` whose metadata contains ``filter``."""
+    """The ``limit`` rows nearest ``embedding`` whose metadata contains ``filter`` (and whose
+    path starts with ``path_prefix``): ``match_documents``, which returns min(limit, matching
+    rows) on any pgvector (see schema.sql)."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            "select id, content, metadata, similarity from match_documents(%s, %s, %s::jsonb)",
-            (np.asarray(embedding, dtype=np.float32), limit, json.dumps(filter or {})),
+            "select id, content, metadata, similarity as score"
+            " from match_documents(%s, %s, %s::jsonb, %s)",
+            (_vector(embedding), limit, json.dumps(filter or {}), path_prefix),
         )
-        rows = cur.fetchall()
-    return [
-        SearchHit(
-            source_path=row["metadata"].get("source_path", ""),
-            chunk_index=int(row["metadata"].get("chunk_index", 0)),
-            content=row["content"],
-            score=float(row["similarity"]),
-            metadata=row["metadata"],
+        return [_hit(row) for row in cur.fetchall()]
+
+
+def hybrid_search(
+    conn: psycopg.Connection[Any],
+    query: str,
+    embedding: Sequence[float] | None,
+    *,
+    limit: int,
+    filter: dict[str, Any] | None,
+    path_prefix: str | None,
+    full_text_weight: float,
+    semantic_weight: float,
+    rrf_k: int,
+) -> list[SearchHit]:
+    """``hybrid_search``: full text and vectors fused by reciprocal rank; full text alone when
+    ``embedding`` is None."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "select id, content, metadata, score"
+            " from hybrid_search(%s, %s, %s, %s, %s, %s, %s::jsonb, %s)",
+            (
+                query,
+                None if embedding is None else _vector(embedding),
+                limit,
+                full_text_weight,
+                semantic_weight,
+                rrf_k,
+                json.dumps(filter or {}),
+                path_prefix,
+            ),
         )
-        for row in rows
-    ]
+        return [_hit(row) for row in cur.fetchall()]
+
+
+def _vector(embedding: Sequence[float]) -> np.ndarray:
+    return np.asarray(embedding, dtype=np.float32)
+
+
+def _hit(row: dict[str, Any]) -> SearchHit:
+    return SearchHit(
+        source_path=row["metadata"].get("source_path", ""),
+        chunk_index=int(row["metadata"].get("chunk_index", 0)),
+        content=row["content"],
+        score=float(row["score"]),
+        metadata=row["metadata"],
+    )
 
 
 def _rows(

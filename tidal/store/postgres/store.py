@@ -21,7 +21,7 @@ import psycopg
 from tidal.errors import ClaimLost
 from tidal.records import Document, EmbeddedChunk, RunRecord, SourceFile, Vector
 from tidal.retrying import OUTAGE_SECONDS, Service
-from tidal.store import FailedFile, SearchHit
+from tidal.store import RRF_K, FailedFile, SearchHit
 from tidal.store.postgres import documents, embedding_cache, ledger, vector_index
 from tidal.store.postgres.claims import PRESENCE_PING_SECONDS, Claims
 from tidal.store.postgres.connection import connection_errors, open_pool, ping, riding_out
@@ -130,10 +130,43 @@ class PostgresStore:
 
     @riding_out
     def search(
-        self, embedding: Sequence[float], *, limit: int = 5, filter: dict[str, Any] | None = None
+        self,
+        embedding: Sequence[float],
+        *,
+        limit: int = 5,
+        filter: dict[str, Any] | None = None,
+        path_prefix: str | None = None,
     ) -> list[SearchHit]:
         with self._conn("search") as conn:
-            return documents.search(conn, embedding, limit=limit, filter=filter)
+            return documents.search(
+                conn, embedding, limit=limit, filter=filter, path_prefix=path_prefix
+            )
+
+    @riding_out
+    def hybrid_search(
+        self,
+        query: str,
+        embedding: Sequence[float] | None,
+        *,
+        limit: int = 5,
+        filter: dict[str, Any] | None = None,
+        path_prefix: str | None = None,
+        full_text_weight: float = 1.0,
+        semantic_weight: float = 1.0,
+        rrf_k: int = RRF_K,
+    ) -> list[SearchHit]:
+        with self._conn("search") as conn:
+            return documents.hybrid_search(
+                conn,
+                query,
+                embedding,
+                limit=limit,
+                filter=filter,
+                path_prefix=path_prefix,
+                full_text_weight=full_text_weight,
+                semantic_weight=semantic_weight,
+                rrf_k=rrf_k,
+            )
 
     # --- the ledger ---------------------------------------------------------------------------
 
