@@ -228,6 +228,102 @@ def test_a_store_without_a_source_leaves_it_out_of_the_metadata(backend: Backend
     assert "source" not in hit.metadata and hit.metadata["source_path"] == "prds/a.md"
 
 
+def test_search_keeps_to_a_path_prefix(store: Store) -> None:
+    for path in ("prds/a.md", "designs/T/b.json", "designs/TU/c.json"):
+        _write(store, path, _chunks(3, path))
+
+    team = store.search(_one_hot(0), limit=10, path_prefix="designs/T/")
+    designs = store.search(_one_hot(0), limit=10, path_prefix="designs/")
+
+    assert sorted((h.source_path, h.chunk_index) for h in team) == [
+        ("designs/T/b.json", i) for i in range(3)
+    ]
+    assert len(designs) == 6
+    both = store.search(_one_hot(0), limit=10, path_prefix="designs/T/", filter={"title": "A"})
+    assert sorted((h.source_path, h.chunk_index) for h in both) == sorted(
+        (h.source_path, h.chunk_index) for h in team
+    )
+    assert store.search(_one_hot(0), limit=10, path_prefix="nowhere/") == []
+
+
+# --- VectorStore: hybrid search ----------------------------------------------------------------
+
+
+def _texts(store: Store, path: str, texts: list[str], vectors: list[list[float]]) -> None:
+    chunks = [
+        EmbeddedChunk(Chunk(i, text, 3, chunk_hash(text)), vector)
+        for i, (text, vector) in enumerate(zip(texts, vectors, strict=True))
+    ]
+    _write(store, path, chunks)
+
+
+@pytest.mark.parametrize(
+    ("keyword", "text"),
+    [
+        ("ST-5", "ST-5: the creditor may send a reminder once every 72 hours"),
+        ("#1E6FD9", "the primary button fills with #1E6FD9 when pressed"),
+    ],
+)
+def test_a_keyword_only_query_is_found_by_text_and_hybrid_search(
+    store: Store, keyword: str, text: str
+) -> None:
+    """An ID or a hex colour in one chunk far from the query vector: vectors alone miss it."""
+    _texts(store, "prds/a.md", [f"part {i} of the plan" for i in range(6)], [_one_hot(0)] * 6)
+    _texts(store, "designs/T/b.json", ["a screen", text], [_one_hot(1), _one_hot(7)])
+
+    text_only = store.hybrid_search(keyword, None, limit=3)
+    hybrid = store.hybrid_search(keyword, _one_hot(0), limit=3)
+    vector = store.search(_one_hot(0), limit=3)
+
+    assert [(h.source_path, h.chunk_index) for h in text_only] == [("designs/T/b.json", 1)]
+    assert ("designs/T/b.json", 1) in [(h.source_path, h.chunk_index) for h in hybrid]
+    assert ("designs/T/b.json", 1) not in [(h.source_path, h.chunk_index) for h in vector]
+
+
+def test_full_text_alone_returns_only_chunks_holding_every_word(store: Store) -> None:
+    texts = ["offline sync resolves conflicts", "offline maps", "sync settings"]
+    _texts(store, "prds/a.md", texts, [_one_hot(i) for i in range(3)])
+
+    hits = store.hybrid_search("offline sync", None, limit=5)
+
+    assert [h.content for h in hits] == ["offline sync resolves conflicts"]
+    assert hits[0].score == pytest.approx(1 / 51)  # first of one ranking: 1 / (rrf_k + 1)
+    assert store.hybrid_search("zeppelin", None, limit=5) == []
+
+
+def test_hybrid_search_fuses_both_rankings_by_reciprocal_rank(store: Store) -> None:
+    texts = ["the sync engine", "a queue", "a cache", "a log"]
+    _texts(store, "prds/a.md", texts, [_one_hot(0), _one_hot(1), _one_hot(2), _one_hot(3)])
+    near = [1.0, 0.5] + [0.0] * 6  # nearest chunk 0, then chunk 1
+
+    hits = store.hybrid_search("engine", near, limit=4)
+    weighted = store.hybrid_search("engine", near, limit=4, full_text_weight=2.0, rrf_k=10)
+
+    assert [h.chunk_index for h in hits[:2]] == [0, 1]
+    assert hits[0].score == pytest.approx(1 / 51 + 1 / 51)  # first in both rankings
+    assert hits[1].score == pytest.approx(1 / 52)  # second by vectors, no word
+    assert weighted[0].score == pytest.approx(2 / 11 + 1 / 11)
+
+
+def test_hybrid_search_keeps_to_the_filters_and_fills_k_from_the_vectors(store: Store) -> None:
+    _write(store, "prds/a.md", _chunks(3, "prd"))
+    design = Document(path="designs/T/b.json", kind="design", text="x", title="B")
+    store.replace_file(
+        _file("designs/T/b.json"), design, _chunks(3, "design"), fingerprint=FP, embedder=EMB
+    )
+
+    two = store.hybrid_search("no such words", _one_hot(1), limit=2, filter={"type": "design"})
+    every = store.hybrid_search("chunk", _one_hot(1), limit=10, path_prefix="designs/T/")
+    words = store.hybrid_search("chunk prd", None, limit=10, filter={"type": "prd"})
+
+    assert [h.source_path for h in two] == ["designs/T/b.json"] * 2
+    assert two[0].chunk_index == 1  # the nearest design
+    assert sorted(h.chunk_index for h in every) == [0, 1, 2]
+    assert {h.source_path for h in every} == {"designs/T/b.json"}
+    assert sorted(h.content for h in words) == [f"chunk {i} prd" for i in range(3)]
+    assert store.hybrid_search("chunk prd", None, limit=10, filter={"type": "design"}) == []
+
+
 def test_deleting_files_drops_their_chunks_and_ledger_rows_and_counts_the_chunks(
     store: Store,
 ) -> None:
