@@ -67,7 +67,7 @@ def test_search_finds_the_document_written_for_the_question(
     assert main(["search", "how do we handle offline sync?"]) == 0
     out = capsys.readouterr().out
     first = out.splitlines()[0]
-    assert re.match(r"1\. 0\.\d{3}  prds/offline-sync\.md  \(chunk \d+, prd\)", first), out
+    assert re.match(r"1\. 0\.\d{4}  prds/offline-sync\.md  \(chunk \d+, prd\)", first), out
 
 
 @pytest.mark.parametrize(
@@ -91,6 +91,58 @@ def test_search_ranks_the_matching_document_first(
     monkeypatch.chdir(workdir)
     hits = search(load_settings(), query, limit=3)
     assert hits[0].source_path == expected, [(h.source_path, round(h.score, 3)) for h in hits]
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "vector"])
+@pytest.mark.parametrize("k", [5, 20])
+def test_search_by_type_on_a_question_prds_answer_returns_k_designs(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, k: int, mode: str
+) -> None:
+    """The PRD chunks crowd the nearest ones; `--type design` returned none before."""
+    from flows.cli import search
+    from tidal.settings import load_settings
+
+    monkeypatch.chdir(workdir)
+    question = "how do we handle offline sync?"
+    hits = search(load_settings(), question, limit=k, kind="design", mode=mode)  # type: ignore[arg-type]
+
+    assert len(hits) == k
+    assert {h.metadata["type"] for h in hits} == {"design"}
+
+
+def test_search_by_team_or_path_keeps_to_their_folders(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.cli import main
+
+    monkeypatch.chdir(workdir)
+    question = "how do we handle offline sync?"
+    assert main(["search", question, "--team", "Borealis_team", "-k", "12"]) == 0
+    team = re.findall(r"^\d+\. \S+  (\S+)  ", capsys.readouterr().out, re.M)
+    assert main(["search", question, "--path", "prds/", "-k", "12", "--mode", "vector"]) == 0
+    prds = re.findall(r"^\d+\. \S+  (\S+)  ", capsys.readouterr().out, re.M)
+
+    assert len(team) == 12 and all(p.startswith("designs/Borealis_team/") for p in team)
+    assert len(prds) == 12 and all(p.startswith("prds/") for p in prds)
+
+
+@pytest.mark.parametrize(
+    ("keyword", "expected"),
+    [("ST-5", "prds/expense-splitting.md"), ("#0B4F51", "designs/Aurora_team/dark-mode.json")],
+)
+@pytest.mark.parametrize("mode", ["text", "hybrid"])
+def test_a_keyword_in_one_chunk_is_found_by_text_and_hybrid_search(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, keyword: str, expected: str, mode: str
+) -> None:
+    """An ID or a hex colour, which means little to the model: full text finds it."""
+    from flows.cli import search
+    from tidal.settings import load_settings
+
+    monkeypatch.chdir(workdir)
+    hits = search(load_settings(), keyword, limit=5, mode=mode)  # type: ignore[arg-type]
+
+    assert expected in [h.source_path for h in hits], [h.source_path for h in hits]
+    assert any(keyword in h.content for h in hits if h.source_path == expected)
 
 
 def test_every_file_is_recorded_with_its_chunks(

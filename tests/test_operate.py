@@ -131,7 +131,11 @@ def test_an_empty_search_blames_the_index_only_when_it_is_empty(
     capsys.readouterr()
 
     assert main(["search", "how do we handle offline sync?", "--type", "design"]) == 0
+    assert main(["search", "how do we handle offline sync?", "--team", "Aurora_team"]) == 0
+    assert main(["search", "zeppelin", "--mode", "text"]) == 0
 
-    out = capsys.readouterr().out
-    assert "no results of type 'design' among the nearest chunks" in out
-    assert "empty" not in out and "the index holds " in out
+    typed, team, text = capsys.readouterr().out.splitlines()
+    assert typed.startswith("no results: no chunk of type 'design' (the index holds ")
+    assert team.startswith("no results: no chunk under designs/Aurora_team/ (the index holds ")
+    assert text.startswith("no results: no chunk holds every word of the question (the index ")
+    assert "empty" not in typed + team + text

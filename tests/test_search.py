@@ -295,3 +295,44 @@ def _close_to(index: Index, found: list[str], exact: list[str]) -> None:
         assert found == exact
     else:
         assert len(set(found) & set(exact)) >= 0.9 * len(exact)
+
+
+# --- the CLI's filters ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "team", "path", "prefix"),
+    [
+        (None, "Aurora_team", None, "designs/Aurora_team/"),
+        ("design", "Aurora_team", "designs/Aurora_team/dark", "designs/Aurora_team/dark"),
+        (None, "Aurora_team", "designs/", "designs/Aurora_team/"),
+        ("prd", None, "prds/", "prds/"),
+        (None, None, None, None),
+    ],
+)
+def test_a_team_is_its_designs_folder_and_the_longer_prefix_wins(
+    kind: str | None, team: str | None, path: str | None, prefix: str | None
+) -> None:
+    from flows.cli import Filters
+
+    filters = Filters(kind, team, path)
+
+    assert filters.path_prefix == prefix
+    assert filters.metadata == ({"type": kind} if kind else None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--team", "Aurora_team", "--type", "prd"], "PRDs have no team"),
+        (["--team", "Aurora_team", "--path", "prds/"], "outside team Aurora_team's designs/"),
+        (["--team", "Aurora_team/icons"], "a team is one folder under designs/"),
+    ],
+)
+def test_filters_that_cannot_meet_are_refused_before_any_search(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.cli import main
+
+    assert main(["search", "anything", *argv]) == 2
+    assert says in capsys.readouterr().err

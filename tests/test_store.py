@@ -75,7 +75,9 @@ def test_schema_is_idempotent_and_public_names_exist(database_url: str) -> None:
         }
         functions = {
             r[0]
-            for r in conn.execute("select proname from pg_proc where proname = 'match_documents'")
+            for r in conn.execute(
+                "select proname from pg_proc where proname in ('match_documents', 'hybrid_search')"
+            )
         }
     assert {"documents", "ingested_files"} <= tables
     assert {
@@ -86,8 +88,9 @@ def test_schema_is_idempotent_and_public_names_exist(database_url: str) -> None:
         "source_path",
         "chunk_index",
         "chunk_hash",
+        "fts",
     } <= columns
-    assert functions == {"match_documents"}
+    assert functions == {"match_documents", "hybrid_search"}
 
 
 def test_a_table_built_for_another_dimension_is_a_clear_error(database_url: str) -> None:
@@ -308,6 +311,50 @@ def test_a_changed_schema_is_applied_again(database_url: str) -> None:
         restored = conn.execute("select to_regproc('match_documents')").fetchone()[0]
     assert marker.startswith("tidal schema ") and "older" not in marker
     assert restored is not None
+
+
+def test_an_index_of_the_previous_release_gains_full_text_and_the_new_searches_in_place(
+    database_url: str,
+) -> None:
+    """A database set up before hybrid search: no ``fts`` column, ``match_documents`` with three
+    arguments. Opening a store adds the column (filled for the rows already there) and its
+    index, and leaves one ``match_documents``, so ``match_documents(q, 5)`` is not ambiguous."""
+    store = PostgresStore(database_url, dimension=DIM)
+    store.replace_file(_file(), _doc(), _chunks(2, "ticket ST-5"), fingerprint=FP, embedder=EMB)
+    store.close()
+    with psycopg.connect(database_url, autocommit=True) as conn:  # back to the last release
+        conn.execute("drop function hybrid_search")
+        conn.execute("drop function match_documents")
+        conn.execute("alter table documents drop column fts")
+        conn.execute(
+            f"create function match_documents(query_embedding vector({DIM}),"
+            " match_count integer default null, filter jsonb default '{}')"
+            " returns table (id uuid, content text, metadata jsonb, similarity float)"
+            " language sql stable as $$ select d.id, d.content, d.metadata,"
+            " 1 - (d.embedding <=> query_embedding) from documents d"
+            " where d.metadata @> filter order by d.embedding <=> query_embedding"
+            " limit match_count $$"
+        )
+        conn.execute("comment on table ingest_runs is 'tidal schema from the last release'")
+
+    store = PostgresStore(database_url, dimension=DIM)
+    try:
+        found = store.hybrid_search("ST-5", None, limit=5)
+        with psycopg.connect(database_url) as conn:
+            signatures = conn.execute(
+                "select pg_get_function_identity_arguments(oid) from pg_proc"
+                " where proname = 'match_documents'"
+            ).fetchall()
+            (nearest,) = conn.execute(
+                f"select count(*) from match_documents('[{','.join(['1'] * DIM)}]', 5)"
+            ).fetchone()
+    finally:
+        store.close()
+    assert sorted(h.chunk_index for h in found) == [0, 1]
+    assert signatures == [
+        ("query_embedding vector, match_count integer, filter jsonb, path_prefix text",)
+    ]
+    assert nearest == 2
 
 
 def _claim_in_thread(store: PostgresStore, path: str) -> tuple[threading.Event, threading.Event]:
