@@ -257,7 +257,9 @@ as $$
     from full_text
     full outer join semantic on full_text.id = semantic.id
     join documents d on d.id = coalesce(full_text.id, semantic.id)
-    order by score desc, d.id
+    -- A tie (often at the top: each ranking's first, which the other did not find) goes to
+    -- the full-text match, the rarer and more literal of the two.
+    order by score desc, full_text.rank_ix nulls last, semantic.rank_ix nulls last, d.id
     limit match_count;
 $$;
 

@@ -305,6 +305,16 @@ def test_hybrid_search_fuses_both_rankings_by_reciprocal_rank(store: Store) -> N
     assert weighted[0].score == pytest.approx(2 / 11 + 1 / 11)
 
 
+def test_a_tie_in_hybrid_search_goes_to_the_full_text_match(store: Store) -> None:
+    """Each ranking's first, which the other ranking (2 * limit long) did not find: a tie."""
+    vectors = [_one_hot(0), [1.0, 1.0] + [0.0] * 6, _one_hot(5)]
+    _texts(store, "prds/a.md", ["a queue", "a cache", "the sync engine"], vectors)
+
+    [hit] = store.hybrid_search("engine", _one_hot(0), limit=1)
+
+    assert (hit.content, hit.score) == ("the sync engine", pytest.approx(1 / 51))
+
+
 def test_hybrid_search_keeps_to_the_filters_and_fills_k_from_the_vectors(store: Store) -> None:
     _write(store, "prds/a.md", _chunks(3, "prd"))
     design = Document(path="designs/T/b.json", kind="design", text="x", title="B")

@@ -9,6 +9,7 @@ stores of several sources on one database.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections import Counter, defaultdict
@@ -166,12 +167,14 @@ class MemoryStore:
         if embedding is not None and semantic_weight > 0:
             rankings.append((semantic_weight, [s for s, _ in _nearest(embedding, kept)]))
         scores: dict[int, float] = defaultdict(float)
+        ranks: defaultdict[int, list[float]] = defaultdict(lambda: [math.inf, math.inf])
         chunks: dict[int, _Stored] = {}
-        for weight, ranking in rankings:
+        for which, (weight, ranking) in enumerate(rankings):
             for rank, s in enumerate(ranking[: 2 * limit], start=1):
                 scores[id(s)] += weight / (rrf_k + rank)
+                ranks[id(s)][which] = rank
                 chunks[id(s)] = s
-        best = sorted(scores, key=lambda key: -scores[key])[:limit]
+        best = sorted(scores, key=lambda key: (-scores[key], *ranks[key]))[:limit]
         return [_hit(chunks[key], scores[key]) for key in best]
 
     def _kept(self, filter: dict[str, Any] | None, path_prefix: str | None) -> list[_Stored]:
