@@ -184,7 +184,8 @@ def _db(settings: Settings, action: str, dimension: int | None) -> int:
         index.close()
     where = settings.describe()["database"]
     print(
-        f"schema ready in {where}: documents (vector({dimension})), ingested_files, match_documents"
+        f"schema ready in {where}: documents (vector({dimension})), ingested_files,"
+        " match_documents, hybrid_search"
     )
     return 0
 
