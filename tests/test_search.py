@@ -137,22 +137,36 @@ def _plain_query(index: Index, k: int, where: str = "true") -> int:
     return len(rows)
 
 
-def _match_documents(index: Index, k: int | None, *args: Any) -> tuple[list[str], list[str]]:
-    """``match_documents``' rows (as path#chunk) and what it said at DEBUG level."""
+@dataclass(frozen=True)
+class Answer:
+    """What one ``match_documents`` call returned, said and scanned."""
+
+    found: list[str]
+    """Its rows, as path#chunk, in its order."""
+    said: list[str]
+    """What it said at DEBUG level."""
+    index_scans: int
+    """Scans of the HNSW index it made."""
+
+
+def _match_documents(index: Index, k: int | None, *args: Any) -> Answer:
     said: list[str] = []
-    with psycopg.connect(index.url, autocommit=True) as conn:
+    scans = "select pg_stat_get_xact_numscans('documents_embedding_idx'::regclass)"
+    with psycopg.connect(index.url) as conn:  # one transaction: its own scan counts
         register_vector(conn)
         conn.add_notice_handler(lambda d: said.append(d.message_primary or ""))
         conn.execute("set client_min_messages = debug1")
+        (before,) = conn.execute(scans).fetchone()
         rows = conn.execute(
-            "select metadata from match_documents(%s, %s"
-            + "".join(", %s" for _ in args)
-            + ") order by similarity desc",
+            "select metadata from match_documents(%s, %s" + "".join(", %s" for _ in args) + ")",
             (index.query.astype(np.float32), k, *args),
         ).fetchall()
-    return [f"{m['source_path']}#{m['chunk_index']}" for (m,) in rows], [
-        s for s in said if s.startswith("match_documents")
-    ]
+        (after,) = conn.execute(scans).fetchone()
+    return Answer(
+        [f"{m['source_path']}#{m['chunk_index']}" for (m,) in rows],
+        [s for s in said if s.startswith("match_documents")],
+        after - before,
+    )
 
 
 # --- 1. any k ---------------------------------------------------------------------------------
@@ -162,16 +176,19 @@ def _match_documents(index: Index, k: int | None, *args: Any) -> tuple[list[str]
 def test_any_k_returns_k_rows(index: Index, k: int) -> None:
     if k == 100:  # (for 1,200 of 2,000 rows the planner sorts them all)
         assert _plain_query(index, k) == 40  # the index is in use, and caps a plain scan
-    found, _ = _match_documents(index, k)
+    answer = _match_documents(index, k)
+    found = answer.found
     hits = index.store.search(index.query.tolist(), limit=k)
 
     assert len(found) == len(hits) == k
     assert len(set(found)) == k
     assert set(_keys(hits)) == set(found)
+    if k <= 1000:  # pgvector's most for ef_search: past it the exact ranking answers
+        assert (answer.index_scans, answer.said) == (1, [])  # the index alone, k rows
 
 
 def test_no_count_returns_every_row_nearest_first(index: Index) -> None:
-    found, _ = _match_documents(index, None)
+    found = _match_documents(index, None).found
 
     assert len(found) == len(index.rows)
     assert found[:20] == index.exact(20)
@@ -190,7 +207,7 @@ def test_the_corpus_defeats_a_plain_filtered_scan(index: Index) -> None:
 
 @pytest.mark.parametrize("k", [5, 20, 100])
 def test_a_type_rare_among_the_nearest_still_returns_its_k_nearest(index: Index, k: int) -> None:
-    found, _ = _match_documents(index, k, '{"type": "design"}')
+    found = _match_documents(index, k, '{"type": "design"}').found
     hits = index.store.search(index.query.tolist(), limit=k, filter={"type": "design"})
 
     assert len(found) == len(hits) == k
@@ -201,7 +218,7 @@ def test_a_type_rare_among_the_nearest_still_returns_its_k_nearest(index: Index,
 @pytest.mark.parametrize("team", TEAMS)
 def test_a_path_prefix_returns_k_rows_of_that_folder(index: Index, team: str) -> None:
     prefix = f"designs/{team}/"
-    found, _ = _match_documents(index, 30, "{}", prefix)
+    found = _match_documents(index, 30, "{}", prefix).found
     hits = index.store.search(index.query.tolist(), limit=30, path_prefix=prefix)
 
     assert len(found) == len(hits) == 30
@@ -222,14 +239,16 @@ def test_on_0_8_the_index_scans_on_and_on_0_6_the_exact_ranking_answers(index: I
     """The branch each version takes, from what match_documents says at DEBUG level: on 0.8 the
     iterative index scan fills k under the filter; on 0.6 the index comes back short and every
     matching row is ranked exactly."""
-    _, said = _match_documents(index, 20, '{"type": "design"}')
+    answer = _match_documents(index, 20, '{"type": "design"}')
 
+    assert answer.index_scans == 1
+    assert len(answer.found) == 20
     if index.version.startswith("0.6."):
-        assert said == [
+        assert answer.said == [
             "match_documents: the index found 0 of 20 rows; ranking every match exactly"
         ]
     else:
-        assert said == []
+        assert answer.said == []
 
 
 def test_the_search_puts_pgvectors_settings_back(index: Index) -> None:
