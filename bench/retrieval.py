@@ -25,8 +25,8 @@ Methods, all with all-MiniLM-L6-v2 (the bundled model, loaded once through Tidal
 * ``langchain``: ``RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200)`` over
   each file's raw text (JSON too), exact cosine top 10;
 * ``llamaindex``: ``SimpleDirectoryReader`` + ``SentenceSplitter()`` with its defaults (1024
-  tokens, 200 overlap), each node embedded as LlamaIndex embeds it (``MetadataMode.EMBED``: the
-  reader's file metadata, file name and path included), exact cosine top 10;
+  tokens, 200 overlap), each node embedded as LlamaIndex embeds it (``MetadataMode.EMBED``:
+  ``file_path: designs/...`` above the text; made relative to the corpus), exact cosine top 10;
 * ``bm25``: ``rank_bm25.BM25Okapi`` over Tidal's stored chunks (lowercased ``\\w+`` tokens);
 * ``rrf``: reciprocal rank fusion (k = 60) of ``tidal``'s and ``bm25``'s top 40 chunks.
 """
@@ -209,12 +209,15 @@ def llamaindex(corpus: Corpus, encode: Encoder, work: Path) -> Searcher:
     except ImportError:
         raise Unavailable("not installed (`pip install -e '.[bench]'`)") from None
     documents = SimpleDirectoryReader(str(corpus.root), recursive=True).load_data()
+    for document in documents:
+        # The one metadata field embedded by default is the absolute ``file_path``: relative to
+        # the corpus, as a bucket's path would be, so results do not depend on the checkout's
+        # (or the temporary folder's) location.
+        path = Path(document.metadata["file_path"]).relative_to(corpus.root.resolve())
+        document.metadata["file_path"] = path.as_posix()
     nodes = SentenceSplitter().get_nodes_from_documents(documents)
     texts = [n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
-    hits = [
-        (Path(n.metadata["file_path"]).relative_to(corpus.root).as_posix(), n.node_id)
-        for n in nodes
-    ]
+    hits = [(n.metadata["file_path"], n.node_id) for n in nodes]
     corpus.shared["llamaindex_chunks"] = len(texts)
     return _cosine_searcher(encode, texts, hits)
 
