@@ -2,7 +2,7 @@
 splitters a user would pick instead, every method with the same local model (issue 21, item 6).
 
     pip install -e ".[bench]"          # LangChain, LlamaIndex and rank-bm25 (bench extra only)
-    python bench/retrieval.py          # both question sets, every method (~3 min on 2 cores)
+    python bench/retrieval.py          # both sets, every method (4.8 CPU-min: 3-8 min on 2 cores)
     python bench/retrieval.py --sets sample --methods tidal,bm25 --misses
 
 Question sets (``bench/questions/``, frozen before anything was scored): ``sample`` over
