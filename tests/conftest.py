@@ -29,6 +29,8 @@ from tidal.sources.local import LocalSource  # noqa: E402
 
 REDIS_URL = os.environ.get("TIDAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
+pytest_plugins = ("tests.tiers",)  # the fast and slow tiers, and the fast tier's guard
+
 
 @pytest.fixture(autouse=True)
 def _no_tidal_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
