@@ -50,7 +50,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import redis
@@ -294,6 +294,8 @@ class RateBudget:
         self._store: _Store = (
             _MemoryStore() if redis_url is None else _RedisStore(redis_url, outage_seconds)
         )
+        self.sleep: Callable[[float], object] = time.sleep
+        """How ``acquire`` waits for its turn (a test records the waits instead)."""
 
     def acquire(self, tokens: int) -> float:
         """Take this request's turn, charge it, and sleep until it may go; seconds slept.
@@ -323,7 +325,7 @@ class RateBudget:
         if wait > 10:
             log.info("waiting %.0f s for this request's turn in the OpenAI budget", wait)
         wait += random.uniform(0, 0.02)
-        time.sleep(wait)
+        self.sleep(wait)
         return wait
 
     def calibrate(
