@@ -71,14 +71,16 @@ def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 def test_a_test_using_a_service_fixture_or_marked_slow_is_slow(pytester: pytest.Pytester) -> None:
     result = _run(pytester, "-m", "slow", "--collect-only", "-q")
-    collected = {line.split("::")[-1] for line in result.outlines if "::" in line}
+    collected = {line.split("::")[1] for line in result.outlines if line.startswith("test_inner")}
     assert collected == {"test_uses_redis", "test_marked_slow_starts_a_process"}
 
 
 def test_a_fast_test_reaching_for_a_service_fails_naming_it(pytester: pytest.Pytester) -> None:
     result = _run(pytester, "-m", "fast")
     result.assert_outcomes(passed=1, failed=5, deselected=2)
-    failed = {line.split("::")[1].split()[0] for line in result.outlines if "FAILED" in line}
+    failed = {
+        line.split("::")[1].split()[0] for line in result.outlines if line.startswith("FAILED")
+    }
     assert failed == {
         "test_starts_a_process",
         "test_swallows_the_refusal",  # refused, caught, and still failed afterwards

@@ -274,17 +274,21 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     return (yield from _run_guarded(item))
 
 
-_laggards: dict[str, float] = {}
-"""Fast tests that took longer than FAST_SECONDS (setup, call and teardown each)."""
+_LAGGARDS = pytest.StashKey[dict[str, float]]()
+"""Fast tests that took longer than FAST_SECONDS (their longest phase), by node id."""
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if "fast" in report.keywords and report.duration > FAST_SECONDS:
-        _laggards[report.nodeid] = max(_laggards.get(report.nodeid, 0.0), report.duration)
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if item.get_closest_marker("fast") and report.duration > FAST_SECONDS:
+        laggards = item.config.stash.setdefault(_LAGGARDS, {})
+        laggards[item.nodeid] = max(laggards.get(item.nodeid, 0.0), report.duration)
+    return report
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    laggards = _laggards
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    laggards = config.stash.get(_LAGGARDS, {})
     if laggards:
         terminalreporter.section("fast tests slower than FAST_SECONDS (tests/tiers.py)")
         for nodeid, seconds in sorted(laggards.items(), key=lambda kv: -kv[1]):
