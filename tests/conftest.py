@@ -132,7 +132,8 @@ def corpus(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> str:
+def env(monkeypatch: pytest.MonkeyPatch, database_url: str, prefect_harness: None) -> str:
+    """The real flow's configuration: a fresh database, quick retries, the Prefect harness."""
     monkeypatch.setenv("TIDAL_DATABASE_URL", database_url)
     monkeypatch.setenv("TIDAL_RETRY_DELAY_SECONDS", "0.05")
     return database_url
