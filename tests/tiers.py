@@ -79,9 +79,10 @@ SLOW = frozenset(
         "test_openai_embedder.py::test_a_budget_binding_on_tokens_keeps_the_servers_bucket_busy",
     }
 )
-"""Tests (``module.py`` or ``module.py::function``) that start a service or a process
-themselves. A test added to one of these modules is slow too; one elsewhere that needs a
-service fails in the fast tier until it is listed here or marked ``@pytest.mark.slow``."""
+"""Tests (``module.py``, ``module.py::function`` or ``module.py::function[param]``) that start a
+service or a process themselves, or are paced by the real clock for seconds. A test added to
+one of these modules is slow too; one elsewhere that needs a service fails in the fast tier
+until it is listed here or marked ``@pytest.mark.slow``."""
 
 FAST_SECONDS = 2.0
 """A fast test taking longer is reported (not failed: timings on a shared machine are noisy)."""
