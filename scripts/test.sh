@@ -2,7 +2,10 @@
 # Install what the tests need and run them: the README's test command, and what CI runs.
 #   bash scripts/test.sh [pytest args...]
 # Needs python3 (3.11+). Creates .venv, makes sure Redis answers on 127.0.0.1:6379 (starting
-# it, or installing it with apt when run as root, if not), lints, then runs the whole suite.
+# it, or installing it with apt when run as root, if not), lints, then runs the whole suite in
+# two tiers (tests/tiers.py): the fast tier first (no service, about a minute), then the slow
+# one (Postgres, Redis, Prefect, the model, processes), only if the fast one passed. Arguments
+# go to both (`-x`, `-k budget`, a test file); with `-m` the suite runs once, as asked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,4 +27,14 @@ if ! redis_up; then
 fi
 
 .venv/bin/python -m ruff check .
-.venv/bin/python -m pytest "$@"
+
+for arg in "$@"; do
+    case "$arg" in -m | -m*) exec .venv/bin/python -m pytest "$@" ;; esac
+done
+for tier in fast slow; do
+    echo "== the $tier tier"
+    status=0
+    .venv/bin/python -m pytest -m "$tier" "$@" || status=$?
+    # 5: nothing to run in this tier (arguments that select only the other one's tests)
+    if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then exit "$status"; fi
+done

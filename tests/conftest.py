@@ -29,6 +29,8 @@ from tidal.sources.local import LocalSource  # noqa: E402
 
 REDIS_URL = os.environ.get("TIDAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
+pytest_plugins = ("tests.tiers",)  # the fast and slow tiers, and the fast tier's guard
+
 
 @pytest.fixture(autouse=True)
 def _no_tidal_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -130,7 +132,8 @@ def corpus(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> str:
+def env(monkeypatch: pytest.MonkeyPatch, database_url: str, prefect_harness: None) -> str:
+    """The real flow's configuration: a fresh database, quick retries, the Prefect harness."""
     monkeypatch.setenv("TIDAL_DATABASE_URL", database_url)
     monkeypatch.setenv("TIDAL_RETRY_DELAY_SECONDS", "0.05")
     return database_url

@@ -24,6 +24,11 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 SERVICE_KEY = "service-role-key-of-the-bad-day"
 OPENAI_KEY = "sk-bad-day"
+STORAGE_DOWN = 3.0
+API_DOWN = 6.0
+"""Seconds each server stays killed: past what a call's quick retries wait in all (a read's at
+most 1.5 s, an embedding request's 3 s), so without the outage gate a file would spend its
+second attempt on it."""
 FILES = {
     f"prds/note-{i:02d}.md": f"# Note {i}\n\nNote {i} says {i * 7} things.\n" for i in range(24)
 }
@@ -71,17 +76,23 @@ def _run():  # type: ignore[no-untyped-def]
 
 
 def _outage_when(
-    ready: Callable[[], bool], kill: Callable[[], None], revive: Callable[[], None], seconds: float
+    ready: Callable[[], bool],
+    kill: Callable[[], None],
+    revive: Callable[[], None],
+    seconds: float,
+    over: threading.Event | None = None,
 ) -> tuple[threading.Thread, dict[str, float]]:
-    """A thread that kills a server once ``ready()``, and revives it ``seconds`` later."""
+    """A thread that kills a server once ``ready()``, and revives it ``seconds`` later, or as
+    soon as ``over`` is set."""
     seen: dict[str, float] = {}
+    over = over or threading.Event()
 
     def outage() -> None:
         while not ready():
             time.sleep(0.02)
         kill()
         seen["killed"] = time.monotonic()
-        time.sleep(seconds)
+        over.wait(seconds)
         revive()
         seen["revived"] = time.monotonic()
 
@@ -104,13 +115,13 @@ def test_storage_killed_mid_run_is_waited_out_and_every_file_lands_once(
 ) -> None:
     api.delay_next(0.1, times=10**6)  # files in flight when it dies
     thread, seen = _outage_when(
-        lambda: len(storage.downloads) >= 6, storage.kill, storage.revive, 6
+        lambda: len(storage.downloads) >= 6, storage.kill, storage.revive, STORAGE_DOWN
     )
 
     state, summary = _run()
     thread.join(timeout=30)
 
-    assert seen["revived"] - seen["killed"] >= 6
+    assert seen["revived"] - seen["killed"] >= STORAGE_DOWN
     assert state.is_completed(), state.message
     assert summary.counts == counts(ingested=len(FILES))
     assert all(r.attempts == 1 for r in summary.results)  # the outage cost no file an attempt
@@ -122,12 +133,12 @@ def test_the_embeddings_api_killed_mid_run_is_waited_out(
     bad_day_env: str, storage: FakeStorage, api: FakeOpenAI
 ) -> None:
     api.delay_next(0.1, times=10**6)
-    thread, seen = _outage_when(lambda: len(api.requests) >= 6, api.kill, api.revive, 6)
+    thread, seen = _outage_when(lambda: len(api.requests) >= 6, api.kill, api.revive, API_DOWN)
 
     state, summary = _run()
     thread.join(timeout=30)
 
-    assert seen["revived"] - seen["killed"] >= 6
+    assert seen["revived"] - seen["killed"] >= API_DOWN
     assert state.is_completed(), state.message
     assert summary.counts == counts(ingested=len(FILES))
     assert all(r.attempts == 1 for r in summary.results)
@@ -142,9 +153,11 @@ def test_an_outage_past_the_limit_stops_the_run_keeping_what_is_done(
     files done kept and none recorded as failed; the next run finishes the rest."""
     monkeypatch.setenv("TIDAL_OUTAGE_SECONDS", "2")
     api.delay_next(0.1, times=10**6)
-    thread, _ = _outage_when(lambda: len(api.requests) >= 6, api.kill, api.revive, 8)
+    stopped_run = threading.Event()  # the API comes back once the run has stopped
+    thread, _ = _outage_when(lambda: len(api.requests) >= 6, api.kill, api.revive, 60, stopped_run)
 
     state, stopped = _run()
+    stopped_run.set()
 
     assert not state.is_completed()
     summary = stopped.summary  # RunStopped carries it

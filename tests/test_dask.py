@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,6 @@ import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
 from tests.flowkit import chunks_by_path, file_rows
-from tests.services import free_port
 from tidal.embedders.openai import CHECK_TEXT
 from tidal.settings import REPO_ROOT
 
@@ -29,39 +27,18 @@ OPENAI_KEY = "sk-dask-test-key-never-logged"
 
 
 @pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A real Prefect server on a free port with its own home: what a Dask run reports to."""
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
+def prefect_api(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> dict[str, str]:
+    """The environment of a run that reports to a real Prefect server: the session's (the test
+    harness serves Prefect's API from a process of its own, on a port), with its own home."""
+    from prefect.settings import PREFECT_API_URL
+
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
-    env.update(PREFECT_HOME=str(home), DO_NOT_TRACK="1")
-    log = (home / "server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
-        + ["--port", str(port), "--analytics-off"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    env.update(
+        PREFECT_HOME=str(tmp_path_factory.mktemp("prefect-home")),
+        DO_NOT_TRACK="1",
+        PREFECT_API_URL=str(PREFECT_API_URL.value()),
     )
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{api}/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, (home / "server.log").read_text()[-3000:]
-                time.sleep(0.5)
-        else:
-            pytest.fail("the Prefect server did not answer in 120 s")
-        yield {**env, "PREFECT_API_URL": api}
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+    return env
 
 
 @pytest.fixture

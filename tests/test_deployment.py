@@ -1,6 +1,10 @@
 """The deployment for real: a Prefect server on a free port with its own home, the `tidal`
 process pool, `prefect deploy --all` from prefect.yaml, a worker, and
-`prefect deployment run tidal/ingest`, all through `scripts/stack.sh` as a user would."""
+`prefect deployment run tidal/ingest`, all through `scripts/stack.sh` as a user would.
+
+The worker embeds through the fake OpenAI server in this process: loading the local model in
+each flow run's process was most of a run's time here, and proves nothing about deployments
+(tests/test_main.py and tests/test_wheel.py run the model in a process of their own)."""
 
 from __future__ import annotations
 
@@ -20,11 +24,19 @@ import httpx
 import psycopg
 import pytest
 
+from tests.fakes.openai_server import FakeOpenAI
 from tests.services import free_port
 from tidal.settings import REPO_ROOT, SAMPLE_CORPUS
 
 WORKER_CONCURRENCY = 3
 """TIDAL_CONCURRENCY in the worker's environment: what a run with no concurrency parameter uses."""
+OPENAI_KEY = "sk-deployment-test"
+
+
+@pytest.fixture(scope="module")
+def openai_api() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(api_key=OPENAI_KEY) as fake:
+        yield fake
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +52,7 @@ def stack_database(pg_base_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def stack(
-    tmp_path_factory: pytest.TempPathFactory, stack_database: str
+    tmp_path_factory: pytest.TempPathFactory, stack_database: str, openai_api: FakeOpenAI
 ) -> Iterator[dict[str, str]]:
     """One server and worker for every test here: starting them costs most of a test's time."""
     tmp_path = tmp_path_factory.mktemp("stack")
@@ -54,6 +66,9 @@ def stack(
         TIDAL_DATABASE_URL=stack_database,  # the worker's environment: secrets live here
         TIDAL_DATA_DIR=str(tmp_path / "data"),
         TIDAL_CONCURRENCY=str(WORKER_CONCURRENCY),
+        TIDAL_EMBEDDER="openai",
+        OPENAI_API_KEY=OPENAI_KEY,
+        OPENAI_BASE_URL=openai_api.base_url,
         PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
     )
     script = ["bash", str(REPO_ROOT / "scripts" / "stack.sh")]
@@ -306,8 +321,11 @@ def test_a_bad_parameter_is_named_as_the_parameter(stack: dict[str, str], tmp_pa
     assert "Traceback" not in out
 
 
-def test_a_deployment_run_killed_with_sigkill_ends_crashed(stack: dict[str, str]) -> None:
+def test_a_deployment_run_killed_with_sigkill_ends_crashed(
+    stack: dict[str, str], openai_api: FakeOpenAI
+) -> None:
     """kill -9 of the flow's process: the run leaves Running (the worker reports it Crashed)."""
+    openai_api.delay_next(0.5, times=100)  # one file at a time, each a while: still running
     _, out, flow_run_id = _deployment_run(
         stack, f"source={SAMPLE_CORPUS}", "concurrency=1", watch=False
     )

@@ -70,15 +70,6 @@ def test_tidal_error_that_wraps_a_network_failure_follows_its_own_class() -> Non
         assert not is_transient(exc)
 
 
-def test_hierarchy_and_kind_attribute() -> None:
-    assert issubclass(ParseError, PermanentError)
-    assert issubclass(SourceError, PermanentError)
-    assert issubclass(ConfigError, PermanentError)
-    assert not issubclass(PermanentError, TransientError)
-    assert TransientError.kind == "transient"
-    assert ParseError.kind == "permanent"
-
-
 def test_str_names_the_path_when_there_is_one() -> None:
     assert str(ParseError("file is empty", path="prds/a.md")) == "prds/a.md: file is empty"
     assert str(ConfigError("invalid configuration")) == "invalid configuration"

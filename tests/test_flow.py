@@ -3,7 +3,7 @@ Redis, the real model. Faults are injected by wrapping the real source's ``read`
 
 from __future__ import annotations
 
-import json
+import hashlib
 from pathlib import Path
 
 import psycopg
@@ -147,29 +147,30 @@ def test_a_malformed_file_fails_alone_at_once_with_its_reason(
     assert len(chunks_by_path(env)) == 5
 
 
-def test_results_land_in_redis_and_a_rerun_is_served_from_them(
-    corpus: Path,
-    env: str,
-    redis_url: str,
-    redis_client,
-    monkeypatch: pytest.MonkeyPatch,
-    embedded: list[str],
+def test_with_redis_set_each_files_result_is_written_there_under_its_change_key(
+    corpus: Path, env: str, redis_url: str, redis_client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """One result per file, at ``tidal:<fingerprint>:<digest of path and content>``, holding
+    that file's FileResult. Written for the record only: the next run never reads them
+    (``test_an_emptied_database_is_never_mistaken_for_done``)."""
+    from prefect.results import ResultRecord
+
     monkeypatch.setenv("TIDAL_REDIS_URL", redis_url)
     state, summary = run(corpus)
     assert state.is_completed()
 
-    keys = sorted(k.decode() for k in redis_client.keys("*"))
-    assert len(keys) == 5
-    assert all(k.startswith("tidal:") for k in keys)
-    record = json.loads(redis_client.get(keys[0]))
-    assert record["metadata"]["storage_key"] == keys[0]
-    assert record["result"]  # the serialized FileResult
+    def digest(path: str) -> str:
+        content = hashlib.sha256((corpus / path).read_bytes()).hexdigest()
+        return hashlib.sha256(f"{path}\x00{content}".encode()).hexdigest()
 
-    embedded.clear()
-    state, again = run(corpus)
-    assert again.counts == counts(skipped=5)
-    assert embedded == []
+    keys = sorted(k.decode() for k in redis_client.keys("*"))
+    [fingerprint] = {k.split(":")[1] for k in keys}
+    by_path = {r.path: r for r in summary.results}
+    assert keys == sorted(f"tidal:{fingerprint}:{digest(path)}" for path in by_path)
+    for key in keys:
+        record = ResultRecord.deserialize(redis_client.get(key))
+        assert record.metadata.storage_key == key
+        assert record.result == by_path[record.result.path]
 
 
 def test_an_emptied_database_is_never_mistaken_for_done(

@@ -247,8 +247,12 @@ def test_the_bucket_refills_and_keeps_its_margin(
     with pytest.raises(TransientError):
         budget.acquire(0)  # 3 RPM less a 1 s margin: the third waits a second
     patient = RateBudget(url, rpm=None, tpm=60, namespace=f"t:margin2-{where}", max_wait=5)
+    slept: list[float] = []
+    patient.sleep = slept.append
+    started = time.monotonic()
     patient.acquire(59)
-    assert 0.5 < patient.acquire(1) < 3  # one token refills in about a second
+    waited = patient.acquire(1)  # one token refills in a second, less the time since
+    assert 1 - (time.monotonic() - started) <= waited <= 1.02 and slept == [waited]
 
 
 @pytest.mark.parametrize("where", ["memory", "redis"])
@@ -258,8 +262,11 @@ def test_a_request_over_the_bucket_less_its_margin_waits_for_a_full_bucket(
     url = request.getfixturevalue("redis_url") if where == "redis" else None
     budget = RateBudget(url, rpm=None, tpm=10, namespace=f"t:big-{where}", window_seconds=2,
                         margin_seconds=0.5, max_wait=10)  # fmt: skip
-    assert budget.acquire(10) < 0.6  # the whole bucket: fits once full for the margin
-    assert 1.5 < budget.acquire(10) < 4  # refill 2 s, plus the margin
+    budget.sleep = lambda seconds: None
+    assert budget.acquire(10) == 0  # the whole bucket, full for longer than the margin
+    started = time.monotonic()
+    waited = budget.acquire(10)  # refill 2 s, plus the margin, less the time since
+    assert 2.5 - (time.monotonic() - started) <= waited <= 2.52
 
 
 @pytest.mark.parametrize("where", ["memory", "redis"])
@@ -270,10 +277,13 @@ def test_a_large_request_gets_its_turn_among_small_ones_that_keep_the_bucket_bus
     starve one that needs most of the bucket (before, it waited for a refill the small ones
     kept taking, until its max wait ran out)."""
     url = request.getfixturevalue("redis_url") if where == "redis" else None
-    budget = RateBudget(url, rpm=None, tpm=1000, namespace=f"t:fair-{where}", window_seconds=2,
-                        margin_seconds=0)  # fmt: skip
+    limits = {"rpm": None, "tpm": 1000, "namespace": f"t:fair-{where}", "window_seconds": 2,
+              "margin_seconds": 0}  # fmt: skip
+    budget, large = RateBudget(url, **limits), RateBudget(url, **limits)  # one bucket
     budget.clear()
     stop = threading.Event()
+    budget.sleep = stop.wait  # the small ones wait for real, until the test is over
+    large.sleep = lambda seconds: None  # the large one's wait is what the test reads
 
     def small() -> None:
         while not stop.is_set():
@@ -283,15 +293,13 @@ def test_a_large_request_gets_its_turn_among_small_ones_that_keep_the_bucket_bus
     for t in others:
         t.start()
     try:
-        time.sleep(2.5)  # the bucket is drained and the small ones take every refill
-        started = time.monotonic()
-        budget.acquire(900)
-        waited = time.monotonic() - started
+        time.sleep(1)  # the bucket is drained (50 at once) and the small ones take each refill
+        waited = large.acquire(900)
     finally:
         stop.set()
         for t in others:
             t.join(timeout=30)
-    assert waited < 4.0  # the refill of 900 tokens (1.8 s) plus the small ones queued first
+    assert 1 < waited <= 1.8 + 3 * 0.04 + 0.02  # the refill of 900 tokens, and 3 small ones
 
 
 def test_a_429_within_the_budget_lowers_the_shared_rate_to_what_the_server_let_through(
@@ -300,18 +308,23 @@ def test_a_429_within_the_budget_lowers_the_shared_rate_to_what_the_server_let_t
     """Two processes' budgets on one Redis: a 429 seen by one slows both, to 90 % of the
     requests answered over the last window; a second 429 within the window changes
     nothing (it says nothing new), and the rate recovers after a quiet window."""
-    one = RateBudget(redis_url, rpm=100, tpm=None, namespace="t:learn", window_seconds=2,
-                     recover_windows=1)  # fmt: skip
-    other = RateBudget(redis_url, rpm=100, tpm=None, namespace="t:learn", window_seconds=2,
-                       recover_windows=1)  # fmt: skip
+    window = 1.0  # and one window to recover: the rate doubles each quiet second after one
+    limits = {"rpm": 100, "tpm": None, "namespace": "t:learn", "window_seconds": window,
+              "margin_seconds": 0.1, "recover_windows": 1}  # fmt: skip
+    one, other = RateBudget(redis_url, **limits), RateBudget(redis_url, **limits)
     one.clear()
     for _ in range(10):
         one.calibrate(None, None, age=0, answered_tokens=5)
     assert one.slow_down(("requests",)) == pytest.approx((0.09, 1.0))
     assert other.scales() == pytest.approx((0.09, 1.0))
+    before = time.monotonic()
     assert other.slow_down(("requests",)) == pytest.approx((0.09, 1.0))  # too soon: unchanged
-    time.sleep(2 + 2)  # a quiet window, then one recovery period: doubled
-    assert 0.17 < other.scales()[0] < 0.25
+    after = time.monotonic()
+    time.sleep(2 * window)  # a quiet window, then one recovery period: about doubled
+    read_from = time.monotonic()
+    scale = other.scales()[0]
+    quiet = (read_from - after - window, time.monotonic() - before - window)
+    assert 0.09 * 2 ** quiet[0] - 1e-3 <= scale <= 0.09 * 2 ** quiet[1] + 1e-3, (scale, quiet)
     one.clear()
 
 
@@ -574,10 +587,13 @@ def test_the_fake_sends_openais_rate_limit_headers(api: FakeOpenAI) -> None:
 
 def test_a_429_with_retry_after_is_waited_out(api: FakeOpenAI) -> None:
     embedder = _embedder(api)
+    waits: list[float] = []
+    embedder.service.sleep = waits.append  # recorded, not slept
     api.fail_next(429, headers={"retry-after": "1"})
     texts = ["first", "second"]
     assert embedder.embed(texts) == [FakeOpenAI.vector(t) for t in texts]
     assert api.statuses() == [429, 200]
+    assert waits == [1.0]
     assert api.inputs_embedded == texts
 
 
@@ -592,6 +608,7 @@ def test_a_429_with_retry_after_is_waited_out(api: FakeOpenAI) -> None:
 )
 def test_a_429_is_retried_on_any_hint(api: FakeOpenAI, headers) -> None:
     embedder = _embedder(api)
+    embedder.service.sleep = lambda seconds: None  # the waits are the next tests'
     api.fail_next(429, times=2, headers=headers)
     assert embedder.embed(["a"]) == [FakeOpenAI.vector("a")]
     assert api.statuses() == [429, 429, 200]
@@ -602,10 +619,12 @@ def test_429s_never_spend_an_attempt_however_many_and_however_long(api: FakeOpen
     all waited out inside one call."""
     api.fail_next(429, times=20, headers={"retry-after-ms": "5"})
     api.fail_next(429, headers={"retry-after": "2"})
-    started = time.monotonic()
-    assert _embedder(api).embed(["a"]) == [FakeOpenAI.vector("a")]
+    embedder = _embedder(api)
+    waits: list[float] = []
+    embedder.service.sleep = waits.append  # recorded, not slept
+    assert embedder.embed(["a"]) == [FakeOpenAI.vector("a")]
     assert api.statuses() == [429] * 21 + [200]
-    assert time.monotonic() - started >= 2
+    assert waits == [0.005] * 20 + [2.0]
 
 
 def test_429s_that_never_end_stop_the_run_after_the_outage_limit(api: FakeOpenAI) -> None:
@@ -646,6 +665,7 @@ def test_a_server_error_is_retried_quickly_by_that_batch_alone(
 def test_a_500_that_persists_is_transient_after_the_quick_retries(api: FakeOpenAI) -> None:
     """A 500 is an answer: the API is up and this request fails. The task's retry decides."""
     embedder = _embedder(api)
+    embedder.service.sleep = lambda seconds: None
     embedder.embed(["up"])
     api.fail_next(500, times=100)
     with pytest.raises(TransientError, match="HTTP 500"):
@@ -661,9 +681,9 @@ def test_an_api_answering_only_502_or_503_is_an_outage_waited_out(
     probe at a time with backoff, and carries on when it answers, having spent no attempt."""
     embedder = _embedder(api)
     embedder.embed(["up"])  # it answered once: an outage, not a wrong address
-    api.fail_next(status, times=5)
+    api.fail_next(status, times=3)  # the call, the probe that finds it down, one probe more
     assert embedder.embed(["f"]) == [FakeOpenAI.vector("f")]
-    assert api.statuses()[1:] == [status] * 5 + [200, 200]  # the probe that found it, then f
+    assert api.statuses()[1:] == [status] * 3 + [200, 200]  # the probe that found it, then f
     assert embedder.service.outages == 1
 
 
@@ -711,21 +731,24 @@ def test_a_bad_request_is_permanent_with_the_servers_message(api: FakeOpenAI) ->
 
 
 def test_a_timeout_is_retried_quickly_then_transient(api: FakeOpenAI) -> None:
+    embedder = _embedder(api, timeout=0.3)
+    embedder.service.sleep = lambda seconds: None  # between tries: only the timeouts are waited
     api.delay_next(1.5)
-    assert _embedder(api, timeout=0.3).embed(["a"]) == [FakeOpenAI.vector("a")]
+    assert embedder.embed(["a"]) == [FakeOpenAI.vector("a")]
     api.delay_next(1.5, times=100)
     with pytest.raises(TransientError, match="no answer"):
-        _embedder(api, timeout=0.3).embed(["a"])
+        embedder.embed(["a"])
 
 
 def test_a_refused_connection_at_start_up_fails_fast_as_transient() -> None:
     """An API that never answered is a wrong address, not an outage: not waited for."""
     port = free_port()
     embedder = OpenAIEmbedder(api_key=KEY, base_url=f"http://127.0.0.1:{port}/v1")
-    started = time.monotonic()
+    waits: list[float] = []
+    embedder.service.sleep = waits.append  # recorded, not slept
     with pytest.raises(TransientError, match="could not reach"):
         embedder.embed(["a"])
-    assert time.monotonic() - started < QUICK.total
+    assert len(waits) == QUICK.attempts - 1 and sum(waits) < QUICK.total  # quick tries only
 
 
 def test_a_missing_key_is_a_config_error() -> None:
@@ -859,6 +882,7 @@ def test_an_api_that_cannot_be_reached_stops_the_run_at_its_check() -> None:
 
     nowhere = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     embedder = OpenAIEmbedder(api_key=KEY, base_url=nowhere)
+    embedder.service.sleep = lambda seconds: None  # between its quick tries
     with pytest.raises(ServiceDown, match="OPENAI_BASE_URL"):
         embedder.check()
     files = {f"prds/note-{i}.md": f"# Note {i}\n\nBody {i}.\n".encode() for i in range(30)}

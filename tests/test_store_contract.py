@@ -45,7 +45,7 @@ class Backend:
     """What ``tidal status`` reads from the index."""
 
 
-@pytest.fixture(params=["memory", "postgres"])
+@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.slow)])
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     if request.param == "memory":
         index = MemoryIndex()

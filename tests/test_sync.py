@@ -15,8 +15,6 @@ from tests.flowkit import chunks_by_path, file_rows, run
 from tidal.run import DeletionRefused
 from tidal.sync import plan_deletions
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
-
 
 def test_editing_one_section_re_embeds_only_its_chunks(
     corpus: Path, env: str, embedded: list[str]

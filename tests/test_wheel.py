@@ -3,7 +3,9 @@ the sample corpus, ``py.typed``), and the main job runs from it with no configur
 
 The wheel is built here and unpacked into a folder of its own, put first on the path of this
 venv's interpreter (its dependencies come from the venv, Tidal from the wheel), and the main job
-runs from another working folder, where no checkout can be found.
+runs from another working folder, where no checkout can be found. It ingests two of the bundled
+files (one of each kind): the whole corpus, through the model, is tests/test_main.py's from the
+checkout, and the wheel's copy of it is compared here byte for byte.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import sys
 import zipfile
 from pathlib import Path
 
-from tidal.settings import REPO_ROOT
+from tidal.settings import REPO_ROOT, SAMPLE_CORPUS
+
+PICKS = ("prds/offline-sync.md", "designs/Aurora_team/dark-mode.json")
 
 
 def test_the_wheel_carries_its_data_and_runs_the_main_job(tmp_path: Path) -> None:
@@ -27,7 +31,18 @@ def test_the_wheel_carries_its_data_and_runs_the_main_job(tmp_path: Path) -> Non
     [wheel] = built.glob("tidal-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "tidal/store/schema.sql" in names and "tidal/py.typed" in names
-    assert sum(n.startswith("tidal/sample/corpus/") for n in names) == 44
+    prefix = "tidal/sample/corpus/"
+    carried = {
+        n.removeprefix(prefix): zipfile.ZipFile(wheel).read(n)
+        for n in names
+        if n.startswith(prefix) and not n.endswith("/")
+    }
+    sample = {
+        p.relative_to(SAMPLE_CORPUS).as_posix(): p.read_bytes()
+        for p in SAMPLE_CORPUS.rglob("*")
+        if p.is_file()
+    }
+    assert len(carried) == 44 and carried == sample  # the whole sample corpus, byte for byte
     # Every module ships: below, the venv's editable install would quietly stand in for one
     # the wheel lacks (a subpackage missing from pyproject's list).
     modules = {
@@ -49,7 +64,7 @@ def test_the_wheel_carries_its_data_and_runs_the_main_job(tmp_path: Path) -> Non
         HF_HUB_OFFLINE="1",
     )
     done = subprocess.run(
-        [sys.executable, "-m", "flows.ingest"],
+        [sys.executable, "-m", "flows.ingest", *PICKS],  # and nothing set but a server
         cwd=work,
         env=env,
         capture_output=True,
@@ -58,5 +73,5 @@ def test_the_wheel_carries_its_data_and_runs_the_main_job(tmp_path: Path) -> Non
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
-    assert "Tidal: 44 files from " + str(installed / "tidal" / "sample" / "corpus") in output
-    assert "ingested 44" in output
+    assert "Tidal: 2 files from " + str(installed / "tidal" / "sample" / "corpus") in output
+    assert "ingested 2, skipped 0 (unchanged), failed 0" in output

@@ -47,7 +47,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tidal.embedders.ratelimit_redis import RedisStore
 from tidal.embedders.ratelimit_store import KINDS, MemoryStore, Store
@@ -99,6 +99,8 @@ class RateBudget:
         self._store: Store = (
             MemoryStore() if redis_url is None else RedisStore(redis_url, outage_seconds)
         )
+        self.sleep: Callable[[float], object] = time.sleep
+        """How ``acquire`` waits for its turn (a test records the waits instead)."""
 
     def acquire(self, tokens: int) -> float:
         """Take this request's turn, charge it, and sleep until it may go; seconds slept.
@@ -128,7 +130,7 @@ class RateBudget:
         if wait > 10:
             log.info("waiting %.0f s for this request's turn in the OpenAI budget", wait)
         wait += random.uniform(0, 0.02)
-        time.sleep(wait)
+        self.sleep(wait)
         return wait
 
     def calibrate(
