@@ -78,12 +78,12 @@ def search(
 ) -> list[SearchHit]:
     """The ``limit`` best chunks for ``query``: by full text and vectors fused (``hybrid``),
     nearest vectors (``vector``) or full text alone (``text``), of one type, team or folder."""
-    from tidal.embedders import open_embedder
+    from tidal.embedders import open_query_embedder
 
     if mode not in MODES:
         raise ConfigError(f"--mode {mode!r}: one of {', '.join(MODES)}")
     filters = Filters(kind, team, path)
-    embedder = open_embedder(settings)
+    embedder = open_query_embedder(settings)  # no torch: the query's vector in numpy
     index = store.open_store(settings, dimension=embedder.dimension, pool_size=1)
     try:
         vector = None if mode == "text" else embedder.embed([query])[0]  # text needs no model

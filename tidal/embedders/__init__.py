@@ -7,11 +7,14 @@ limits, prices, each embedder's defaults) are in ``tidal.embedders.catalog``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from tidal.settings import Settings
+
+log = logging.getLogger("tidal.embedders")
 
 
 @runtime_checkable
@@ -72,4 +75,24 @@ def open_embedder(settings: Settings) -> Embedder:
     return LocalEmbedder(settings.effective_model)
 
 
-__all__ = ["Embedder", "open_embedder"]
+def open_query_embedder(settings: Settings) -> Embedder:
+    """The Embedder a search embeds its query with: the same vectors as ``open_embedder``'s,
+    ready sooner.
+
+    For the local model that is ``QueryEmbedder``, its forward pass in numpy, which answers a
+    query before sentence-transformers would have imported torch; a model it does not implement
+    gets the full ``LocalEmbedder`` instead (seconds to load, but its own vectors). OpenAI's
+    client is light already: the normal embedder.
+    """
+    if settings.embedder != "local":
+        return open_embedder(settings)
+    from tidal.embedders.local_query import QueryEmbedder, UnsupportedModel
+
+    try:
+        return QueryEmbedder(settings.effective_model)
+    except UnsupportedModel as exc:
+        log.info("embedding the query with sentence-transformers: %s", exc)
+        return open_embedder(settings)
+
+
+__all__ = ["Embedder", "open_embedder", "open_query_embedder"]
