@@ -11,15 +11,16 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
-from flows import server as local_server
 from tidal import store
 from tidal.errors import ConfigError, TidalError
 from tidal.records import file_kind
-from tidal.run import Plan
 from tidal.settings import Settings, load_settings
 from tidal.store import FailedFile, SearchHit
+
+if TYPE_CHECKING:  # the ingest's modules (and tiktoken) load only for what plans or runs
+    from tidal.run import Plan
 
 Mode = Literal["hybrid", "vector", "text"]
 """``tidal search --mode``: full text and vectors fused (the default), or either alone."""
@@ -141,6 +142,8 @@ def _status(settings: Settings) -> int:
     import os
     from datetime import UTC, datetime
 
+    from flows import server as local_server
+
     status = store.index_status(settings)
     if status is None:
         print("no index yet: `python flows/ingest.py` makes it")
@@ -192,6 +195,8 @@ def _db(settings: Settings, action: str, dimension: int | None) -> int:
 
 def _server(settings: Settings, action: str) -> int:
     """``tidal server [status|stop]``: reads the server's record, imports no Prefect."""
+    from flows import server as local_server
+
     if action == "stop":
         stopped = local_server.stop(settings.data_dir)
         print(f"stopped the local Prefect server (pid {stopped.pid})" if stopped else "none ran")
