@@ -81,7 +81,7 @@ class QueryEmbedder:
         names = _check_weights(path / "model.safetensors", spec)
         self._loaded: _Loaded | None = None
         self._failed: BaseException | None = None
-        # A fast tokenizer refuses two threads at once ("Already borrowed").
+        # Held by each call: a fast tokenizer refuses two threads at once ("Already borrowed").
         self._lock = threading.Lock()
         self._loader = threading.Thread(
             target=self._load, args=(path, names), name="tidal-query-model", daemon=True
@@ -130,9 +130,10 @@ class QueryEmbedder:
         if not texts:
             return np.empty((0, self.dimension), dtype=np.float32)
         loaded = self._ready()
-        with self._lock:
+        # One query at a time: the BLAS limit is the process's, and two overlapping limits
+        # would restore each other's setting out of order.
+        with self._lock, loaded.one_blas_thread():
             encoded = loaded.tokenizer.encode_batch(list(texts))
-        with loaded.one_blas_thread():
             return np.stack([self._encode(loaded.weights, np.asarray(e.ids)) for e in encoded])
 
     def _encode(self, w: dict[str, np.ndarray], ids: np.ndarray) -> np.ndarray:
