@@ -251,3 +251,20 @@ def test_a_search_embeds_without_torch_in_a_fresh_interpreter() -> None:
         env=env,
     )
     assert done.stdout.split("\n")[0] == "QueryEmbedder (1, 384) []"
+
+
+def test_a_process_that_never_embeds_exits_cleanly() -> None:
+    """``tidal search --mode text`` opens the embedder for its width and exits while the weights
+    may still be loading: the exit waits for them rather than abort mid-read."""
+    code = (
+        "from tidal.embedders import open_query_embedder;"
+        "from tidal.settings import load_settings;"
+        "open_query_embedder(load_settings())"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDAL_")}
+    env["PYTHONPATH"] = str(REPO)
+    for _ in range(3):
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+        )
+        assert (done.returncode, done.stderr) == (0, "")

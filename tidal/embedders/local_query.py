@@ -83,8 +83,11 @@ class QueryEmbedder:
         self._failed: BaseException | None = None
         # Held by each call: a fast tokenizer refuses two threads at once ("Already borrowed").
         self._lock = threading.Lock()
+        # Not a daemon: one stopped mid-read as the interpreter exits (a search that never
+        # embeds, ``--mode text``) takes the process down with it (glibc's forced unwind through
+        # the Rust readers), so an exit waits for the read instead.
         self._loader = threading.Thread(
-            target=self._load, args=(path, names), name="tidal-query-model", daemon=True
+            target=self._load, args=(path, names), name="tidal-query-model", daemon=False
         )
         self._loader.start()
 
