@@ -228,6 +228,7 @@ def test_the_bundled_model_gets_the_numpy_embedder() -> None:
     assert type(open_query_embedder(load_settings())) is QueryEmbedder
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_a_search_embeds_without_torch_in_a_fresh_interpreter() -> None:
     """What ``tidal search`` loads to embed its query, and what importing the CLI loads."""
     code = (
@@ -253,6 +254,7 @@ def test_a_search_embeds_without_torch_in_a_fresh_interpreter() -> None:
     assert done.stdout.split("\n")[0] == "QueryEmbedder (1, 384) []"
 
 
+@pytest.mark.slow  # fresh interpreters
 def test_a_process_that_never_embeds_exits_cleanly() -> None:
     """``tidal search --mode text`` opens the embedder for its width and exits while the weights
     may still be loading: the exit waits for them rather than abort mid-read."""
