@@ -11,6 +11,7 @@ configuration it ingests the bundled sample corpus into the embedded Postgres), 
 import logging
 import sys
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from pathlib import Path
 
 import flows.environment  # noqa: F401 - Prefect reads these defaults once, when imported
@@ -171,8 +172,6 @@ def _take_prepared(settings: Settings, paths: list[str] | None) -> IngestRun | N
 def _prepare(settings: Settings, paths: list[str] | None, *, dry_run: bool) -> IngestRun:
     """List the source and sort the files; a failure before the first file still goes in the
     index's run ledger (a dry run records nothing)."""
-    from datetime import UTC, datetime
-
     started_at = datetime.now(UTC)
     try:
         return prepare_run(settings, paths=paths)

@@ -14,6 +14,7 @@ import time
 import psycopg
 import pytest
 
+from tests.test_store_contract import _claim_in_thread
 from tidal.chunking import chunk_hash
 from tidal.errors import ConfigError
 from tidal.records import Chunk, Document, EmbeddedChunk, SourceFile
@@ -355,19 +356,6 @@ def test_an_index_of_the_previous_release_gains_full_text_and_the_new_searches_i
         ("query_embedding vector, match_count integer, filter jsonb, path_prefix text",)
     ]
     assert nearest == 2
-
-
-def _claim_in_thread(store: PostgresStore, path: str) -> tuple[threading.Event, threading.Event]:
-    """Claim ``path`` on a thread; returns (got it, let it go)."""
-    got, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with store.claim(path):
-            got.set()
-            release.wait(30)
-
-    threading.Thread(target=hold, daemon=True).start()
-    return got, release
 
 
 def test_files_in_flight_hold_no_connection(database_url: str) -> None:
