@@ -12,8 +12,9 @@ import posixpath
 from collections.abc import Iterator
 from typing import Any
 
+from tidal.documents import extract
 from tidal.errors import NothingToIndex, ParseError
-from tidal.formats import describe_supported, extension, file_kind, format_of
+from tidal.formats import DOCUMENT_FORMATS, describe_supported, extension, file_kind, format_of
 from tidal.records import Document
 
 PARSER_VERSION = "1"
@@ -28,6 +29,12 @@ def parse(path: str, data: bytes) -> Document:
             f"expected {describe_supported()}",
             path=path,
         )
+    if fmt in DOCUMENT_FORMATS:  # PDF, Word, HTML: tidal.documents reads them
+        if not data:
+            raise NothingToIndex("empty file (0 bytes): nothing to index", path=path)
+        got = extract(path, fmt, data)
+        title = got.title or _title(path, got.text)
+        return Document(path, file_kind(path), got.text, title, page_starts=got.page_starts)
     text = decode(path, data)
     if not text.strip():
         raise NothingToIndex("empty document (only whitespace): nothing to index", path=path)

@@ -54,6 +54,8 @@ class Document:
     kind: FileKind
     text: str
     title: str
+    page_starts: tuple[int, ...] = ()
+    """PDF only: where each page begins in ``text`` (page n at ``page_starts[n - 1]``)."""
 
 
 @dataclass(frozen=True)
