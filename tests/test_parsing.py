@@ -187,7 +187,7 @@ def test_title(path: str, data: bytes, title: str) -> None:
         ("designs/Aurora_team/mock.png", b"\x89PNG\r\n\x1a\n", "unsupported"),
         ("designs/Aurora_team/mock.png", b"# looks like text", "unsupported"),
         ("prds/README", b"# no extension", "unsupported"),
-        ("prds/spec.pdf", b"%PDF-1.7", "unsupported"),
+        ("prds/slides.pptx", b"PK\x03\x04", "unsupported"),
     ],
 )
 def test_parse_errors_name_the_path_and_the_reason(path: str, data: bytes, reason: str) -> None:

@@ -342,9 +342,9 @@ def test_extensions_are_normalised_and_limited_to_what_tidal_parses(
 ) -> None:
     monkeypatch.setenv("TIDAL_EXTENSIONS", " .MD, .json ")
     assert load_settings().accepted_extensions == {".md", ".json"}
-    monkeypatch.setenv("TIDAL_EXTENSIONS", ".md,.pdf")
+    monkeypatch.setenv("TIDAL_EXTENSIONS", ".md,.pptx")
     message = str(_config_error())
-    assert "TIDAL_EXTENSIONS" in message and ".pdf: Tidal parses only" in message
+    assert "TIDAL_EXTENSIONS" in message and ".pptx: Tidal parses only" in message
 
 
 def test_concurrency_defaults_per_embedder_and_a_set_value_wins(

@@ -232,7 +232,9 @@ def test_root_that_is_a_file_raises_source_error(tmp_path: Path) -> None:
         ("designs/Aurora_team/notes.md", "prd"),
         ("prds/data.json", "other"),
         ("designs/Aurora_team/mock.png", "other"),
-        ("prds/spec.pdf", "other"),
+        ("prds/spec.pdf", "prd"),
+        ("designs/Aurora_team/spec.docx", "prd"),
+        ("prds/slides.pptx", "other"),
         ("README", "other"),
     ],
 )
