@@ -30,7 +30,10 @@ def read_docx(path: str, data: bytes) -> Extracted:
 
     try:
         document = docx.Document(io.BytesIO(data))
-        parts = [_block(item) for item in document.iter_inner_content()]
+        # Style names by id, read once: python-docx resolves each paragraph's style by scanning
+        # every style, which dominated reading a long document.
+        styles = {style.style_id: style.name or "" for style in document.styles}
+        parts = [_block(item, styles) for item in document.iter_inner_content()]
         title = inline(document.core_properties.title or "") or None
     except Exception as exc:  # python-docx and lxml on a broken part
         raise ParseError(f"corrupt Word document: {type(exc).__name__}: {exc}", path=path) from None
@@ -65,7 +68,7 @@ def _check_archive(path: str, data: bytes) -> None:
         )
 
 
-def _block(item) -> str:
+def _block(item, styles: dict[str, str]) -> str:
     from docx.table import Table
 
     if isinstance(item, Table):
@@ -73,7 +76,7 @@ def _block(item) -> str:
     text = item.text.strip()
     if not text:
         return ""
-    style = (item.style.name if item.style is not None else "") or ""
+    style = styles.get(item._p.style or "", "")  # no style of its own: Normal
     if style == "Title":
         return heading(1, text)
     match = _HEADING_STYLE.fullmatch(style)
