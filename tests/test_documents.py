@@ -325,3 +325,19 @@ def test_a_bucket_of_documents_ingests_and_an_unchanged_rerun_downloads_nothing(
         assert again.counts == counts(skipped=5, failed=1, ignored=1)
     finally:
         pipeline.close()
+
+
+# --- pages ---------------------------------------------------------------------------------------
+
+
+def test_a_stretch_of_text_knows_its_pages() -> None:
+    from tidal.documents.pages import page_span
+
+    starts = (0, 100, 250)
+    assert page_span((), 0, 10) is None
+    assert page_span(starts, 0, 10) == [1, 1]
+    assert page_span(starts, 90, 10) == [1, 1]  # ends on the last character of page 1
+    assert page_span(starts, 90, 11) == [1, 2]
+    assert page_span(starts, 100, 300) == [2, 3]
+    assert page_span(starts, 260, 5) == [3, 3]
+    assert page_span((0, 0, 40), 10, 5) == [2, 2]  # an empty first page starts where page 2 does
