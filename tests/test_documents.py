@@ -341,3 +341,39 @@ def test_a_stretch_of_text_knows_its_pages() -> None:
     assert page_span(starts, 100, 300) == [2, 3]
     assert page_span(starts, 260, 5) == [3, 3]
     assert page_span((0, 0, 40), 10, 5) == [2, 2]  # an empty first page starts where page 2 does
+
+
+# --- the real flow -----------------------------------------------------------------------------
+
+
+def test_the_flow_lands_documents_in_postgres_and_an_unchanged_rerun_skips_them(
+    tmp_path: Path, env: str
+) -> None:
+    import psycopg
+
+    from tests.flowkit import chunks_by_path, run
+
+    hostile = {"prds/scan.pdf": IGNORED["scan.pdf"][0], "prds/png.pdf": FAILED["png.pdf"][0]}
+    for rel, data in {**_good_files(), **hostile}.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+
+    state, summary = run(tmp_path)
+
+    assert state.is_failed()  # png.pdf, alone
+    assert summary.summary.counts == counts(ingested=5, failed=1, ignored=1)
+    assert set(chunks_by_path(env)) == set(_good_files())
+    with psycopg.connect(env) as conn:
+        found = conn.execute(
+            "select distinct source_path from documents where content like '%| Wallet | Borealis%'"
+        ).fetchall()
+    assert {path for (path,) in found} == {
+        "prds/checkout.docx",
+        "prds/checkout.html",
+        "prds/checkout.md",
+    }
+
+    state, again = run(tmp_path)
+
+    # the scan is in sync as no chunks (skipped), the PNG still failed: neither is read again
+    assert again.summary.counts == counts(skipped=6, failed=1)
