@@ -20,6 +20,12 @@ RRF_K = 50
 """Reciprocal rank fusion's k, as in Supabase's ``hybrid_search``: a rank r adds 1 / (k + r)."""
 
 
+def team_of(path: str, kind: str) -> str | None:
+    """The team a design belongs to, by the bucket's layout ``designs/<team>/<name>.json``."""
+    parts = path.split("/")
+    return parts[1] if kind == "design" and len(parts) > 2 and parts[0] == "designs" else None
+
+
 def chunk_metadata(
     file: SourceFile, document: Document, chunk: EmbeddedChunk, source: str
 ) -> dict[str, Any]:
@@ -32,6 +38,10 @@ def chunk_metadata(
         "chunk_index": chunk.chunk.index,
         "tokens": chunk.chunk.token_count,
     }
+    if chunk.chunk.section:
+        metadata["section"] = chunk.chunk.section
+    if team := team_of(file.path, document.kind):
+        metadata["team"] = team  # {"team": ...} picks one team's designs
     if source:
         metadata["source"] = source  # a filter can pick one source: {"source": ...}
     return metadata
