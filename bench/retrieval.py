@@ -22,6 +22,11 @@ Methods, all with all-MiniLM-L6-v2 (the bundled model, loaded once through Tidal
   into a fresh embedded Postgres, searched through ``PostgresStore.search`` (``match_documents``);
 * ``tidal-hybrid``: the same index through ``PostgresStore.hybrid_search`` when this commit has
   it (full text and vectors fused in SQL); "not available at this commit" otherwise;
+* ``tidal-before``, ``tidal-readable``, ``tidal-context`` (not run unless named in
+  ``--methods``): Tidal's vector search over an index built as before issue 21's items 4 and 5
+  (designs as ``a.b[0].c: value`` key paths, chunked by top-level key group as at
+  ``BASELINE``; chunks embedded bare), with item 4 alone (designs rendered as headed text) and
+  with item 5 alone (key paths, each chunk embedded under its title and section path);
 * ``langchain``: ``RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200)`` over
   each file's raw text (JSON too), exact cosine top 10;
 * ``llamaindex``: ``SimpleDirectoryReader`` + ``SentenceSplitter()`` with its defaults (1024
@@ -34,14 +39,18 @@ Methods, all with all-MiniLM-L6-v2 (the bundled model, loaded once through Tidal
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +64,8 @@ FUSE_DEPTH = 40
 """How deep each ranking goes into reciprocal rank fusion (``match_documents`` returns 40 rows
 at most at pgvector's default ``hnsw.ef_search``: issue 21, item 1)."""
 RRF_K = 60
+BASELINE = "9621017"
+"""The last commit before designs were rendered as text and chunks embedded in context."""
 GENERATED_DIGEST = "32842f6144f24e27"
 """What ``bench/retrieval_corpus.py`` wrote when ``bench/questions/generated.jsonl`` was written."""
 SLICES = (("design", "kind"), ("prd", "kind"), ("keyword", "style"), ("conceptual", "style"))
@@ -65,7 +76,11 @@ NAMES = {
     "llamaindex": "LlamaIndex `SentenceSplitter` defaults",
     "bm25": "BM25 over Tidal's chunks",
     "rrf": "RRF of Tidal vector + BM25 (k=60)",
+    "tidal-before": "Tidal vector before items 4-5 (key paths, bare chunks)",
+    "tidal-readable": "Tidal vector, item 4 only (readable designs, bare chunks)",
+    "tidal-context": "Tidal vector, item 5 only (key paths, chunks in context)",
 }
+OPT_IN = ("tidal-before", "tidal-readable", "tidal-context")
 
 Hit = tuple[str, str]
 """A retrieved chunk: (file path relative to the corpus, chunk key unique within the method)."""
@@ -128,10 +143,13 @@ def _cosine_searcher(encode: Encoder, texts: list[str], hits: list[Hit]) -> Sear
 # -- the methods: each indexes a corpus and returns how to ask it ------------------------------
 
 
-def tidal_index(corpus: Corpus, encode: Encoder, work: Path) -> dict[str, Any]:
-    """Tidal's real run over the corpus into a fresh database: once per corpus, shared."""
-    if "store" in corpus.shared:
-        return corpus.shared
+def tidal_index(
+    corpus: Corpus, encode: Encoder, work: Path, variant: str = "shipped"
+) -> dict[str, Any]:
+    """Tidal's real run over the corpus into a fresh database: once per corpus and variant."""
+    shared = corpus.shared if variant == "shipped" else corpus.shared.setdefault(variant, {})
+    if "store" in shared:
+        return shared
     import os
 
     import psycopg
@@ -141,29 +159,75 @@ def tidal_index(corpus: Corpus, encode: Encoder, work: Path) -> dict[str, Any]:
     from tidal.runtime import prepare_run
     from tidal.settings import load_settings
 
-    url = Databases(work / "tidal-data").fresh(f"retrieval_{corpus.name}")
+    url = Databases(work / "tidal-data").fresh(f"retrieval_{corpus.name}_{variant}")
     # A secret, so the run's pipeline reads it from the environment (``PipelineSpec``).
     os.environ["TIDAL_DATABASE_URL"] = url
-    settings = load_settings(source=str(corpus.root), data_dir=work / "data")
-    run = prepare_run(settings)
-    summary = run_in_threads(run, concurrency=settings.concurrency)
+    settings = load_settings(source=str(corpus.root), data_dir=work / f"data-{variant}")
+    with _variant(variant):
+        run = prepare_run(settings)
+        summary = run_in_threads(run, concurrency=settings.concurrency)
     if summary.counts.get("failed"):
         raise SystemExit(f"tidal: {summary.counts['failed']} files failed over {corpus.root}")
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             "select source_path, chunk_index, content from documents order by 1, 2"
         ).fetchall()
-    corpus.shared.update(store=run.pipeline.store, rows=rows, settings=settings)
-    corpus.shared["chunking"] = (
+    shared.update(store=run.pipeline.store, rows=rows, settings=settings)
+    shared["chunking"] = (
         f"{settings.effective_chunk_tokens}/{settings.effective_chunk_overlap} cl100k tokens"
     )
     if run.pipeline.embedder is not encode.embedder:  # one model for every method
         raise SystemExit("tidal opened a second embedder; the methods would not compare")
-    return corpus.shared
+    return shared
 
 
-def tidal(corpus: Corpus, encode: Encoder, work: Path) -> Searcher:
-    store = tidal_index(corpus, encode, work)["store"]
+@contextmanager
+def _variant(name: str) -> Iterator[None]:
+    """Tidal's pipeline with item 4 and/or item 5 of issue 21 taken out, for this run only."""
+    import tidal.chunking
+    import tidal.designs
+    import tidal.pipeline
+
+    saved = (tidal.designs.render, tidal.chunking.sections, tidal.pipeline.in_context)
+    if name in ("before", "context"):  # designs as key paths, sections by top-level key group
+        tidal.designs.render = _key_paths
+        tidal.chunking.sections = _baseline_module("tidal/chunking.py").sections
+    if name in ("before", "readable"):  # chunks embedded bare
+        tidal.pipeline.in_context = lambda chunks, outline, title: chunks
+    try:
+        yield
+    finally:
+        tidal.designs.render, tidal.chunking.sections, tidal.pipeline.in_context = saved
+
+
+def _key_paths(value: Any) -> str:
+    """A design as ``BASELINE`` flattened it: one ``screens[2].components[0].label: Save``
+    line per scalar."""
+    from tidal.parsing import _leaves
+
+    def text(leaf: Any) -> str:
+        if isinstance(leaf, bool):
+            return "true" if leaf else "false"
+        return " ".join(leaf.split()) if isinstance(leaf, str) else str(leaf)
+
+    return "\n".join(f"{k}: {text(v)}" if k else text(v) for k, v in _leaves(value, ""))
+
+
+def _baseline_module(path: str) -> Any:
+    source = subprocess.run(
+        ["git", "show", f"{BASELINE}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    name = "baseline_" + Path(path).stem
+    spec = importlib.util.spec_from_loader(name, loader=None)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look themselves up there
+    exec(compile(source, f"{BASELINE}:{path}", "exec"), module.__dict__)
+    return module
+
+
+def tidal(corpus: Corpus, encode: Encoder, work: Path, variant: str = "shipped") -> Searcher:
+    store = tidal_index(corpus, encode, work, variant)["store"]
 
     def search(question: str, limit: int = TOP_K) -> list[Hit]:
         hits = store.search(encode([question])[0], limit=limit)
@@ -269,6 +333,7 @@ METHODS: dict[str, Callable[[Corpus, Encoder, Path], Searcher]] = {
     "llamaindex": llamaindex,
     "bm25": bm25,
     "rrf": rrf,
+    **{f"tidal-{v}": partial(tidal, variant=v) for v in ("before", "readable", "context")},
 }
 
 
@@ -402,7 +467,7 @@ def misses(corpus: Corpus, results: list[Result]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", default="sample,generated")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(m for m in METHODS if m not in OPT_IN))
     parser.add_argument("--misses", action="store_true", help="list each method's misses")
     args = parser.parse_args()
     methods = args.methods.split(",")
@@ -436,9 +501,12 @@ def main() -> None:
                     file=sys.stderr,
                 )
             reports.append((corpus, results))
-            store = corpus.shared.get("store")
-            if store is not None:
-                store.close()
+            for shared in (
+                corpus.shared,
+                *(corpus.shared.get(v.removeprefix("tidal-"), {}) for v in OPT_IN),
+            ):
+                if shared.get("store") is not None:
+                    shared["store"].close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nall-MiniLM-L6-v2 (bundled), top {TOP_K} chunks, file-level; ", end="")
@@ -448,6 +516,9 @@ def main() -> None:
         if "rows" in c.shared
     ]
     for c, _ in reports:
+        for variant in (m.removeprefix("tidal-") for m in OPT_IN):
+            if "rows" in c.shared.get(variant, {}):
+                chunks.append(f"{c.name}: Tidal {variant} {len(c.shared[variant]['rows'])}")
         for peer in ("langchain", "llamaindex"):
             if f"{peer}_chunks" in c.shared:
                 chunks.append(f"{c.name}: {peer} {c.shared[f'{peer}_chunks']}")

@@ -29,8 +29,8 @@ MODES: tuple[Mode, ...] = get_args(Mode)
 
 @dataclass(frozen=True)
 class Filters:
-    """What ``tidal search`` narrows to: a type, a team (its ``designs/<team>/`` folder) and a
-    path prefix, checked against each other up front."""
+    """What ``tidal search`` narrows to: a type and a team (both in each chunk's metadata) and
+    a path prefix, checked against each other up front."""
 
     kind: str | None = None
     team: str | None = None
@@ -52,16 +52,19 @@ class Filters:
     @property
     def metadata(self) -> dict[str, str] | None:
         """The ``filter`` on chunk metadata."""
-        return {"type": self.kind} if self.kind else None
+        picked = {"type": self.kind} if self.kind else {}
+        if self.team:
+            picked["team"] = self.team.strip("/")
+        return picked or None
 
     @property
     def path_prefix(self) -> str | None:
-        """The longer of the team's folder and ``--path``: one holds the other."""
-        prefixes = [p for p in (self.team_prefix, self.path) if p]
-        return max(prefixes, key=len) if prefixes else None
+        return self.path or None
 
     def describe(self) -> str:
         parts = [f"of type {self.kind!r}"] if self.kind else []
+        if self.team:
+            parts.append(f"of team {self.team.strip('/')!r}")
         if self.path_prefix:
             parts.append(f"under {self.path_prefix}")
         return " ".join(parts)
@@ -110,6 +113,8 @@ def _print_hits(
         snippet = " ".join(hit.content.split())
         where = f"chunk {hit.chunk_index}, {file_kind(hit.source_path)}"
         print(f"{rank}. {hit.score:.{digits}f}  {hit.source_path}  ({where})")
+        if section := hit.metadata.get("section"):
+            print(f"     § {textwrap.shorten(section, width=100, placeholder=' …')}")
         print(textwrap.indent(textwrap.shorten(snippet, width=300, placeholder=" …"), "     "))
 
 

@@ -71,7 +71,7 @@ def test_a_retried_file_rebuys_only_the_batch_that_failed(
 
     result = pipeline.ingest(file, attempt=2)
     assert result.status == "ingested" and result.reused >= 8  # the kept ones were reused
-    assert sorted(embedder.asked) == sorted({c.text for c in chunks})  # each text bought once
+    assert sorted(embedder.asked) == sorted({c.embed_text for c in chunks})  # each bought once
     assert _held(database_url) == 0  # written with its file, no longer held
 
 

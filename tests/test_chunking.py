@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 
 import pytest
 
@@ -16,6 +17,7 @@ from tidal.chunking import (
     encoding,
     sections,
 )
+from tidal.designs import render
 from tidal.records import Chunk
 
 SLACK = 3  # tokens of leeway on the overlap: re-encoding a window may merge/split a token
@@ -249,19 +251,21 @@ def _section_starts(text: str) -> set[int]:
     return starts
 
 
-def test_sections_split_at_headings_and_top_level_key_groups() -> None:
+def test_sections_split_at_headings() -> None:
     markdown = "# T\n\nintro\n\n## A\n\ntext a\n\n### A.1\n\nmore\n"
     assert sections(markdown) == ["# T\n\nintro\n\n", "## A\n\ntext a\n\n", "### A.1\n\nmore\n"]
-    design = (
-        "title: X\nscreens[0].name: Home\nscreens[0].components[0].label: Save\n"
-        "screens[1].name: Trips\ntokens.color: #fff\ntokens.space: 8\nrationale[0]: a\n"
-        "rationale[1]: b\n"
+    design = render(
+        {
+            "title": "X",
+            "summary": "s",
+            "screens": [{"name": "Home", "components": [{"label": "Save"}]}, {"name": "Trips"}],
+            "tokens": {"color": "#fff", "space": 8},
+        }
     )
-    assert sections(design) == [
-        "title: X\nscreens[0].name: Home\nscreens[0].components[0].label: Save\n",
-        "screens[1].name: Trips\n",
-        "tokens.color: #fff\ntokens.space: 8\n",
-        "rationale[0]: a\nrationale[1]: b\n",
+    assert sections(design) == [  # a heading with no body of its own rides with the next
+        "# X\n\nSummary: s\n\n",
+        "## Screen: Home\n\n### Component: Save\n\n## Screen: Trips\n\n## Tokens\n\n"
+        "Color: #fff\nSpace: 8\n",
     ]
     assert "".join(sections(design)) == design
 
@@ -444,14 +448,17 @@ def test_editing_a_late_section_keeps_earlier_chunk_hashes(overlap: int) -> None
 
 
 def _design_text(elements: int, seed: int = 3) -> str:
-    """A large design's text as the parser writes it: one top-level group per array element."""
+    """A large design's text as the parser renders it: a headed section per component."""
     rng = random.Random(seed)
     words = ["sync", "offline", "map", "route", "budget", "split", "invite", "share", "grid"]
-    return "".join(
-        f"components[{i}].label: {rng.choice(words)}\n"
-        f"components[{i}].behavior: {' '.join(rng.choices(words, k=rng.randint(4, 14)))}.\n"
+    components = [
+        {
+            "label": f"{rng.choice(words)} {i}",
+            "behavior": " ".join(rng.choices(words, k=rng.randint(4, 14))) + ".",
+        }
         for i in range(elements)
-    )
+    ]
+    return render({"components": components})
 
 
 def test_small_sections_are_packed_up_to_the_window_and_rejoin_exactly() -> None:
@@ -476,8 +483,9 @@ def test_packing_is_deterministic_and_an_edit_resyncs_within_a_few_chunks() -> N
     old = {c.hash for c in before}
     rechunked = []
     for element in random.Random(5).sample(range(600), 40):
-        line = f"components[{element}].behavior: "
-        at = text.index(line) + len(line)
+        heading = re.search(rf"(?m)^## Component: \w+ {element}\n\nBehavior: ", text)
+        assert heading is not None
+        line, at = heading.group(0), heading.end()
         edited = text[:at] + "now also works offline and " + text[at:]
 
         after = chunk_text(edited, opts)

@@ -245,9 +245,8 @@ def test_an_edited_pdf_re_embeds_only_its_changed_chunks_and_the_plan_prices_the
     sent = [t for batch in embedder.calls for t in batch]
     resent = sum(count_tokens(t) for t in sent)
     assert result.status == "ingested" and any("EDITED" in t for t in sent)
-    text = parse("prds/long.pdf", source.files["prds/long.pdf"]).text
-    section = text[text.index("Section 6") : text.index("Section 7")]
-    assert all(t in section for t in sent), "only the edited section is re-embedded"
+    # What the model reads names the chunk's section path: only Section 6 is re-embedded.
+    assert all("Section 6" in t and "Section 7" not in t for t in sent), sent
     assert resent < total / 4
     assert result.reused == result.chunks - len(sent)
     assert plan.changed == ("prds/long.pdf",)
@@ -372,8 +371,38 @@ def test_the_flow_lands_documents_in_postgres_and_an_unchanged_rerun_skips_them(
         "prds/checkout.html",
         "prds/checkout.md",
     }
+    with psycopg.connect(env) as conn:
+        pages = conn.execute(
+            "select metadata->'pages' from documents where source_path = 'prds/checkout.pdf'"
+        ).fetchall()
+    assert pages and all(p is not None for (p,) in pages)
+    assert {n for (p,) in pages for n in p} == {1, 2}  # its text runs over two pages
 
     state, again = run(tmp_path)
 
     # the scan is in sync as no chunks (skipped), the PNG still failed: neither is read again
     assert again.summary.counts == counts(skipped=6, failed=1)
+
+
+def test_each_chunk_of_a_pdf_carries_the_pages_it_lies_on() -> None:
+    data = make.pdf(make.pages_of_prose(6))
+    source = MemorySource({"prds/long.pdf": data, "prds/long.md": b"# Long\n\nNo pages here.\n"})
+    pipeline = _pipeline(source)
+
+    run_in_threads(IngestRun(pipeline), concurrency=1)
+
+    document = parse("prds/long.pdf", data)
+    stored = pipeline.store.index.chunks  # type: ignore[attr-defined]
+    rows = [s for key, rows in stored.items() if key[1] == "prds/long.pdf" for s in rows]
+    assert len(rows) > 6
+    for row in rows:
+        chunk = row.embedded.chunk
+        assert document.text[chunk.start : chunk.start + len(chunk.text)] == chunk.text
+        first, last = row.metadata["pages"]
+        # Section n is page n: the chunk's pages are those of the sections it holds.
+        held = [n for n in range(1, 7) if f"Section {n}\n" in chunk.text + "\n"]
+        assert all(first <= n <= last for n in held), (row.metadata, held)
+        assert 1 <= first <= last <= 6
+    assert {p for row in rows for p in row.metadata["pages"]} == set(range(1, 7))
+    [md] = [s for key, rows in stored.items() if key[1] == "prds/long.md" for s in rows]
+    assert "pages" not in md.metadata

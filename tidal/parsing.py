@@ -1,4 +1,4 @@
-"""Bytes → text. Design JSON keeps each value's key path, so a chunk says where it came from.
+"""Bytes → text. Design JSON is rendered as a readable document (``tidal.designs``).
 
 Decoding is strict: a file that is not clean UTF-8 is rejected, never guessed at, because a
 mis-decoded document would be embedded as garbage and found by no search.
@@ -12,12 +12,13 @@ import posixpath
 from collections.abc import Iterator
 from typing import Any
 
+from tidal import designs
 from tidal.documents import extract
 from tidal.errors import NothingToIndex, ParseError
 from tidal.formats import DOCUMENT_FORMATS, describe_supported, extension, file_kind, format_of
 from tidal.records import Document
 
-PARSER_VERSION = "1"
+PARSER_VERSION = "2"
 
 
 def parse(path: str, data: bytes) -> Document:
@@ -72,10 +73,11 @@ def decode(path: str, data: bytes) -> str:
 
 
 def json_to_text(path: str, text: str) -> str:
-    """One line per scalar: ``screens[2].components[0].label: Save``."""
+    """A design as headed sections and ``Key: value`` lines, every value kept."""
     try:
         value = json.loads(text)
         leaves = list(_leaves(value, ""))
+        rendered = designs.render(value)
     except json.JSONDecodeError as exc:
         raise ParseError(
             f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", path=path
@@ -88,14 +90,7 @@ def json_to_text(path: str, text: str) -> str:
         raise NothingToIndex("empty JSON (no values): nothing to index", path=path)
     if not any(isinstance(leaf, str) for _, leaf in leaves):
         raise ParseError("JSON holds no text (no non-empty string values)", path=path)
-    return "\n".join(f"{key}: {_text(leaf)}" if key else _text(leaf) for key, leaf in leaves)
-
-
-def _text(leaf: Any) -> str:
-    """A scalar on one line, so every line of the output starts with its key path."""
-    if isinstance(leaf, bool):
-        return "true" if leaf else "false"
-    return " ".join(str(leaf).split()) if isinstance(leaf, str) else str(leaf)
+    return rendered
 
 
 def _leaves(value: Any, key: str) -> Iterator[tuple[str, Any]]:

@@ -10,12 +10,14 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 
 from tidal.chunking import CHUNKER_VERSION, ENCODING, ChunkingOptions, chunk_text
+from tidal.context import Outline, in_context
 from tidal.embedders import Embedder, open_embedder
 from tidal.errors import (
     ClaimLost,
@@ -180,11 +182,15 @@ class Pipeline:
     def _lookup(self, chunks: Sequence[Chunk]) -> tuple[dict[str, Vector], dict[str, str]]:
         """Cached vectors by chunk hash, and the distinct texts still to embed, by hash."""
         cached = self.store.cached_embeddings([c.hash for c in chunks], self.embedder.name)
-        return cached, {c.hash: c.text for c in chunks if c.hash not in cached}
+        return cached, {c.hash: c.embed_text for c in chunks if c.hash not in cached}
 
     def chunk(self, document: Document) -> list[Chunk]:
-        """Token windows that each fit the embedder's input limit, re-split where needed."""
-        chunks = _fit(chunk_text(document.text, self.chunking), self.embedder)
+        """Token windows in their context, each fitting the embedder's input limit (re-split
+        where it would not)."""
+        place = partial(
+            in_context, outline=Outline(document.text, document.title), title=document.title
+        )
+        chunks = _fit(place(chunk_text(document.text, self.chunking)), self.embedder, place)
         return [replace(c, index=i) for i, c in enumerate(chunks)]
 
     def close(self) -> None:
@@ -200,17 +206,21 @@ class Pipeline:
         self.close()
 
 
-def _fit(chunks: list[Chunk], embedder: Embedder) -> list[Chunk]:
+def _fit(
+    chunks: list[Chunk], embedder: Embedder, place: Callable[[list[Chunk]], list[Chunk]]
+) -> list[Chunk]:
     """Split any chunk the embedder would truncate, so no text is silently dropped.
 
-    The chunker counts cl100k tokens; the model counts its own, and dense text (JSON key
-    paths, code) can need more of them. Rather than trust a ratio, measure and re-split.
+    The chunker counts cl100k tokens; the model counts its own, and dense text (IDs, numbers,
+    code) can need more of them. Rather than trust a ratio, measure what is embedded (context
+    included) and re-split.
     """
     if not chunks:
         return chunks
     limit = embedder.max_input_tokens
     fitted: list[Chunk] = []
-    for chunk, used in zip(chunks, embedder.count_tokens([c.text for c in chunks]), strict=True):
+    texts = [c.embed_text for c in chunks]
+    for chunk, used in zip(chunks, embedder.count_tokens(texts), strict=True):
         if used <= limit or chunk.token_count <= 16:
             fitted.append(chunk)
             continue
@@ -221,7 +231,9 @@ def _fit(chunks: list[Chunk], embedder: Embedder) -> list[Chunk]:
             used,
             limit,
         )
-        fitted.extend(_fit(chunk_text(chunk.text, ChunkingOptions(smaller, 0)), embedder))
+        pieces = chunk_text(chunk.text, ChunkingOptions(smaller, 0))
+        pieces = [replace(p, start=chunk.start + p.start) for p in pieces]
+        fitted.extend(_fit(place(pieces), embedder, place))
     return fitted
 
 

@@ -60,12 +60,28 @@ class Document:
 
 @dataclass(frozen=True)
 class Chunk:
-    """A window of a document's text; ``hash`` is stable across runs for the same text."""
+    """A window of a document's text and what is embedded with it.
+
+    ``text`` is what a search shows; ``embed_text`` is what the model reads: the ``context``
+    (the document's title and the chunk's section path) above the text, so a chunk of bare
+    rules still says which document and section it belongs to. ``hash`` is the embedded text's,
+    the key of the embedding cache: the same text under another heading is another vector.
+    """
 
     index: int
     text: str
     token_count: int
+    """cl100k tokens of ``text``."""
     hash: str
+    start: int = 0
+    """Where ``text`` begins in the document's text (characters)."""
+    section: str = ""
+    """The headings the chunk sits under, outermost first: ``Requirements > Offline edits``."""
+    context: str = ""
+
+    @property
+    def embed_text(self) -> str:
+        return f"{self.context}\n\n{self.text}" if self.context else self.text
 
 
 @dataclass(frozen=True)

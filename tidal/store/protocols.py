@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from tidal.documents.pages import page_span
 from tidal.records import Document, EmbeddedChunk, RunRecord, SourceFile, Vector
 
 if TYPE_CHECKING:
@@ -18,6 +19,12 @@ if TYPE_CHECKING:
 
 RRF_K = 50
 """Reciprocal rank fusion's k, as in Supabase's ``hybrid_search``: a rank r adds 1 / (k + r)."""
+
+
+def team_of(path: str, kind: str) -> str | None:
+    """The team a design belongs to, by the bucket's layout ``designs/<team>/<name>.json``."""
+    parts = path.split("/")
+    return parts[1] if kind == "design" and len(parts) > 2 and parts[0] == "designs" else None
 
 
 def chunk_metadata(
@@ -32,6 +39,12 @@ def chunk_metadata(
         "chunk_index": chunk.chunk.index,
         "tokens": chunk.chunk.token_count,
     }
+    if chunk.chunk.section:
+        metadata["section"] = chunk.chunk.section
+    if team := team_of(file.path, document.kind):
+        metadata["team"] = team  # {"team": ...} picks one team's designs
+    if pages := page_span(document.page_starts, chunk.chunk.start, len(chunk.chunk.text)):
+        metadata["pages"] = pages  # a PDF's: [first, last], numbered from 1
     if source:
         metadata["source"] = source  # a filter can pick one source: {"source": ...}
     return metadata
