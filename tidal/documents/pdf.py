@@ -27,7 +27,8 @@ from tidal.documents.sniff import what_it_is
 from tidal.errors import NothingToIndex, ParseError
 
 SECONDS = 60.0
-"""The most one PDF may take to read; ~1000 times what a 100-page text PDF takes."""
+"""The most one PDF may take to read: well past what a text PDF under the default size cap
+takes, short enough that a pathological one costs a worker a minute, not the run."""
 MAX_TEXT_CHARS = 50_000_000
 """More text than any document the size cap admits holds, unless its streams inflate."""
 _MAX_OUTLINE = 10_000
