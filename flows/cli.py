@@ -120,7 +120,7 @@ def _print_hits(
 
 def _why_no_hits(settings: Settings, filters: Filters, mode: Mode) -> str:
     """What an empty answer means, from the index's own counts: an empty index, no chunk that
-    the filters keep, or (full text alone) no chunk holding every word of the question."""
+    the filters keep, or (full text alone) no chunk holding any word of the question."""
     status = store.index_status(settings)
     if status is None or status.chunks == 0:
         return "no results: the index is empty; `tidal ingest` fills it"
@@ -128,7 +128,7 @@ def _why_no_hits(settings: Settings, filters: Filters, mode: Mode) -> str:
     where = f" {filters.describe()}" if filters.describe() else ""
     if mode == "text":
         return (
-            f"no results: no chunk{where} holds every word of the question ({held});"
+            f"no results: no chunk{where} holds any word of the question ({held});"
             " --mode hybrid ranks by meaning too"
         )
     if where:

@@ -208,12 +208,16 @@ begin
 end;
 $$;
 
--- Hybrid search, as Supabase's guide writes it: the full-text matches ranked by `ts_rank_cd`
--- and the nearest vectors (`match_documents`, so any k and any filter hold), fused by
--- reciprocal rank: score = full_text_weight / (rrf_k + text rank) + semantic_weight / (rrf_k +
--- vector rank), each list 2 * match_count long. Unlike the guide, match_count is not capped at
--- 30, and `filter` and `path_prefix` work as in match_documents. A null query_embedding (or
--- semantic_weight 0) ranks by full text alone; a null query_text, by vectors alone.
+-- Hybrid search, the shape of Supabase's guide: a full-text ranking and the nearest vectors
+-- (`match_documents`, so any k and any filter hold), fused by reciprocal rank: score =
+-- full_text_weight / (rrf_k + text rank) + semantic_weight / (rrf_k + vector rank), each list
+-- 2 * match_count long. Unlike the guide, the full-text side does not require every word of
+-- the question in one chunk (a question asked as a sentence rarely has them all in one): it
+-- ranks the chunks holding any of its words by the summed rarity of the words they hold
+-- (BM25's inverse document frequency, over the stemmed lexemes), then by how often they hold
+-- them. match_count is not capped at 30, and `filter` and `path_prefix` work as in
+-- match_documents. A null query_embedding (or semantic_weight 0) ranks by full text alone; a
+-- null query_text, by vectors alone.
 create or replace function hybrid_search(
     query_text text,
     query_embedding vector(1536),
@@ -227,16 +231,38 @@ create or replace function hybrid_search(
                  score float)
 language sql stable
 as $$
-    with full_text as (
-        select d.id,
+    with words as (  -- the question's distinct lexemes; a few dozen at most bound the work
+        select w.lexeme, quote_literal(w.lexeme)::tsquery as query
+        from unnest(tsvector_to_array(to_tsvector('english', coalesce(query_text, ''))))
+            as w (lexeme)
+        where full_text_weight > 0
+        limit 64
+    ),
+    size as (  -- the planner's row count, exact when the table was never analyzed
+        select coalesce(
+            nullif(greatest((select reltuples from pg_class where oid = 'documents'::regclass), 0), 0),
+            (select count(*) from documents)
+        )::float as chunks
+    ),
+    terms as (
+        select w.query,
+            ln(1 + (greatest(size.chunks, f.n) - f.n + 0.5) / (f.n + 0.5)) as idf
+        from words w
+        cross join size
+        cross join lateral (
+            select count(*)::float as n from documents d where d.fts @@ w.query
+        ) as f
+    ),
+    full_text as (
+        select d.id, sum(t.idf) as text_rank,
             row_number() over (
-                order by ts_rank_cd(d.fts, websearch_to_tsquery('english', query_text)) desc
+                order by sum(t.idf) desc, sum(ts_rank(d.fts, t.query)) desc, d.id
             ) as rank_ix
         from documents d
-        where full_text_weight > 0
-          and d.fts @@ websearch_to_tsquery('english', query_text)
-          and d.metadata @> filter
+        join terms t on d.fts @@ t.query
+        where d.metadata @> filter
           and (path_prefix is null or starts_with(d.source_path, path_prefix))
+        group by d.id
         order by rank_ix
         limit match_count * 2
     ),
@@ -251,7 +277,7 @@ as $$
     )
     select d.id, d.content, d.metadata,
         1 - (d.embedding <=> query_embedding),
-        ts_rank_cd(d.fts, websearch_to_tsquery('english', query_text)),
+        full_text.text_rank,
         coalesce(full_text_weight / (rrf_k + full_text.rank_ix), 0.0)
             + coalesce(semantic_weight / (rrf_k + semantic.rank_ix), 0.0) as score
     from full_text

@@ -136,6 +136,6 @@ def test_an_empty_search_blames_the_index_only_when_it_is_empty(
 
     typed, team, text = capsys.readouterr().out.splitlines()
     assert typed.startswith("no results: no chunk of type 'design' (the index holds ")
-    assert team.startswith("no results: no chunk under designs/Aurora_team/ (the index holds ")
-    assert text.startswith("no results: no chunk holds every word of the question (the index ")
+    assert team.startswith("no results: no chunk of team 'Aurora_team' (the index holds ")
+    assert text.startswith("no results: no chunk holds any word of the question (the index ")
     assert "empty" not in typed + team + text

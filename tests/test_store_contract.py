@@ -275,19 +275,23 @@ def test_a_keyword_only_query_is_found_by_text_and_hybrid_search(
     hybrid = store.hybrid_search(keyword, _one_hot(0), limit=3)
     vector = store.search(_one_hot(0), limit=3)
 
-    assert [(h.source_path, h.chunk_index) for h in text_only] == [("designs/T/b.json", 1)]
+    assert [(h.source_path, h.chunk_index) for h in text_only[:1]] == [("designs/T/b.json", 1)]
     assert ("designs/T/b.json", 1) in [(h.source_path, h.chunk_index) for h in hybrid]
     assert ("designs/T/b.json", 1) not in [(h.source_path, h.chunk_index) for h in vector]
 
 
-def test_full_text_alone_returns_only_chunks_holding_every_word(store: Store) -> None:
-    texts = ["offline sync resolves conflicts", "offline maps", "sync settings"]
-    _texts(store, "prds/a.md", texts, [_one_hot(i) for i in range(3)])
+def test_full_text_ranks_chunks_holding_any_word_by_the_words_rarity(store: Store) -> None:
+    texts = ["offline sync resolves conflicts", "offline maps", "sync settings", "a timeline"]
+    _texts(store, "prds/a.md", texts, [_one_hot(i) for i in range(4)])
 
-    hits = store.hybrid_search("offline sync", None, limit=5)
+    both = store.hybrid_search("how does offline sync work?", None, limit=5)
+    rarer = store.hybrid_search("maps sync", None, limit=5)
 
-    assert [h.content for h in hits] == ["offline sync resolves conflicts"]
-    assert hits[0].score == pytest.approx(1 / 51)  # first of one ranking: 1 / (rrf_k + 1)
+    assert [h.content for h in both[:1]] == ["offline sync resolves conflicts"]  # both words
+    assert {h.content for h in both[1:]} == {"offline maps", "sync settings"}  # one each
+    assert both[0].score == pytest.approx(1 / 51)  # first of one ranking: 1 / (rrf_k + 1)
+    # "maps" is in one chunk, "sync" in two: the rarer word outranks the commoner.
+    assert [h.content for h in rarer[:1]] == ["offline maps"] and len(rarer) == 3
     assert store.hybrid_search("zeppelin", None, limit=5) == []
 
 
@@ -331,7 +335,12 @@ def test_hybrid_search_keeps_to_the_filters_and_fills_k_from_the_vectors(store: 
     assert sorted(h.chunk_index for h in every) == [0, 1, 2]
     assert {h.source_path for h in every} == {"designs/T/b.json"}
     assert sorted(h.content for h in words) == [f"chunk {i} prd" for i in range(3)]
-    assert store.hybrid_search("chunk prd", None, limit=10, filter={"type": "design"}) == []
+    # The filter holds for the full text too: designs hold "chunk", but only PRDs are asked for.
+    assert store.hybrid_search("prd", None, limit=10, filter={"type": "design"}) == []
+    assert {
+        h.metadata["type"]
+        for h in store.hybrid_search("chunk prd", None, limit=10, filter={"type": "design"})
+    } == {"design"}
 
 
 def test_deleting_files_drops_their_chunks_and_ledger_rows_and_counts_the_chunks(

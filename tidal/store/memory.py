@@ -158,12 +158,12 @@ class MemoryStore:
         rrf_k: int = RRF_K,
     ) -> list[SearchHit]:
         """Postgres' ``hybrid_search`` in miniature: the same fusion of the same two rankings,
-        the full-text one a plain word match (every word of the query, stop words aside, ranked
-        by how often they occur) rather than Postgres' stemmed ``ts_rank_cd``."""
+        the full-text one over plain lower-case words (stop words aside) rather than Postgres'
+        stemmed lexemes."""
         kept = self._kept(filter, path_prefix)
         rankings: list[tuple[float, list[_Stored]]] = []
         if full_text_weight > 0:
-            rankings.append((full_text_weight, [s for s, _ in _matching(query, kept)]))
+            rankings.append((full_text_weight, _matching(query, kept, self._kept(None, None))))
         if embedding is not None and semantic_weight > 0:
             rankings.append((semantic_weight, [s for s, _ in _nearest(embedding, kept)]))
         scores: dict[int, float] = defaultdict(float)
@@ -347,17 +347,27 @@ def _nearest(embedding: Sequence[float], stored: list[_Stored]) -> list[tuple[_S
     return sorted(scored, key=lambda pair: -pair[1])
 
 
-def _matching(query: str, stored: list[_Stored]) -> list[tuple[_Stored, int]]:
-    """The chunks of ``stored`` holding every word of ``query``, by how often they occur."""
-    words = [w for w in _WORD.findall(query.lower()) if w not in _STOP_WORDS]
+def _matching(query: str, kept: list[_Stored], every: list[_Stored]) -> list[_Stored]:
+    """The chunks of ``kept`` holding any word of ``query``, by the summed BM25 inverse document
+    frequency (over ``every`` chunk) of the words they hold, then by how often they hold them."""
+    words = set(_WORD.findall(query.lower())) - _STOP_WORDS
     if not words:
         return []
-    found = []
-    for s in stored:
+    held = [set(_WORD.findall(s.embedded.chunk.text.lower())) & words for s in every]
+    n = len(every)
+    idf = {w: math.log(1 + (n - df + 0.5) / (df + 0.5)) for w in words if (df := _df(w, held))}
+    scored = []
+    for s in kept:
         counts = Counter(_WORD.findall(s.embedded.chunk.text.lower()))
-        if all(counts[w] for w in words):
-            found.append((s, sum(counts[w] for w in set(words))))
-    return sorted(found, key=lambda pair: -pair[1])
+        found = [w for w in words if counts[w]]
+        if found:
+            scored.append((sum(idf[w] for w in found), sum(counts[w] for w in found), s))
+    scored.sort(key=lambda entry: (-entry[0], -entry[1]))
+    return [s for *_, s in scored]
+
+
+def _df(word: str, held: list[set[str]]) -> int:
+    return sum(1 for words in held if word in words)
 
 
 def _hit(s: _Stored, score: float) -> SearchHit:
