@@ -295,6 +295,19 @@ def test_full_text_ranks_chunks_holding_any_word_by_the_words_rarity(store: Stor
     assert store.hybrid_search("zeppelin", None, limit=5) == []
 
 
+@pytest.mark.parametrize("near", [0, 1])
+def test_chunks_holding_the_same_words_are_ranked_by_meaning(store: Store, near: int) -> None:
+    """A paragraph repeated in two files (boilerplate, two markets' copies of one spec): the
+    full-text ranking settles the tie by the vectors' distance to the question, never by id."""
+    for i, path in enumerate(["prds/uk.md", "prds/nl.md"]):
+        _texts(store, path, ["refunds are paid within 14 days"], [_one_hot(i)])
+
+    hits = store.hybrid_search("refunds", _one_hot(near), limit=2, semantic_weight=0)
+
+    paths = ["prds/uk.md", "prds/nl.md"]
+    assert [h.source_path for h in hits] == (paths if near == 0 else paths[::-1])
+
+
 def test_hybrid_search_fuses_both_rankings_by_reciprocal_rank(store: Store) -> None:
     texts = ["the sync engine", "a queue", "a cache", "a log"]
     _texts(store, "prds/a.md", texts, [_one_hot(0), _one_hot(1), _one_hot(2), _one_hot(3)])

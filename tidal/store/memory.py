@@ -163,7 +163,8 @@ class MemoryStore:
         kept = self._kept(filter, path_prefix)
         rankings: list[tuple[float, list[_Stored]]] = []
         if full_text_weight > 0:
-            rankings.append((full_text_weight, _matching(query, kept, self._kept(None, None))))
+            every = self._kept(None, None)
+            rankings.append((full_text_weight, _matching(query, embedding, kept, every)))
         if embedding is not None and semantic_weight > 0:
             rankings.append((semantic_weight, [s for s, _ in _nearest(embedding, kept)]))
         scores: dict[int, float] = defaultdict(float)
@@ -347,23 +348,30 @@ def _nearest(embedding: Sequence[float], stored: list[_Stored]) -> list[tuple[_S
     return sorted(scored, key=lambda pair: -pair[1])
 
 
-def _matching(query: str, kept: list[_Stored], every: list[_Stored]) -> list[_Stored]:
+def _matching(
+    query: str, embedding: Sequence[float] | None, kept: list[_Stored], every: list[_Stored]
+) -> list[_Stored]:
     """The chunks of ``kept`` holding any word of ``query``, by the summed BM25 inverse document
-    frequency (over ``every`` chunk) of the words they hold, then by how often they hold them."""
+    frequency (over ``every`` chunk) of the words they hold; a tie by the vector's distance to
+    ``embedding``, then by how often they hold the words."""
     words = set(_WORD.findall(query.lower())) - _STOP_WORDS
     if not words:
         return []
     held = [set(_WORD.findall(s.embedded.chunk.text.lower())) & words for s in every]
     n = len(every)
     idf = {w: math.log(1 + (n - df + 0.5) / (df + 0.5)) for w in words if (df := _df(w, held))}
+    near = {}
+    if embedding is not None:
+        near = {id(s): -score for s, score in _nearest(embedding, kept)}
     scored = []
     for s in kept:
         counts = Counter(_WORD.findall(s.embedded.chunk.text.lower()))
         found = [w for w in words if counts[w]]
         if found:
-            scored.append((sum(idf[w] for w in found), sum(counts[w] for w in found), s))
-    scored.sort(key=lambda entry: (-entry[0], -entry[1]))
-    return [s for *_, s in scored]
+            rarity = sum(idf[w] for w in found)
+            scored.append((-rarity, near.get(id(s), 0.0), -sum(counts[w] for w in found), s))
+    scored.sort(key=lambda entry: entry[:3])
+    return [entry[3] for entry in scored]
 
 
 def _df(word: str, held: list[set[str]]) -> int:

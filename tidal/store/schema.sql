@@ -212,8 +212,9 @@ $$;
 -- 2 * match_count long. Unlike the guide, the full-text side does not require every word of
 -- the question in one chunk (a question asked as a sentence rarely has them all in one): it
 -- ranks the chunks holding any of its words by the summed rarity of the words they hold
--- (BM25's inverse document frequency, over the stemmed lexemes), then by how often they hold
--- them. match_count is not capped at 30, and `filter` and `path_prefix` work as in
+-- (BM25's inverse document frequency, over the stemmed lexemes); chunks holding the same words
+-- (a boilerplate paragraph in several files) by their vector's distance to the query, then by
+-- how often they hold them, so a tie is settled by meaning and never by row id. match_count is not capped at 30, and `filter` and `path_prefix` work as in
 -- match_documents. A null query_embedding (or semantic_weight 0) ranks by full text alone; a
 -- null query_text, by vectors alone.
 create or replace function hybrid_search(
@@ -238,7 +239,8 @@ as $$
     ),
     size as (  -- the planner's row count, exact when the table was never analyzed
         select coalesce(
-            nullif(greatest((select reltuples from pg_class where oid = 'documents'::regclass), 0), 0),
+            nullif(greatest(
+                (select reltuples from pg_class where oid = 'documents'::regclass), 0), 0),
             (select count(*) from documents)
         )::float as chunks
     ),
@@ -254,7 +256,8 @@ as $$
     full_text as (
         select d.id, sum(t.idf) as text_rank,
             row_number() over (
-                order by sum(t.idf) desc, sum(ts_rank(d.fts, t.query)) desc, d.id
+                order by sum(t.idf) desc, min(d.embedding <=> query_embedding),
+                    sum(ts_rank(d.fts, t.query)) desc, d.id
             ) as rank_ix
         from documents d
         join terms t on d.fts @@ t.query
