@@ -68,3 +68,18 @@ def test_a_worker_that_would_build_another_pipeline_refuses(
     spec = PipelineSpec.of(load_settings()).pinned("0123456789abcdef")
     with pytest.raises(ConfigError, match="the run's is 0123456789abcdef"):
         shared_pipeline(spec)
+
+
+def test_a_workers_own_model_settings_never_change_the_runs_pipeline(
+    configured: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings()  # the flow leaves the model and chunking unset
+    spec = PipelineSpec.of(settings)
+    # What a worker's environment may still hold from another deployment.
+    monkeypatch.setenv("TIDAL_EMBEDDING_MODEL", "text-embedding-3-large")
+    monkeypatch.setenv("TIDAL_EMBEDDING_DIMENSIONS", "256")
+    monkeypatch.setenv("TIDAL_CHUNK_TOKENS", "100")
+
+    worker = spec.load()
+    assert worker.embedding_model is worker.embedding_dimensions is worker.chunk_tokens is None
+    assert worker == settings.model_copy(update={"data_dir": settings.data_dir.resolve()})

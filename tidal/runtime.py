@@ -68,7 +68,10 @@ class PipelineSpec:
         this worker lacks) names each by its variable.
         """
         values = dict(self.settings)
-        return load_settings(origin={name: env_name(name) for name in values}, **values)
+        # exact: a setting the flow left unset stays unset, so this worker's own
+        # TIDAL_EMBEDDING_MODEL or TIDAL_CHUNK_TOKENS cannot choose another model or chunking.
+        origin = {name: env_name(name) for name in values}
+        return load_settings(origin=origin, exact=True, **values)
 
 
 def shared_pipeline(spec: PipelineSpec) -> Pipeline:

@@ -378,8 +378,11 @@ class Settings(BaseSettings):
         return f"dask, local cluster of {self.dask_workers} processes"
 
 
-def load_settings(*, origin: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Settings from the environment, with non-None ``overrides`` taking precedence.
+def load_settings(
+    *, origin: Mapping[str, str] | None = None, exact: bool = False, **overrides: Any
+) -> Settings:
+    """Settings from the environment, with non-None ``overrides`` taking precedence (every
+    override, None included, with ``exact``).
 
     A bad value raises ConfigError naming where the user set it, what was wrong and what to set:
     the variable (``TIDAL_SOURCE``) for a value from the environment, ``parameter source`` for
@@ -387,7 +390,7 @@ def load_settings(*, origin: Mapping[str, str] | None = None, **overrides: Any) 
     an override whose parameter is spelled differently (``{"task_runner": "parameter
     task_runner_name"}``).
     """
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given = {k: v for k, v in overrides.items() if exact or v is not None}
     try:
         return Settings(**given)
     except ValidationError as exc:
