@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.openai_server import FakeOpenAI
 from tidal.errors import ConfigError
 from tidal.runtime import PipelineSpec, shared_pipeline
 from tidal.settings import load_settings
@@ -83,3 +84,21 @@ def test_a_workers_own_model_settings_never_change_the_runs_pipeline(
     worker = spec.load()
     assert worker.embedding_model is worker.embedding_dimensions is worker.chunk_tokens is None
     assert worker == settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+
+
+def test_a_worker_whose_key_leads_to_another_width_refuses_before_the_store(
+    configured: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway whose keys alias one model name to deployments of different widths: the
+    worker's own key probes 768 where the run's found 1536."""
+    with FakeOpenAI(api_key="sk-run", other_keys={"sk-worker": 768}) as api:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-run")
+        settings = load_settings(
+            embedder="openai", embedding_model="gateway-embed", openai_base_url=api.base_url
+        )
+        run = shared_pipeline(PipelineSpec.of(settings))  # creates the 1536-wide table
+        spec = PipelineSpec.of(settings).pinned(run.fingerprint)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-worker")
+
+        with pytest.raises(ConfigError, match=f"the run's is {run.fingerprint}: give workers"):
+            shared_pipeline(spec)

@@ -237,6 +237,10 @@ def _fit(
     return fitted
 
 
+def chunking_options(settings: Settings) -> ChunkingOptions:
+    return ChunkingOptions(settings.effective_chunk_tokens, settings.effective_chunk_overlap)
+
+
 def build_pipeline(settings: Settings, *, embedder: Embedder | None = None) -> Pipeline:
     """Open every backend the settings name. Slow (loads the model): ``tidal.runtime`` does it
     once per process; pass ``embedder`` to share a loaded model."""
@@ -251,6 +255,6 @@ def build_pipeline(settings: Settings, *, embedder: Embedder | None = None) -> P
         source=source,
         embedder=embedder,
         store=store,
-        chunking=ChunkingOptions(settings.effective_chunk_tokens, settings.effective_chunk_overlap),
+        chunking=chunking_options(settings),
         batch_size=settings.embed_batch_size,
     )

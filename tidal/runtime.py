@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from tidal.embedders import Embedder, open_embedder
 from tidal.errors import ConfigError
-from tidal.pipeline import Pipeline, build_pipeline
+from tidal.pipeline import Pipeline, build_pipeline, chunking_options, fingerprint
 from tidal.run import IngestRun
 from tidal.settings import Settings, env_name, load_settings
 from tidal.sources import open_source
@@ -92,15 +92,22 @@ def shared_pipeline(spec: PipelineSpec) -> Pipeline:
                 embedder = _embedders.get(embedder_key := _embedder_key(settings))
                 if embedder is None:
                     embedder = _embedders[embedder_key] = open_embedder(settings)
+                # Before the store opens: its schema check would answer another width with
+                # advice to drop the documents table, not that this worker differs from the run.
+                _refuse_another(spec, fingerprint(chunking_options(settings), embedder))
                 pipeline = _pipelines[key] = build_pipeline(settings, embedder=embedder)
             _resolved[seen] = pipeline
-    if spec.fingerprint is not None and pipeline.fingerprint != spec.fingerprint:
+    _refuse_another(spec, pipeline.fingerprint)
+    return pipeline
+
+
+def _refuse_another(spec: PipelineSpec, built: str) -> None:
+    if spec.fingerprint is not None and built != spec.fingerprint:
         raise ConfigError(
-            f"this worker builds pipeline {pipeline.fingerprint} but the run's is "
+            f"this worker builds pipeline {built} but the run's is "
             f"{spec.fingerprint}: give workers the flow's secrets (TIDAL_DATABASE_URL, "
             "OPENAI_API_KEY, ...) and the same model"
         )
-    return pipeline
 
 
 def prepare_run(settings: Settings, *, paths: Sequence[str] | None = None) -> IngestRun:

@@ -107,13 +107,20 @@ class FakeOpenAI:
 
     ``dimension`` is the native width of every model it serves. ``requests`` logs every call
     (time on the monotonic clock, inputs, tokens, status...); ``inputs_embedded`` every text
-    answered with a vector, in order.
+    answered with a vector, in order. ``other_keys`` maps more keys to their own width, as a
+    gateway does whose keys alias one model name to different deployments.
     """
 
     def __init__(
-        self, api_key: str = "sk-test", dimension: int = 1536, limit_model: LimitModel = "window"
+        self,
+        api_key: str = "sk-test",
+        dimension: int = 1536,
+        limit_model: LimitModel = "window",
+        *,
+        other_keys: dict[str, int] | None = None,
     ) -> None:
         self.api_key = api_key
+        self.widths = {**(other_keys or {}), api_key: dimension}
         self.limit_model: LimitModel = limit_model
         self.dimension = dimension
         self.requests: list[dict[str, Any]] = []
@@ -267,11 +274,11 @@ class FakeOpenAI:
         if delay:
             time.sleep(delay)
         try:
-            self._authorize(authorization)
+            width = self._authorize(authorization)
             self._injected_fault()
             if parse_error is not None:
                 raise parse_error
-            model, dims = self._validate(body, texts, counts)
+            model, dims = self._validate(body, texts, counts, width)
             headers = self._admit(now, sum(counts))
         except ApiError as exc:
             entry["status"] = exc.status
@@ -280,7 +287,7 @@ class FakeOpenAI:
         as_float = body.get("encoding_format") == "float"
         data = []
         for i, text in enumerate(texts):
-            values = self.vector(text, self.dimension, dims)
+            values = self.vector(text, width, dims)
             embedding: Any = (
                 values
                 if as_float
@@ -320,7 +327,8 @@ class FakeOpenAI:
                 raise ApiError(400, _INVALID_INPUT)
         return texts, counts
 
-    def _authorize(self, authorization: str | None) -> None:
+    def _authorize(self, authorization: str | None) -> int:
+        """The width the key's model answers with; 401 for a key the server does not know."""
         if not authorization or not authorization.startswith("Bearer "):
             raise ApiError(
                 401,
@@ -328,13 +336,14 @@ class FakeOpenAI:
                 "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
             )
         key = authorization.removeprefix("Bearer ")
-        if key != self.api_key:
+        if key not in self.widths:
             raise ApiError(
                 401,
                 f"Incorrect API key provided: {_mask(key)}. You can find your API key at "
                 "https://platform.openai.com/account/api-keys.",
                 code="invalid_api_key",
             )
+        return self.widths[key]
 
     def flaky(self, share: float, status: int = 500, *, seed: int = 0) -> None:
         """From now on, each authenticated request fails with ``status`` with probability
@@ -363,7 +372,7 @@ class FakeOpenAI:
         )
 
     def _validate(
-        self, body: dict[str, Any], texts: list[str], counts: list[int]
+        self, body: dict[str, Any], texts: list[str], counts: list[int], width: int
     ) -> tuple[str, int | None]:
         model = body.get("model")
         if not isinstance(model, str) or not model:
@@ -372,7 +381,7 @@ class FakeOpenAI:
         if dims is not None:
             if model in NO_DIMENSIONS:
                 raise ApiError(400, "This model does not support specifying dimensions.")
-            if not isinstance(dims, int) or not 1 <= dims <= self.dimension:
+            if not isinstance(dims, int) or not 1 <= dims <= width:
                 raise ApiError(400, f"Invalid value for 'dimensions' = {dims}.", param="dimensions")
         if body.get("encoding_format", "float") not in ("float", "base64"):
             raise ApiError(400, "'encoding_format' must be 'float' or 'base64'.")
