@@ -99,6 +99,21 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> dict[str, str]:
+    """The environment of a run that reports to a real Prefect server: the session's (the test
+    harness serves Prefect's API from a process of its own, on a port), with its own home."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
+    env.update(
+        PREFECT_HOME=str(tmp_path_factory.mktemp("prefect-home")),
+        DO_NOT_TRACK="1",
+        PREFECT_API_URL=str(PREFECT_API_URL.value()),
+    )
+    return env
+
+
 @pytest.fixture(scope="session")
 def embedder():
     """The real all-MiniLM-L6-v2, loaded once."""

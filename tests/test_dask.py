@@ -6,7 +6,6 @@ costs nothing but a retry of its files."""
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import subprocess
 import sys
@@ -15,30 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-import psycopg
 import pytest
 
+from tests.daskkit import OPENAI_KEY, assert_every_file_once
 from tests.fakes.openai_server import FakeOpenAI
-from tests.flowkit import chunks_by_path, file_rows
 from tidal.embedders.openai import CHECK_TEXT
 from tidal.settings import REPO_ROOT
-
-OPENAI_KEY = "sk-dask-test-key-never-logged"
-
-
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> dict[str, str]:
-    """The environment of a run that reports to a real Prefect server: the session's (the test
-    harness serves Prefect's API from a process of its own, on a port), with its own home."""
-    from prefect.settings import PREFECT_API_URL
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
-    env.update(
-        PREFECT_HOME=str(tmp_path_factory.mktemp("prefect-home")),
-        DO_NOT_TRACK="1",
-        PREFECT_API_URL=str(PREFECT_API_URL.value()),
-    )
-    return env
 
 
 @pytest.fixture
@@ -98,16 +79,6 @@ def _result_digest(path: str, text: str) -> str:
     return hashlib.sha256(f"{path}\x00{change_key}".encode()).hexdigest()
 
 
-def _assert_every_file_once(database_url: str, texts: dict[str, str]) -> None:
-    assert chunks_by_path(database_url) == dict.fromkeys(texts, 1)
-    assert {p: row[0] for p, row in file_rows(database_url).items()} == dict.fromkeys(
-        texts, "ingested"
-    )
-    with psycopg.connect(database_url) as conn:
-        stored = dict(conn.execute("select source_path, content from documents").fetchall())
-    assert stored == texts
-
-
 def test_a_dask_run_lands_every_file_once_within_the_shared_budget(
     prefect_api: dict[str, str],
     database_url: str,
@@ -135,7 +106,7 @@ def test_a_dask_run_lands_every_file_once_within_the_shared_budget(
 
     assert run.returncode == 0, out[-4000:]
     assert "dask, local cluster of 2 processes" in out
-    _assert_every_file_once(database_url, texts)
+    assert_every_file_once(database_url, texts)
     check, *bought = openai_api.inputs_embedded
     assert check == CHECK_TEXT  # the run's check, once, in the flow process
     assert sorted(bought) == sorted(texts.values())  # each bought once
@@ -173,4 +144,4 @@ def test_a_killed_dask_worker_costs_a_retry_and_nothing_is_duplicated(
 
     assert run.returncode == 0, out[-4000:]
     assert killed_at < len(texts)  # the kill struck mid-run
-    _assert_every_file_once(database_url, texts)
+    assert_every_file_once(database_url, texts)

@@ -53,6 +53,7 @@ SLOW = frozenset(
         # Whole modules: every test starts a process or a service of its own.
         "test_crash_resume.py",  # a driver process per kill point
         "test_dask.py",  # local Dask clusters
+        "test_dask_cluster.py",  # a dask scheduler and worker processes
         "test_deployment.py",  # a Prefect server and worker processes
         "test_layers.py",  # imports checked in a fresh interpreter
         "test_local_server.py",  # real `prefect server start` processes
