@@ -58,6 +58,14 @@ else
 # Logs streamed out: `prefect deployment run --watch` then prints the run's log lines (its summary,
 # and a failure's reason) among the events, not only the final state's name. Its own database,
 # and a UI that asks this port's API (Prefect builds the UI's address from these, not --port).
+# Retention, so the server's database stops growing (docs/operations.md#the-prefect-servers-own-database):
+# Prefect keeps every flow run with its task runs, states, logs and artifacts unless its
+# db_vacuum service's "flow_runs" vacuum is on (by default only "events" is); 30 days of that
+# history covers looking into a failed run, and each file's status stays in Tidal's own
+# ingested_files for good. Events: Prefect's own 7 days, said here so it is a decision.
+PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED=${PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED:-events,flow_runs} \
+PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD=${PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD:-2592000} \
+PREFECT_SERVER_EVENTS_RETENTION_PERIOD=${PREFECT_SERVER_EVENTS_RETENTION_PERIOD:-P7D} \
 PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED=true PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED=true \
 PREFECT_SERVER_DATABASE_CONNECTION_URL="sqlite+aiosqlite:///$(cd "$STACK" && pwd)/prefect.db" \
 PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT="$PORT" \

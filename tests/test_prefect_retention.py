@@ -1,0 +1,63 @@
+"""The Prefect server settings scripts/stack.sh and deployments/docker-compose.yml give are real
+settings of the installed Prefect, with values it accepts: a misspelt variable is ignored by
+Prefect without a word, and the server's database would then grow without bound."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tidal.settings import REPO_ROOT
+
+RETENTION = (
+    "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED",
+    "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD",
+    "PREFECT_SERVER_EVENTS_RETENTION_PERIOD",
+)
+
+
+def _stack_sh() -> dict[str, str]:
+    """``NAME=value`` and ``NAME=${NAME:-value}`` given to the server in scripts/stack.sh."""
+    text = (REPO_ROOT / "scripts" / "stack.sh").read_text()
+    pairs = re.findall(r"^(PREFECT_SERVER_\w+)=(\S+)", text, re.MULTILINE)
+    pairs += re.findall(r" (PREFECT_SERVER_\w+)=(\S+)", text)
+    return {name: re.sub(r"^\$\{\w+:-(.*)\}$", r"\1", value) for name, value in pairs}
+
+
+def _compose() -> dict[str, str]:
+    """``NAME: value`` lines of deployments/docker-compose.yml (comments and quotes off)."""
+    text = (REPO_ROOT / "deployments" / "docker-compose.yml").read_text()
+    pairs = re.findall(r"^\s+(PREFECT_SERVER_\w+):\s*([^#\n]+)", text, re.MULTILINE)
+    return {name: value.strip().strip('"') for name, value in pairs}
+
+
+@pytest.mark.parametrize("given", [_stack_sh(), _compose()], ids=["stack.sh", "compose"])
+def test_the_servers_settings_are_prefects_own(
+    given: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.settings import Settings
+
+    assert set(RETENTION) <= set(given)
+    every = Settings().to_environment_variables(exclude_unset=False)
+    assert set(given) <= set(every), set(given) - set(every)
+    literal = {name: value for name, value in given.items() if not re.search(r"[$\"']", value)}
+    assert set(RETENTION) <= set(literal)
+    for name, value in literal.items():
+        monkeypatch.setenv(name, value)
+    recognised = Settings().to_environment_variables(exclude_unset=True)  # raises on a bad value
+    assert set(literal) <= set(recognised), set(literal) - set(recognised)
+
+
+def test_the_retention_chosen_vacuums_run_history_and_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefect.settings import Settings
+
+    for name, value in _compose().items():
+        monkeypatch.setenv(name, value)
+    server = Settings().server
+    assert server.services.db_vacuum.enabled_vacuum_types >= {"events", "flow_runs"}
+    assert server.services.db_vacuum.retention_period.days == 30
+    assert server.events.retention_period.days == 7
+    assert _stack_sh()["PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD"] == "2592000"
