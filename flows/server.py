@@ -120,8 +120,18 @@ def _start(data_dir: Path) -> LocalServer:
     )
 
 
+RETENTION = {
+    "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
+    "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": "2592000",  # 30 days
+    "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": "P7D",
+}
+"""As scripts/stack.sh gives its server: without the flow_runs vacuum Prefect keeps every task
+run, state and log for ever (docs/operations.md#the-prefect-servers-own-database)."""
+
+
 def _launch(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(_SECRETS)}
+    environment = {**RETENTION}  # unless the user's environment says otherwise
+    environment |= {k: v for k, v in os.environ.items() if not k.startswith(_SECRETS)}
     environment.pop("PREFECT_API_URL", None)
     environment.update(
         DO_NOT_TRACK="1",

@@ -1,6 +1,7 @@
-"""The Prefect server settings scripts/stack.sh and deployments/docker-compose.yml give are real
-settings of the installed Prefect, with values it accepts: a misspelt variable is ignored by
-Prefect without a word, and the server's database would then grow without bound."""
+"""The Prefect server settings scripts/stack.sh and deployments/docker-compose.yml give (and
+flows/server.py, to the local server) are real settings of the installed Prefect, with values it
+accepts: Prefect ignores a misspelt variable without a word, and the server's database would
+then grow without bound."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 
 import pytest
 
+from flows import server as server_module
 from tidal.settings import REPO_ROOT
 
 RETENTION = (
@@ -60,4 +62,6 @@ def test_the_retention_chosen_vacuums_run_history_and_events(
     assert server.services.db_vacuum.enabled_vacuum_types >= {"events", "flow_runs"}
     assert server.services.db_vacuum.retention_period.days == 30
     assert server.events.retention_period.days == 7
-    assert _stack_sh()["PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD"] == "2592000"
+    same = {name: _compose()[name] for name in RETENTION}
+    assert {name: _stack_sh()[name] for name in RETENTION} == same
+    assert same == server_module.RETENTION  # the local server Tidal keeps running
