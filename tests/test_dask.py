@@ -138,7 +138,8 @@ def test_a_dask_run_lands_every_file_once_within_the_shared_budget(
     _assert_every_file_once(database_url, texts)
     check, *bought = openai_api.inputs_embedded
     assert check == CHECK_TEXT  # the run's check, once, in the flow process
-    assert sorted(bought) == sorted(texts.values())  # each bought once
+    # Each bought once, under its context (the title, here the file's name) and a blank line.
+    assert sorted(t.split("\n\n", 1)[1] for t in bought) == sorted(texts.values())
     assert set(openai_api.statuses()) == {200}  # no 429: the budget held across processes
     assert OPENAI_KEY not in out
     persisted = {key.decode().rpartition(":")[2] for key in redis_client.keys("tidal:*")}
