@@ -208,15 +208,21 @@ begin
 end;
 $$;
 
+-- An older release's hybrid_search, without full_text_min_share: it would stay beside the new
+-- one as an overload, and a call with its eight arguments would match both.
+drop function if exists hybrid_search(text, vector, integer, float, float, integer, jsonb, text);
+
 -- Hybrid search, the shape of Supabase's guide: a full-text ranking and the nearest vectors
 -- (`match_documents`, so any k and any filter hold), fused by reciprocal rank: score =
 -- full_text_weight / (rrf_k + text rank) + semantic_weight / (rrf_k + vector rank), each list
 -- 2 * match_count long. Unlike the guide, the full-text side does not require every word of
--- the question in one chunk (a question asked as a sentence rarely has them all in one): it
--- ranks the chunks holding any of its words by the summed rarity of the words they hold
--- (BM25's inverse document frequency, over the stemmed lexemes); chunks holding the same words
--- (a boilerplate paragraph in several files) by their vector's distance to the query, then by
--- how often they hold them, so a tie is settled by meaning and never by row id. match_count is not capped at 30, and `filter` and `path_prefix` work as in
+-- the question in one chunk (a question asked as a sentence rarely has them all in one): a
+-- chunk qualifies when the words it holds carry at least `full_text_min_share` of the
+-- question's weight, each word weighing its rarity (BM25's inverse document frequency, over
+-- the stemmed lexemes; words the index lacks weigh nothing), like a search engine's "minimum
+-- should match". Chunks rank by the weight they hold; chunks holding the same words (a
+-- boilerplate paragraph in several files) by their vector's distance to the query, then by how
+-- often they hold them, so a tie is settled by meaning and never by row id. match_count is not capped at 30, and `filter` and `path_prefix` work as in
 -- match_documents. A null query_embedding (or semantic_weight 0) ranks by full text alone; a
 -- null query_text, by vectors alone.
 create or replace function hybrid_search(
@@ -227,7 +233,8 @@ create or replace function hybrid_search(
     semantic_weight float default 1,
     rrf_k integer default 50,
     filter jsonb default '{}',
-    path_prefix text default null
+    path_prefix text default null,
+    full_text_min_share float default 0.6
 ) returns table (id uuid, content text, metadata jsonb, similarity float, text_rank float,
                  score float)
 language sql stable
@@ -246,7 +253,7 @@ as $$
             (select count(*) from documents)
         )::float as chunks
     ),
-    terms as (
+    terms as (  -- the words the index holds, each with its weight
         select w.query,
             ln(1 + (greatest(size.chunks, f.n) - f.n + 0.5) / (f.n + 0.5)) as idf
         from words w
@@ -254,6 +261,7 @@ as $$
         cross join lateral (
             select count(*)::float as n from documents d where d.fts @@ w.query
         ) as f
+        where f.n > 0
     ),
     full_text as (
         select d.id, sum(t.idf) as text_rank,
@@ -266,6 +274,7 @@ as $$
         where d.metadata @> filter
           and (path_prefix is null or starts_with(d.source_path, path_prefix))
         group by d.id
+        having sum(t.idf) >= full_text_min_share * (select sum(idf) from terms)
         order by rank_ix
         limit match_count * 2
     ),

@@ -342,6 +342,12 @@ class Expected:
         return index_problems(index, self.chunks, self.hashes, self.fingerprint, require=require)
 
 
+def _content(embedded: str) -> str:
+    """A chunk's stored text from the text it was embedded as: its context (title and section
+    path, one line each) and a blank line come first."""
+    return embedded.split("\n\n", 1)[1]
+
+
 def expected_index(paths: list[str]) -> Expected:
     """What each file's current content makes, through the pipeline the run itself builds."""
     from tidal.parsing import parse
@@ -471,9 +477,9 @@ def test_a_run_killed_anywhere_resumes_to_an_index_with_every_file_exactly_once(
 
     # No file completed before the kill is embedded again. Texts shared with an unfinished file
     # may rightly be sent again, so the check is on the texts that only completed files hold.
-    bought = [t for t in openai_api.inputs_embedded if t != CHECK_TEXT]  # not each run's check
+    bought = [_content(t) for t in openai_api.inputs_embedded if t != CHECK_TEXT]  # not the check
     everything = Counter(bought)
-    resent = [t for t in openai_api.inputs_embedded[embedded_before:] if t != CHECK_TEXT]
+    resent = [_content(t) for t in openai_api.inputs_embedded[embedded_before:] if t != CHECK_TEXT]
     unfinished = set(paths) - done
     unfinished_texts = {t for p in unfinished for _, _, t in expected.chunks[p]}
     done_only = {t for t in final.texts(done) if t not in unfinished_texts}
@@ -489,8 +495,8 @@ def test_a_run_killed_anywhere_resumes_to_an_index_with_every_file_exactly_once(
     kept_texts = {t for chunks in expected.chunks.values() for _, h, t in chunks if h in kept}
     assert not kept_texts & set(resent), "vectors kept before the kill were bought again"
     if point == "embed":  # the vectors of the killed call were bought, lost, and bought again
-        lost = set(openai_api.inputs_embedded[:embedded_before]) - final.texts(done) - kept_texts
-        lost.discard(CHECK_TEXT)
+        before = [t for t in openai_api.inputs_embedded[:embedded_before] if t != CHECK_TEXT]
+        lost = {_content(t) for t in before} - final.texts(done) - kept_texts
         assert lost and lost <= set(resent)
     print(
         f"\n{point}@{n}: killed run {killed.seconds:.1f} s ({len(done)} files done),"

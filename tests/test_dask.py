@@ -109,11 +109,8 @@ def test_a_dask_run_lands_every_file_once_within_the_shared_budget(
     assert_every_file_once(database_url, texts)
     check, *bought = openai_api.inputs_embedded
     assert check == CHECK_TEXT  # the run's check, once, in the flow process
-    # Each bought once, as the chunk's embedded form: its context (the title) before its text.
-    assert len(bought) == len(texts)
-    assert sorted(t for b in bought for t in texts.values() if b.endswith(t)) == sorted(
-        texts.values()
-    )
+    # Each bought once, under its context (the title, here the file's name) and a blank line.
+    assert sorted(t.split("\n\n", 1)[1] for t in bought) == sorted(texts.values())
     assert set(openai_api.statuses()) == {200}  # no 429: the budget held across processes
     assert OPENAI_KEY not in out
     persisted = {key.decode().rpartition(":")[2] for key in redis_client.keys("tidal:*")}

@@ -314,6 +314,45 @@ def test_a_changed_schema_is_applied_again(database_url: str) -> None:
     assert restored is not None
 
 
+def test_the_previous_releases_hybrid_search_is_replaced_not_overloaded(database_url: str) -> None:
+    """The last release's ``hybrid_search`` had eight arguments; this one adds
+    ``full_text_min_share`` with a default. Left beside it, a call with eight arguments would
+    match both: opening a store leaves one."""
+    store = PostgresStore(database_url, dimension=DIM)
+    store.replace_file(_file(), _doc(), _chunks(2, "ticket ST-5"), fingerprint=FP, embedder=EMB)
+    store.close()
+    with psycopg.connect(database_url, autocommit=True) as conn:  # back to the last release
+        conn.execute("drop function hybrid_search")
+        conn.execute(
+            f"create function hybrid_search(query_text text, query_embedding vector({DIM}),"
+            " match_count integer, full_text_weight float default 1,"
+            " semantic_weight float default 1, rrf_k integer default 50,"
+            " filter jsonb default '{}', path_prefix text default null)"
+            " returns table (id uuid, content text, metadata jsonb, similarity float,"
+            " text_rank float, score float) language sql stable as $$ select null::uuid,"
+            " null, null::jsonb, 0::float, 0::float, 0::float where false $$"
+        )
+        conn.execute("comment on table ingest_runs is 'tidal schema from the last release'")
+
+    store = PostgresStore(database_url, dimension=DIM)
+    try:
+        with psycopg.connect(database_url) as conn:
+            signatures = conn.execute(
+                "select pg_get_function_identity_arguments(oid) from pg_proc"
+                " where proname = 'hybrid_search'"
+            ).fetchall()
+            rows = conn.execute(
+                "select metadata->>'chunk_index' from"
+                " hybrid_search('ST-5', null, 5, 1, 1, 50, '{}', null)"
+            ).fetchall()
+    finally:
+        store.close()
+    assert len(signatures) == 1 and signatures[0][0].endswith(
+        "full_text_min_share double precision"
+    )
+    assert sorted(r[0] for r in rows) == ["0", "1"]
+
+
 def test_an_index_of_the_previous_release_gains_full_text_and_the_new_searches_in_place(
     database_url: str,
 ) -> None:

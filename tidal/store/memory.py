@@ -348,18 +348,24 @@ def _nearest(embedding: Sequence[float], stored: list[_Stored]) -> list[tuple[_S
     return sorted(scored, key=lambda pair: -pair[1])
 
 
+MIN_SHARE = 0.6
+"""``hybrid_search``'s ``full_text_min_share``: the share of the question's weight a chunk's
+words must carry to rank by full text."""
+
+
 def _matching(
     query: str, embedding: Sequence[float] | None, kept: list[_Stored], every: list[_Stored]
 ) -> list[_Stored]:
-    """The chunks of ``kept`` holding any word of ``query``, by the summed BM25 inverse document
-    frequency (over ``every`` chunk) of the words they hold; a tie by the vector's distance to
-    ``embedding``, then by how often they hold the words."""
+    """The chunks of ``kept`` whose words of ``query`` carry ``MIN_SHARE`` of its weight, each
+    word weighing its BM25 inverse document frequency over ``every`` chunk; by that weight, a
+    tie by the vector's distance to ``embedding``, then by how often they hold the words."""
     words = set(_WORD.findall(query.lower())) - _STOP_WORDS
     if not words:
         return []
     held = [set(_WORD.findall(s.embedded.chunk.text.lower())) & words for s in every]
     n = len(every)
     idf = {w: math.log(1 + (n - df + 0.5) / (df + 0.5)) for w in words if (df := _df(w, held))}
+    enough = MIN_SHARE * sum(idf.values())
     near = {}
     if embedding is not None:
         near = {id(s): -score for s, score in _nearest(embedding, kept)}
@@ -367,8 +373,8 @@ def _matching(
     for s in kept:
         counts = Counter(_WORD.findall(s.embedded.chunk.text.lower()))
         found = [w for w in words if counts[w]]
-        if found:
-            rarity = sum(idf[w] for w in found)
+        rarity = sum(idf[w] for w in found)
+        if found and rarity >= enough:
             scored.append((-rarity, near.get(id(s), 0.0), -sum(counts[w] for w in found), s))
     scored.sort(key=lambda entry: entry[:3])
     return [entry[3] for entry in scored]

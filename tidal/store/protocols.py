@@ -100,9 +100,9 @@ class VectorStore(Protocol):
         rrf_k: int = RRF_K,
     ) -> list[SearchHit]:
         """The ``limit`` best chunks by reciprocal rank fusion of two rankings of the chunks
-        that ``filter`` and ``path_prefix`` keep (as ``search``): those holding any word of
-        ``query`` (full text, English stemming), by the summed inverse document frequency of
-        the words they hold, then how often they hold them; and those nearest to
+        that ``filter`` and ``path_prefix`` keep (as ``search``): those whose words of ``query``
+        carry at least 0.6 of its weight (full text, English stemming, each word weighing its
+        inverse document frequency), by that weight; and those nearest to
         ``embedding``, each ``2 * limit`` long. A hit's score is ``full_text_weight / (rrf_k +
         its full-text rank) + semantic_weight / (rrf_k + its vector rank)``, a rank it lacks
         adding nothing. With ``embedding`` None (or ``semantic_weight`` 0) only the full-text
