@@ -8,6 +8,8 @@ context without its per-task asset part, and the task itself) once per flow run 
 same bytes with every task, under a digest the workers cache it by; the key is the task run's
 id, so Dask hashes nothing.
 
+On the worker, prefect-dask rebuilt Prefect's settings, a client and the flow run's context for
+every task; here each worker process builds them once per flow run (``_FlowRunOnWorker``).
 What a task runs is unchanged: ``run_task_sync`` with the same task run id, parameters,
 dependencies and context as prefect-dask passes, so retries, states, logs and events are
 Prefect's own. A task with futures among its inputs or ``wait_for`` goes through
@@ -16,10 +18,12 @@ prefect-dask's own path.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
+from contextlib import nullcontext
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -29,8 +33,10 @@ from prefect.context import (
     AssetContext,
     EngineContext,
     SettingsContext,
+    SyncClientContext,
     TagsContext,
     TaskRunContext,
+    hydrated_context,
     serialize_context,
 )
 from prefect.task_engine import run_task_sync
@@ -120,20 +126,87 @@ def _same(held: tuple[object, ...], current: tuple[object, ...]) -> bool:
     return held[-1] == tags and all(a is b for a, b in zip(held, objects, strict=False))
 
 
-_loaded: OrderedDict[str, dict[str, Any]] = OrderedDict()
+_loaded: OrderedDict[str, _FlowRunOnWorker] = OrderedDict()
 _loaded_lock = threading.Lock()
 _LOADED_KEPT = 4
-"""Flow runs whose shared part a worker keeps: a long-lived worker serves one run after another."""
+"""Flow runs a worker keeps ready: a long-lived worker serves one run after another. A fifth
+run at once on one worker closes the oldest one's client."""
 
 
-def _load(shared: Shared) -> dict[str, Any]:
+class _FlowRunOnWorker:
+    """What every task of one flow run shares in one worker process, built once.
+
+    prefect-dask's worker rebuilds it for every task: the settings model (pydantic reads the
+    environment and ``.env`` again), a client (a new SSL context, a new connection) and the
+    flow run's context. Here they are built once, the settings and the client entered in a
+    ``contextvars.Context`` that each task runs in a copy of, as the thread runner's tasks
+    share the flow's. Each task still gets a context of its own: a shallow copy of the flow
+    run's, with empty per-run records (results linked, assets) since a detached flow run's
+    context on a worker serves nobody after the task.
+    """
+
+    def __init__(self, blob: bytes) -> None:
+        loaded = cloudpickle.loads(blob)
+        self.task: Task[Any, Any] = loaded["task"]
+        context: dict[str, Any] = loaded["context"]
+        settings = context.pop("settings_context", None)
+        flow_run = context.pop("flow_run_context", None)
+        self.context = context
+        self.base = contextvars.Context()
+        self.flow_run_context: EngineContext | None = None
+        self._client_context: SyncClientContext | None = None
+        self.base.run(self._enter, settings, flow_run)
+
+    def _enter(self, settings: dict[str, Any] | None, flow_run: dict[str, Any] | None) -> None:
+        with hydrated_context():  # with no context, it only rebuilds Prefect's context models
+            pass
+        if settings:
+            SettingsContext(**settings).__enter__()
+        self._client_context = SyncClientContext().__enter__()
+        if flow_run:
+            self.flow_run_context = EngineContext(
+                **flow_run,
+                client=self._client_context.client,
+                task_runner=flow_run["flow"].task_runner.duplicate().__enter__(),
+                detached=True,
+            )
+
+    def run(self, **kwargs: Any) -> Any:
+        return self.base.copy().run(self._run, **kwargs)
+
+    def _run(self, *, task_run_id: UUID, parameters: dict[str, Any], **rest: Any) -> Any:
+        dependencies, asset_context = rest["dependencies"], rest["asset_context"]
+        flow_run = (
+            self.flow_run_context.model_copy(
+                update={"run_results": {}, "task_run_assets": {}, "task_run_dynamic_keys": {}}
+            )
+            if self.flow_run_context is not None
+            else nullcontext()
+        )
+        with flow_run:
+            return run_task_sync(
+                task=self.task,
+                task_run_id=task_run_id,
+                parameters=parameters,
+                wait_for=None,
+                return_type="state",
+                dependencies=dependencies,
+                context={**self.context, "asset_context": asset_context},
+            )
+
+    def close(self) -> None:
+        if self._client_context is not None:
+            self.base.run(self._client_context.__exit__, None, None, None)
+
+
+def _load(shared: Shared) -> _FlowRunOnWorker:
     digest, blob = shared
     with _loaded_lock:
         loaded = _loaded.get(digest)
         if loaded is None:
-            loaded = _loaded[digest] = cloudpickle.loads(blob)
+            loaded = _loaded[digest] = _FlowRunOnWorker(blob)
             while len(_loaded) > _LOADED_KEPT:
-                _loaded.popitem(last=False)
+                _loaded.popitem(last=False)[1].close()
         else:
             _loaded.move_to_end(digest)
         return loaded
@@ -148,13 +221,9 @@ def run_on_worker(
     asset_context: dict[str, Any],
 ) -> Any:
     """On a Dask worker: run the task as prefect-dask would, and return its final state."""
-    loaded = _load(shared)
-    return run_task_sync(
-        task=loaded["task"],
+    return _load(shared).run(
         task_run_id=task_run_id,
         parameters=parameters,
-        wait_for=None,
-        return_type="state",
         dependencies=dependencies,
-        context={**loaded["context"], "asset_context": asset_context},
+        asset_context=asset_context,
     )
