@@ -14,6 +14,9 @@ What a task runs is unchanged: ``run_task_sync`` with the same task run id, para
 dependencies and context as prefect-dask passes, so retries, states, logs and events are
 Prefect's own. A task with futures among its inputs or ``wait_for`` goes through
 prefect-dask's own path.
+
+It follows ``PrefectDaskClient.submit`` (prefect-dask 0.3.7) and ``hydrated_context`` (Prefect
+3.9): on an upgrade of either, compare them with this module and run ``tests/test_dask.py``.
 """
 
 from __future__ import annotations
