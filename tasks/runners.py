@@ -39,7 +39,7 @@ def task_runner(settings: Settings) -> TaskRunner:
             "one (scripts/stack.sh, or `prefect server start`) and set PREFECT_API_URL"
         )
     try:
-        from prefect_dask import DaskTaskRunner
+        from tasks.dask_runner import SharedContextDaskTaskRunner as DaskTaskRunner
     except ImportError:
         raise ConfigError(
             "TIDAL_TASK_RUNNER=dask needs prefect-dask: .venv/bin/pip install -e '.[dask]'"
