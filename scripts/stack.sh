@@ -20,15 +20,29 @@ export TIDAL_PROJECT_DIR="$PWD"
 export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 mkdir -p "$STACK"
 
+gone() {  # gone GROUP TENTHS: whether process group GROUP is gone within TENTHS of a second
+    for _ in $(seq "$2"); do kill -0 -- "-$1" 2>/dev/null || return 0; sleep 0.1; done
+    ! kill -0 -- "-$1" 2>/dev/null
+}
+
+stop_one() {  # stop_one NAME TENTHS: TERM NAME's process group, KILL it after TENTHS
+    [ -f "$STACK/$1.pid" ] || return 0
+    local group
+    group=$(cat "$STACK/$1.pid")
+    kill -TERM -- "-$group" 2>/dev/null || true  # the whole process group
+    if ! gone "$group" "$2"; then
+        kill -KILL -- "-$group" 2>/dev/null || true
+        gone "$group" 50 || echo "process group $group ($1) survived SIGKILL" >&2
+    fi
+    rm -f "$STACK/$1.pid"
+}
+
 stop() {
-    for name in worker server; do
-        [ -f "$STACK/$name.pid" ] || continue
-        group=$(cat "$STACK/$name.pid")
-        kill -TERM -- "-$group" 2>/dev/null || true  # the whole process group
-        for _ in $(seq 50); do kill -0 -- "-$group" 2>/dev/null || break; sleep 0.2; done
-        kill -KILL -- "-$group" 2>/dev/null || true  # whatever ignored TERM for 10 s
-        rm -f "$STACK/$name.pid"
-    done
+    # An idle worker exits on TERM in about a second, but one that has run a flow never does
+    # (Prefect 3.9 turns TERM into a SIGINT to itself, which goes unheeded); it holds nothing to
+    # save, so it gets 3 s. The server gets 10 s to close its database.
+    stop_one worker 30
+    stop_one server 100
 }
 
 if [ "${1:-up}" = stop ]; then
@@ -74,16 +88,20 @@ setsid "$PYTHON" -m prefect server start --host 127.0.0.1 --port "$PORT" --analy
     > "$STACK/server.log" 2>&1 &
 echo $! > "$STACK/server.pid"
 fi
-for _ in $(seq 120); do
+for _ in $(seq 480); do
     healthy && break
-    sleep 1
+    sleep 0.25
 done
 healthy || { echo "Prefect server did not start; see $STACK/server.log" >&2; stop; exit 1; }
 
 "$PYTHON" -m prefect work-pool inspect tidal >/dev/null 2>&1 \
     || "$PYTHON" -m prefect work-pool create tidal --type process
+# A run whose process was killed ends Crashed, not Running: an automation on the server, made
+# while the deployment is (neither needs the other).
+"$PYTHON" deployments/zombies.py &
+zombies=$!
 "$PYTHON" -m prefect --no-prompt deploy --all
-"$PYTHON" deployments/zombies.py  # a run whose process was killed ends Crashed, not Running
+wait "$zombies"
 setsid "$PYTHON" -m prefect worker start --pool tidal > "$STACK/worker.log" 2>&1 &
 echo $! > "$STACK/worker.pid"
 

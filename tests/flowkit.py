@@ -11,10 +11,25 @@ STATUSES = ("ingested", "skipped", "failed", "stopped", "ignored")
 
 
 def run(corpus: Path, **params):  # type: ignore[no-untyped-def]
+    """The flow over ``corpus``, in this process: its state and its result."""
+    state = call_flow(source=str(corpus), return_state=True, **params)
+    return state, state.result(raise_on_failure=False)
+
+
+def call_flow(**params):  # type: ignore[no-untyped-def]
+    """``tidal(**params)`` in this process, with no flow-run heartbeats.
+
+    Heartbeats serve deployments' runs (tests/test_deployment.py runs them so). In process,
+    Prefect joins the heartbeat thread at the end of every run while it sleeps out its current
+    second: up to a second a run, most of an unchanged run's time. ``python flows/ingest.py``
+    sends none either (flows/adhoc.py); tests/test_flow.py checks that.
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
     from flows.ingest import tidal
 
-    state = tidal(source=str(corpus), return_state=True, **params)
-    return state, state.result(raise_on_failure=False)
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        return tidal(**params)
 
 
 def chunks_by_path(url: str) -> dict[str, int]:

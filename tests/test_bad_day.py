@@ -18,7 +18,7 @@ import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.storage_server import FakeStorage
-from tests.flowkit import chunks_by_path, counts
+from tests.flowkit import call_flow, chunks_by_path, counts
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -69,9 +69,7 @@ def bad_day_env(
 
 
 def _run():  # type: ignore[no-untyped-def]
-    from flows.ingest import tidal
-
-    state = tidal(return_state=True)
+    state = call_flow(return_state=True)
     return state, state.result(raise_on_failure=False)
 
 

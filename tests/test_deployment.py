@@ -70,6 +70,10 @@ def stack(
         OPENAI_API_KEY=OPENAI_KEY,
         OPENAI_BASE_URL=openai_api.base_url,
         PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+        # The worker and a served deployment ask for scheduled runs every 10 s by default: each
+        # run here would wait 5 s on average before a process took it.
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        PREFECT_RUNNER_POLL_FREQUENCY="1",
     )
     script = ["bash", str(REPO_ROOT / "scripts" / "stack.sh")]
     up = subprocess.run(script, env=env, capture_output=True, text=True, timeout=300)
@@ -240,7 +244,7 @@ def test_the_served_deployment_runs_to_completed(
             if found.status_code == 200:
                 break
             assert served.poll() is None, served.communicate()[0][-3000:]
-            time.sleep(1)
+            time.sleep(0.2)
         else:
             pytest.fail("deployments/serve.py never registered tidal/served")
 
@@ -326,17 +330,23 @@ def test_a_deployment_run_killed_with_sigkill_ends_crashed(
 ) -> None:
     """kill -9 of the flow's process: the run leaves Running (the worker reports it Crashed)."""
     openai_api.delay_next(0.5, times=100)  # one file at a time, each a while: still running
+    asked = len(openai_api.requests)
     _, out, flow_run_id = _deployment_run(
         stack, f"source={SAMPLE_CORPUS}", "concurrency=1", watch=False
     )
-    pids = _flow_processes(flow_run_id, until=lambda: _state(stack, flow_run_id) == "RUNNING")
-    time.sleep(2)  # inside the run: settings read, files being listed or ingested
+    # Inside the run: the key checked and a file's embedding request in flight.
+    pids = _flow_processes(
+        flow_run_id,
+        until=lambda: (
+            len(openai_api.requests) >= asked + 2 and _state(stack, flow_run_id) == "RUNNING"
+        ),
+    )
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
 
     deadline = time.monotonic() + 120
     while _state(stack, flow_run_id) == "RUNNING" and time.monotonic() < deadline:
-        time.sleep(1)
+        time.sleep(0.2)
     run = _flow_run(stack, flow_run_id)
     assert run["state"]["type"] == "CRASHED", run["state"]
 
@@ -359,5 +369,5 @@ def _flow_processes(flow_run_id: str, *, until, timeout: float = 300) -> list[in
                 continue
         if pids and until():
             return pids
-        time.sleep(0.5)
+        time.sleep(0.1)
     pytest.fail(f"no process of flow run {flow_run_id} was seen running")

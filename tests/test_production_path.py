@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.storage_server import FakeStorage
-from tests.flowkit import chunks_by_path, counts
+from tests.flowkit import call_flow, chunks_by_path, counts
 from tidal.settings import SAMPLE_CORPUS
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -69,9 +69,7 @@ def production_env(
 
 
 def _run():  # type: ignore[no-untyped-def]
-    from flows.ingest import tidal
-
-    state = tidal(return_state=True)
+    state = call_flow(return_state=True)
     return state, state.result(raise_on_failure=False)
 
 
@@ -215,9 +213,7 @@ def test_with_30_percent_of_downloads_and_embeddings_failing_every_file_lands_in
 def test_the_dry_run_prices_the_tokens_it_would_send_and_sends_none(
     production_env: str, openai_api: FakeOpenAI
 ) -> None:
-    from flows.ingest import tidal
-
-    plan = tidal(dry_run=True)
+    plan = call_flow(dry_run=True)
 
     assert len(plan.added) == len(FILES) and plan.chunks_to_embed == plan.chunks > 0
     assert plan.tokens_to_embed > 0

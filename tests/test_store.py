@@ -428,7 +428,27 @@ with store.claim("prds/a.md"):
 """
 
 
-def test_a_killed_holders_files_are_free_at_once(database_url: str) -> None:
+def _refused(store: PostgresStore, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Set once a claim of ``store``'s has found its file another's three times: proof that
+    it tried and was turned away, where a second's wait only shows it did not get through."""
+    refused, refusals = threading.Event(), []
+    take = store._claims._take
+
+    def counted(path: str) -> bool:
+        taken = take(path)
+        if not taken:
+            refusals.append(path)
+            if len(refusals) >= 3:
+                refused.set()
+        return taken
+
+    monkeypatch.setattr(store._claims, "_take", counted)
+    return refused
+
+
+def test_a_killed_holders_files_are_free_at_once(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """SIGKILL leaves the claim's row behind, but its holder's presence lock goes with the
     process: the next claim takes the file over without waiting for any timeout."""
     holder = subprocess.Popen(
@@ -438,8 +458,9 @@ def test_a_killed_holders_files_are_free_at_once(database_url: str) -> None:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         store = PostgresStore(database_url, dimension=DIM)
         try:
+            refused = _refused(store, monkeypatch)
             got, release = _claim_in_thread(store, "prds/a.md")
-            assert not got.wait(1)  # alive: it holds the file
+            assert refused.wait(10) and not got.is_set()  # alive: it holds the file
             holder.kill()
             holder.wait(10)
             assert got.wait(5)  # gone: the row left behind is taken over
@@ -455,7 +476,7 @@ def test_a_killed_holders_files_are_free_at_once(database_url: str) -> None:
 
 
 def test_a_dropped_presence_connection_comes_back_and_holds_the_files_again(
-    database_url: str,
+    database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = PostgresStore(database_url, dimension=DIM, presence_ping_seconds=0.2)
     other = PostgresStore(database_url, dimension=DIM)
@@ -473,8 +494,9 @@ def test_a_dropped_presence_connection_comes_back_and_holds_the_files_again(
                     break
                 time.sleep(0.05)
         assert pids and cut not in pids  # present again, on a new connection
+        refused = _refused(other, monkeypatch)
         taken, let_go = _claim_in_thread(other, "prds/a.md")
-        assert not taken.wait(1)  # so the file is still its own
+        assert refused.wait(10) and not taken.is_set()  # so the file is still its own
         release.set()
         assert taken.wait(10)
         let_go.set()
