@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import subprocess
 import sys
@@ -173,17 +172,15 @@ def main() -> None:
 
 def _flow(corpus: Path, database: str, api, work: Path) -> tuple[float, dict[str, float]]:  # type: ignore[no-untyped-def]
     """One ``--one`` run of ``corpus`` into ``database``: its wall time and what it reported."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
-    env.update(
-        TIDAL_SOURCE=str(corpus),
-        TIDAL_DATABASE_URL=database,
-        TIDAL_EMBEDDER="openai",
-        OPENAI_API_KEY=KEY,
-        OPENAI_BASE_URL=api.base_url,
-        TIDAL_OPENAI_RPM="1000000",
-        TIDAL_OPENAI_TPM="1000000000",
+    from bench.common import openai_run_env
+
+    env = openai_run_env(
+        corpus,
+        database,
+        api.base_url,
+        KEY,
+        work,
         TIDAL_MAX_FILE_MB="40",
-        TIDAL_DATA_DIR=str(work / "data"),
         PREFECT_HOME=str(work / "prefect"),
         PREFECT_LOGGING_LEVEL="INFO",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import os
 import resource
 import uuid
 from pathlib import Path
@@ -33,6 +34,27 @@ class Databases:
         with psycopg.connect(self.base, autocommit=True) as conn:
             conn.execute(f'create database "{name}"')
         return urlunsplit(urlsplit(self.base)._replace(path=f"/{name}"))
+
+
+def openai_run_env(
+    corpus: Path, database: str, base_url: str, key: str, work: Path, **extra: str
+) -> dict[str, str]:
+    """The environment of a Tidal run from ``corpus`` into ``database`` embedding at a fake
+    OpenAI server with no budget to speak of: this process's environment without its own
+    ``TIDAL_*`` and ``PREFECT_*``, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
+    env.update(
+        TIDAL_SOURCE=str(corpus),
+        TIDAL_DATABASE_URL=database,
+        TIDAL_EMBEDDER="openai",
+        OPENAI_API_KEY=key,
+        OPENAI_BASE_URL=base_url,
+        TIDAL_OPENAI_RPM="1000000",
+        TIDAL_OPENAI_TPM="1000000000",
+        TIDAL_DATA_DIR=str(work / "data"),
+    )
+    env.update(extra)
+    return env
 
 
 def span(values: list[float], fmt: str = "{:.0f}") -> str:

@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
 
-    from bench.common import Databases
+    from bench.common import Databases, openai_run_env
     from bench.corpus import generate
     from tests.fakes.openai_server import FakeOpenAI
 
@@ -138,17 +138,13 @@ def main() -> None:
         tidal_db = Databases(work / "pg").fresh()
         rows = [("empty", settled(db, quiet=5))]
         with FakeOpenAI(api_key=KEY) as api:
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
-            env.update(
-                TIDAL_SOURCE=str(corpus),
-                TIDAL_DATABASE_URL=tidal_db,
-                TIDAL_EMBEDDER="openai",
-                OPENAI_API_KEY=KEY,
-                OPENAI_BASE_URL=api.base_url,
-                TIDAL_OPENAI_RPM="1000000",
-                TIDAL_OPENAI_TPM="1000000000",
+            env = openai_run_env(
+                corpus,
+                tidal_db,
+                api.base_url,
+                KEY,
+                work,
                 TIDAL_CONCURRENCY=str(args.concurrency),
-                TIDAL_DATA_DIR=str(work / "data"),
                 PREFECT_API_URL=api_url,
                 PREFECT_HOME=str(work / "flow-home"),
                 DO_NOT_TRACK="1",

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -115,7 +114,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
 
-    from bench.common import Databases
+    from bench.common import Databases, openai_run_env
     from bench.corpus import generate
     from tests.fakes.openai_server import FakeOpenAI
 
@@ -130,17 +129,13 @@ def main() -> None:
         api.delay_next(args.latency, times=10**7)
 
         def measure(mode: str, corpus: Path, db: str) -> dict[str, float]:
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
-            env.update(
-                TIDAL_SOURCE=str(corpus),
-                TIDAL_DATABASE_URL=db,
-                TIDAL_EMBEDDER="openai",
-                OPENAI_API_KEY=KEY,
-                OPENAI_BASE_URL=api.base_url,
-                TIDAL_OPENAI_RPM="1000000",
-                TIDAL_OPENAI_TPM="1000000000",
+            env = openai_run_env(
+                corpus,
+                db,
+                api.base_url,
+                KEY,
+                work,
                 TIDAL_CONCURRENCY=str(args.concurrency),
-                TIDAL_DATA_DIR=str(work / "data"),
                 PREFECT_HOME=str(work / "prefect"),
                 PREFECT_LOGGING_LEVEL="WARNING",
             )
