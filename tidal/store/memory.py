@@ -161,12 +161,14 @@ class MemoryStore:
         the full-text one over plain lower-case words (stop words aside) rather than Postgres'
         stemmed lexemes."""
         kept = self._kept(filter, path_prefix)
+        nearest = _nearest(embedding, kept) if embedding is not None else []
         rankings: list[tuple[float, list[_Stored]]] = []
         if full_text_weight > 0:
+            similarity = {id(s): score for s, score in nearest}
             every = self._kept(None, None)
-            rankings.append((full_text_weight, _matching(query, embedding, kept, every)))
-        if embedding is not None and semantic_weight > 0:
-            rankings.append((semantic_weight, [s for s, _ in _nearest(embedding, kept)]))
+            rankings.append((full_text_weight, _matching(query, similarity, kept, every)))
+        if nearest and semantic_weight > 0:
+            rankings.append((semantic_weight, [s for s, _ in nearest]))
         scores: dict[int, float] = defaultdict(float)
         ranks: defaultdict[int, list[float]] = defaultdict(lambda: [math.inf, math.inf])
         chunks: dict[int, _Stored] = {}
@@ -354,34 +356,31 @@ words must carry to rank by full text."""
 
 
 def _matching(
-    query: str, embedding: Sequence[float] | None, kept: list[_Stored], every: list[_Stored]
+    query: str, similarity: dict[int, float], kept: list[_Stored], every: list[_Stored]
 ) -> list[_Stored]:
     """The chunks of ``kept`` whose words of ``query`` carry ``MIN_SHARE`` of its weight, each
     word weighing its BM25 inverse document frequency over ``every`` chunk; by that weight, a
-    tie by the vector's distance to ``embedding``, then by how often they hold the words."""
+    tie by ``similarity`` to the query's vector (by ``id`` of the chunk; none without one),
+    then by how often they hold the words."""
     words = set(_WORD.findall(query.lower())) - _STOP_WORDS
     if not words:
         return []
-    held = [set(_WORD.findall(s.embedded.chunk.text.lower())) & words for s in every]
+    df = Counter(
+        w for s in every for w in set(_WORD.findall(s.embedded.chunk.text.lower())) & words
+    )
     n = len(every)
-    idf = {w: math.log(1 + (n - df + 0.5) / (df + 0.5)) for w in words if (df := _df(w, held))}
+    idf = {w: math.log(1 + (n - df[w] + 0.5) / (df[w] + 0.5)) for w in df}
     enough = MIN_SHARE * sum(idf.values())
-    near = {}
-    if embedding is not None:
-        near = {id(s): -score for s, score in _nearest(embedding, kept)}
     scored = []
     for s in kept:
         counts = Counter(_WORD.findall(s.embedded.chunk.text.lower()))
         found = [w for w in words if counts[w]]
         rarity = sum(idf[w] for w in found)
         if found and rarity >= enough:
-            scored.append((-rarity, near.get(id(s), 0.0), -sum(counts[w] for w in found), s))
+            near = -similarity.get(id(s), 0.0)
+            scored.append((-rarity, near, -sum(counts[w] for w in found), s))
     scored.sort(key=lambda entry: entry[:3])
     return [entry[3] for entry in scored]
-
-
-def _df(word: str, held: list[set[str]]) -> int:
-    return sum(1 for words in held if word in words)
 
 
 def _hit(s: _Stored, score: float) -> SearchHit:
