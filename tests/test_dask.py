@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.daskkit import OPENAI_KEY, assert_every_file_once
+from tests.daskkit import OPENAI_KEY, assert_every_file_once, start_ingest
 from tests.fakes.openai_server import FakeOpenAI
 from tidal.embedders.openai import CHECK_TEXT
-from tidal.settings import REPO_ROOT
 
 
 @pytest.fixture
@@ -63,14 +61,7 @@ def _start(
         "TIDAL_RETRY_DELAY_SECONDS": "0.05",
         **extra,
     }
-    return subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "flows" / "ingest.py")],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return start_ingest(env, tmp_path)
 
 
 def _result_digest(path: str, text: str) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.daskkit import OPENAI_KEY, assert_every_file_once
+from tests.daskkit import OPENAI_KEY, assert_every_file_once, start_ingest
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.storage_server import SERVICE_KEY, FakeStorage
 from tidal.settings import REPO_ROOT
@@ -183,14 +183,7 @@ def _run(
         "TIDAL_DATA_DIR": str(folder / "data"),
         **extra,
     }
-    return subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "flows" / "ingest.py")],
-        env=env,
-        cwd=folder,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return start_ingest(env, folder)
 
 
 def _fingerprints(database_url: str) -> set[str]:
