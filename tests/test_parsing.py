@@ -117,6 +117,15 @@ def test_design_json_keeps_every_value_of_a_deep_design() -> None:
     assert "Grid 1: 1, 2" in doc.text and "Grid 2: 3, 4" in doc.text
 
 
+def test_a_design_key_never_reads_as_a_heading() -> None:
+    from tidal.chunking import sections
+
+    doc = parse(DESIGN, _json({"title": "T", "summary": "s", "# colour": "#fff", "## x": ["a"]}))
+
+    assert "\\# colour: #fff" in doc.text and "\\## x: a" in doc.text
+    assert len(sections(doc.text)) == 1  # one section: the keys cut none
+
+
 def test_design_json_headings_stop_at_markdown_depth() -> None:
     deep: dict = {"label": "leaf"}
     for i in range(10):

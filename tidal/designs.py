@@ -132,12 +132,16 @@ def _present(value: Any) -> bool:
 
 def _entry(key: str, value: Any) -> str:
     """``Key: value``; a list of scalars on the line, or bulleted below it when long."""
+    # A key that starts with "#" would read as a heading and cut a section where the JSON has
+    # none: escaped, as Markdown escapes it.
+    name = words(key)
+    name = "\\" + name if name.startswith("#") else name
     if not isinstance(value, list):
-        return f"{words(key)}: {_scalar(value)}"
+        return f"{name}: {_scalar(value)}"
     items = [_scalar(v) for v in value if _present(v)]
     if all(len(item) <= SHORT for item in items):
-        return f"{words(key)}: {', '.join(items)}"
-    return f"{words(key)}:\n" + "\n".join(f"- {item}" for item in items)
+        return f"{name}: {', '.join(items)}"
+    return f"{name}:\n" + "\n".join(f"- {item}" for item in items)
 
 
 def _scalar(value: Any) -> str:
