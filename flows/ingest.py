@@ -145,7 +145,7 @@ def _sync(settings: Settings, paths: list[str] | None, *, dry_run: bool) -> RunS
             )
     progress.update(work.total)
     summary, report = finish(run, settings)
-    publish(summary)
+    publish(summary, report)
     for line in summary.render().splitlines():
         logger.info(line)
     logger.info("per-file report: %s", report)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from uuid import UUID
 
 from prefect import get_client
@@ -16,7 +17,7 @@ from prefect.artifacts import (
 from prefect.runtime import flow_run
 
 from tidal.records import RunSummary
-from tidal.report import summary_frame, totals_markdown
+from tidal.report import attention_frame, totals_markdown
 
 
 class Progress:
@@ -51,12 +52,24 @@ class Progress:
         )
 
 
-def publish(summary: RunSummary) -> None:
-    """The per-file table and the totals, as artifacts of the current flow run."""
+TABLE_ROWS = 1000
+"""The most rows of the per-file table artifact. The server stores the table, and the UI
+renders it, as one JSON value: 100,000 rows are 20 MB a run that nobody can page through."""
+
+
+def publish(summary: RunSummary, report: Path) -> None:
+    """The per-file table (failed files first) and the totals, as artifacts of the current
+    flow run; ``report`` is the run's CSV, which lists every file."""
+    table = attention_frame(summary, TABLE_ROWS)
+    files = len(summary.results)
+    shown = "every file" if len(table) == files else f"the first {len(table):,} of {files:,} files"
     create_table_artifact(
-        table=summary_frame(summary).to_dict(orient="records"),
+        table=table.to_dict(orient="records"),
         key="tidal-files",
-        description="one row per file: status, chunks, tokens, attempts, seconds, error",
+        description=(
+            f"{shown}, failed and not processed first, then ingested, ignored and unchanged: "
+            f"status, chunks, tokens, attempts, seconds, error. Every file: {report.resolve()}"
+        ),
     )
     create_markdown_artifact(
         markdown=totals_markdown(summary), key="tidal-summary", description="totals and failures"

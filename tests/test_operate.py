@@ -40,9 +40,12 @@ def test_a_run_publishes_progress_a_file_table_a_summary_and_a_csv(
     assert float(artifacts["tidal-progress"].data) == 100.0
     table = artifacts["tidal-files"].data
     rows = json.loads(table) if isinstance(table, str) else table
-    assert [r["path"] for r in rows] == [r.path for r in summary.results]
-    broken = next(r for r in rows if r["path"] == "prds/broken.md")
-    assert broken["status"] == "failed" and "binary" in broken["error"]
+    # failed files first, then the rest in path order
+    assert rows[0]["path"] == "prds/broken.md"
+    assert rows[0]["status"] == "failed" and "binary" in rows[0]["error"]
+    rest = [r.path for r in summary.results if r.status != "failed"]
+    assert [r["path"] for r in rows[1:]] == rest
+    assert artifacts["tidal-files"].description.startswith("every file, failed")
     assert {r["type"] for r in rows} == {"design", "prd"}
     assert all(r["chunks"] > 0 and r["tokens"] > 0 for r in rows if r["status"] == "ingested")
     markdown = artifacts["tidal-summary"].data
@@ -51,8 +54,33 @@ def test_a_run_publishes_progress_a_file_table_a_summary_and_a_csv(
     [report] = (tmp_path / ".tidal" / "reports").glob("run-*.csv")
     with report.open() as f:
         saved = list(csv.DictReader(f))
-    assert [r["path"] for r in saved] == [r["path"] for r in rows]
+    assert [r["path"] for r in saved] == [r.path for r in summary.results]
     assert {r["status"] for r in saved} == {"ingested", "failed"}
+    assert str(report) in artifacts["tidal-files"].description
+
+
+def test_a_large_run_s_table_is_capped_failed_files_first_and_the_csv_has_every_file(
+    corpus: Path, env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import tasks.artifacts
+
+    monkeypatch.setattr(tasks.artifacts, "TABLE_ROWS", 3)
+    (corpus / "prds" / "zz-broken.md").write_bytes(b"\x00\x01binary")
+    state, outcome = run(corpus)
+
+    files = _artifacts(state.state_details.flow_run_id)["tidal-files"]
+    rows = json.loads(files.data) if isinstance(files.data, str) else files.data
+    assert [r["path"] for r in rows] == [
+        "prds/zz-broken.md",
+        *[r.path for r in outcome.summary.results if r.status == "ingested"][:2],
+    ]
+    total = len(outcome.summary.results)
+    assert files.description.startswith(f"the first 3 of {total} files")
+    [report] = (tmp_path / ".tidal" / "reports").glob("run-*.csv")
+    with report.open() as f:
+        assert len(list(csv.DictReader(f))) == total
 
 
 def test_status_reads_the_ledger_and_a_dry_run_is_never_the_latest_sync(
