@@ -24,6 +24,7 @@ from prefect.states import Failed, State
 
 from tasks import configured_ingest_task, result_storage, slots, task_runner
 from tasks.artifacts import Progress, label_run, publish
+from tasks.runners import forget_linked_results
 from tidal.errors import TidalError
 from tidal.records import FileResult, RunSummary, shown
 from tidal.report import describe_result, load_pandas_in_background, write_csv
@@ -129,6 +130,7 @@ def _sync(settings: Settings, paths: list[str] | None, *, dry_run: bool) -> RunS
             "[%d/%d] %s: %s", run.done, work.total, shown(result.path), describe_result(result)
         )
         progress.update(run.done)
+        forget_linked_results()
 
     if work.todo:
         if settings.embedder != "local":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 
+from prefect.context import FlowRunContext
 from prefect.settings import get_current_settings
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
@@ -59,3 +60,16 @@ def task_runner(settings: Settings) -> TaskRunner:
             "env": {"PREFECT_API_URL": api_url, "DASK_LOGGING__DISTRIBUTED": "warning"},
         }
     )
+
+
+def forget_linked_results() -> None:
+    """Drop the links Prefect keeps from task results to their states in this flow run.
+
+    Prefect's engine links every task's result, and each field of it, to a copy of the task
+    run's final state for the whole flow run, to spot an upstream task when a result is passed
+    to another task. Tidal passes none; at 100,000 files the links held a State per file,
+    hundreds of MB in the flow process. (prefect-dask's workers start each task with none.)
+    """
+    context = FlowRunContext.get()
+    if context is not None:
+        context.run_results.clear()

@@ -64,11 +64,22 @@ def test_a_large_run_s_table_is_capped_failed_files_first_and_the_csv_has_every_
 ) -> None:
     import json
 
+    from prefect.context import FlowRunContext
+
+    import flows.ingest
     import tasks.artifacts
 
     monkeypatch.setattr(tasks.artifacts, "TABLE_ROWS", 3)
+    linked: list[int] = []  # what Prefect still links from task results to states, at the end
+
+    def publish(*args: object) -> None:
+        linked.append(len(FlowRunContext.get().run_results))
+        tasks.artifacts.publish(*args)
+
+    monkeypatch.setattr(flows.ingest, "publish", publish)
     (corpus / "prds" / "zz-broken.md").write_bytes(b"\x00\x01binary")
     state, outcome = run(corpus)
+    assert linked == [0]  # one State per file held for the whole run, at 100,000 files
 
     files = _artifacts(state.state_details.flow_run_id)["tidal-files"]
     rows = json.loads(files.data) if isinstance(files.data, str) else files.data
