@@ -137,7 +137,7 @@ class PrefectServer:
     """``prefect server start`` on a fresh database of the machine's Postgres, for every run of
     the benchmark: the server a team running 100,000 files would have."""
 
-    def __init__(self, work: Path, postgres: str) -> None:
+    def __init__(self, work: Path, postgres: str, redis: str | None) -> None:
         import psycopg
 
         from tests.services import free_port
@@ -156,6 +156,8 @@ class PrefectServer:
             PREFECT_SERVER_DATABASE_CONNECTION_URL=asyncpg,
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
         )
+        if redis is not None:  # Prefect's events through Redis streams, not in-process queues
+            env.update(redis_messaging(redis))
         self.log = (work / "prefect-server.log").open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
@@ -195,6 +197,12 @@ class PrefectServer:
     def database_mb(self) -> float:
         return database_mb(self.database)
 
+    def dropped(self) -> int:
+        """Events the server's in-memory broker dropped so far (it logs each one)."""
+        self.log.flush()
+        text = Path(self.log.name).read_text(errors="replace")
+        return text.count("Subscription queue is full, dropping message")
+
     def stop(self) -> None:
         os.killpg(self.process.pid, signal.SIGTERM)
         try:
@@ -202,6 +210,25 @@ class PrefectServer:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.log.close()
+
+
+def redis_messaging(url: str) -> dict[str, str]:
+    """The settings of a Prefect server whose events go through Redis (prefect-redis), after
+    emptying that Redis database. Its in-memory broker drops events (and so task run states)
+    once a service falls 10,000 messages behind."""
+    import redis
+
+    redis.Redis.from_url(url).flushdb()
+    parts = urlsplit(url)
+    return {
+        "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
+        "PREFECT_MESSAGING_CACHE": "prefect_redis.messaging",
+        "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+        "PREFECT_REDIS_MESSAGING_HOST": parts.hostname or "127.0.0.1",
+        "PREFECT_REDIS_MESSAGING_PORT": str(parts.port or 6379),
+        "PREFECT_REDIS_MESSAGING_DB": parts.path.lstrip("/") or "0",
+    }
 
 
 def database_mb(url: str) -> float:
@@ -255,6 +282,12 @@ def main() -> None:
         default="postgresql://postgres@127.0.0.1:5432/postgres",
         help="the Postgres the server's database is made on (--prefect postgres)",
     )
+    parser.add_argument(
+        "--prefect-redis",
+        default="redis://127.0.0.1:6379/3",
+        help="the Redis database the server's events go through (--prefect postgres); 'none'"
+        " for Prefect's in-memory broker",
+    )
     parser.add_argument("--task-runner", choices=("threads", "dask"), default="threads")
     args = parser.parse_args()
     if args.task_runner == "dask" and args.prefect != "postgres":
@@ -267,13 +300,16 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tidal-scale-"))
     stop_local_servers_at_exit(work)
     databases = Databases(work / "pg")
-    server = PrefectServer(work, args.prefect_postgres) if args.prefect == "postgres" else None
+    server = None
+    if args.prefect == "postgres":
+        redis = None if args.prefect_redis == "none" else args.prefect_redis
+        server = PrefectServer(work, args.prefect_postgres, redis)
     runs = ("full", "unchanged", "edit") if args.edit else ("full", "unchanged")
 
     rows: defaultdict[tuple[int, str, str], list[dict[str, float]]] = defaultdict(list)
     try:
         with FakeOpenAI(api_key=KEY) as api:
-            api.delay_next(args.latency, times=10**8)
+            api.latency, api.keep_inputs = args.latency, False
 
             def measure(mode: str, corpus: Path, db: str) -> dict[str, float]:
                 # A team's server gets every run's log at Prefect's default level (INFO); the ad
@@ -298,6 +334,7 @@ def main() -> None:
                 before = len(api.requests)
                 server_cpu = server.cpu() if server and mode == "flow" else 0.0
                 prefect_mb = server.database_mb() if server and mode == "flow" else 0.0
+                dropped = server.dropped() if server and mode == "flow" else 0
                 index_mb = database_mb(db)
                 started = time.perf_counter()
                 done = subprocess.run(
@@ -317,6 +354,7 @@ def main() -> None:
                     measured["server_cpu"] = server.cpu() - server_cpu
                     measured["server_rss_mb"] = server.peak_rss_mb()
                     measured["prefect_growth_mb"] = server.database_mb() - prefect_mb
+                    measured["dropped"] = server.dropped() - dropped
                     if result["flow_run_id"]:
                         os.environ["PREFECT_API_URL"] = server.url
                         measured["artifact_kb"] = _artifact_kb(result["flow_run_id"])
@@ -341,6 +379,7 @@ def main() -> None:
                                     f" rss {r['server_rss_mb']:5.0f} MB"
                                     f" db +{r['prefect_growth_mb']:.1f} MB"
                                     f" artifact {r.get('artifact_kb', 0):.0f} kB"
+                                    f" events dropped {r['dropped']}"
                                 )
                             print(
                                 f"  {size:>6} {run:9} {mode:8} wall {r['wall']:7.1f} s"
@@ -367,7 +406,9 @@ def _table(
 
     print(
         f"\nfake OpenAI at {args.latency} s/request, no rate limit; concurrency {args.concurrency};"
-        f" Prefect server: {args.prefect}; task runner: {args.task_runner};"
+        f" Prefect server: {args.prefect}"
+        f"{'' if args.prefect == 'local' else ', events through ' + args.prefect_redis};"
+        f" task runner: {args.task_runner};"
         f" {args.rounds} round(s), ranges are min–max\n"
     )
     print(
@@ -390,9 +431,9 @@ def _table(
         return
     print(
         "\n| files | run | server CPU s | server peak RSS MB | Prefect DB growth MB"
-        " | index growth MB | table artifact kB |"
+        " | index growth MB | table artifact kB | events dropped |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for size, run in sorted({(s, r) for s, r, _ in rows}, key=lambda k: (k[0], order[k[1]])):
         flow = rows[(size, run, "flow")]
         print(
@@ -400,7 +441,8 @@ def _table(
             f"| {span([f['server_rss_mb'] for f in flow])} "
             f"| {span([f['prefect_growth_mb'] for f in flow], '{:.1f}')} "
             f"| {span([f['index_growth_mb'] for f in flow], '{:.1f}')} "
-            f"| {span([f.get('artifact_kb', 0) for f in flow])} |"
+            f"| {span([f.get('artifact_kb', 0) for f in flow])} "
+            f"| {span([f['dropped'] for f in flow])} |"
         )
 
 

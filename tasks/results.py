@@ -9,6 +9,10 @@ from tidal.redis import connect_redis
 from tidal.settings import Settings
 
 BLOCK_NAME = "tidal-results"
+RESULT_TTL_SECONDS = 30 * 24 * 3600
+"""How long Redis keeps a file's result: as long as the Prefect server keeps the task run it
+belongs to (30 days, scripts/stack.sh). Redis holds every key in memory, and each edit of a
+file writes a new one: without a TTL it grows with every version of every file, forever."""
 
 
 def result_storage(settings: Settings) -> WritableFileSystem | None:
@@ -24,7 +28,7 @@ def result_storage(settings: Settings) -> WritableFileSystem | None:
     if settings.redis_url is None:
         return None
     check_redis(settings.redis_url.get_secret_value())
-    block = RedisDatabase(connection_url=settings.redis_url)
+    block = RedisDatabase(connection_url=settings.redis_url, key_ttl=RESULT_TTL_SECONDS)
     block.save(BLOCK_NAME, overwrite=True)
     return block
 

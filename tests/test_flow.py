@@ -171,6 +171,8 @@ def test_with_redis_set_each_files_result_is_written_there_under_its_change_key(
         record = ResultRecord.deserialize(redis_client.get(key))
         assert record.metadata.storage_key == key
         assert record.result == by_path[record.result.path]
+        # kept as long as the server keeps the task run, not forever (Redis is all memory)
+        assert 29 * 86400 < redis_client.ttl(key) <= 30 * 86400
 
 
 def test_an_emptied_database_is_never_mistaken_for_done(

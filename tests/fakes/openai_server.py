@@ -125,6 +125,10 @@ class FakeOpenAI:
         self.dimension = dimension
         self.requests: list[dict[str, Any]] = []
         self.inputs_embedded: list[str] = []
+        self.keep_inputs = True
+        """Whether ``inputs_embedded`` grows: off for a benchmark's hundreds of thousands."""
+        self.latency = 0.0
+        """Seconds every answer is held back, beyond ``delay_next``'s."""
         self._lock = threading.Lock()
         self._faults: deque[tuple[int, dict[str, str] | None, str | None, str | None]] = deque()
         self._delays: deque[float] = deque()
@@ -263,14 +267,16 @@ class FakeOpenAI:
                 dimensions=body.get("dimensions"),
             )
             texts, counts = self._inputs(body.get("input"))
-            entry.update(inputs=len(texts), tokens=sum(counts), first=texts[0])
+            entry.update(inputs=len(texts), tokens=sum(counts))
+            if self.keep_inputs:
+                entry["first"] = texts[0]
         except ApiError as exc:
             body, texts, counts, parse_error = {}, [], [], exc
         else:
             parse_error = None
         with self._lock:
             self.requests.append(entry)
-            delay = self._delays.popleft() if self._delays else 0.0
+            delay = self._delays.popleft() if self._delays else self.latency
         if delay:
             time.sleep(delay)
         try:
@@ -295,7 +301,8 @@ class FakeOpenAI:
             )
             data.append({"object": "embedding", "index": i, "embedding": embedding})
         with self._lock:
-            self.inputs_embedded.extend(texts)
+            if self.keep_inputs:
+                self.inputs_embedded.extend(texts)
         entry["status"] = 200
         answer = {
             "object": "list",
