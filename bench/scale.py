@@ -137,9 +137,10 @@ class PrefectServer:
     """``prefect server start`` on a fresh database of the machine's Postgres, for every run of
     the benchmark: the server a team running 100,000 files would have."""
 
-    def __init__(self, work: Path, postgres: str, redis: str | None) -> None:
+    def __init__(self, work: Path, postgres: str, redis: str | None, *, batches: bool) -> None:
         import psycopg
 
+        from flows.server import RECORDING
         from tests.services import free_port
 
         name = f"prefect_bench_{uuid.uuid4().hex[:8]}"
@@ -156,6 +157,8 @@ class PrefectServer:
             PREFECT_SERVER_DATABASE_CONNECTION_URL=asyncpg,
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
         )
+        if batches:  # as every server Tidal starts (flows/server.py, stack.sh, compose)
+            env.update(RECORDING)
         if redis is not None:  # Prefect's events through Redis streams, not in-process queues
             env.update(redis_messaging(redis))
         self.log = (work / "prefect-server.log").open("wb")
@@ -288,6 +291,11 @@ def main() -> None:
         help="the Redis database the server's events go through (--prefect postgres); 'none'"
         " for Prefect's in-memory broker",
     )
+    parser.add_argument(
+        "--prefect-defaults",
+        action="store_true",
+        help="the server's services with Prefect's batch sizes, not Tidal's (flows/server.py)",
+    )
     parser.add_argument("--task-runner", choices=("threads", "dask"), default="threads")
     args = parser.parse_args()
     if args.task_runner == "dask" and args.prefect != "postgres":
@@ -303,7 +311,9 @@ def main() -> None:
     server = None
     if args.prefect == "postgres":
         redis = None if args.prefect_redis == "none" else args.prefect_redis
-        server = PrefectServer(work, args.prefect_postgres, redis)
+        server = PrefectServer(
+            work, args.prefect_postgres, redis, batches=not args.prefect_defaults
+        )
     runs = ("full", "unchanged", "edit") if args.edit else ("full", "unchanged")
 
     rows: defaultdict[tuple[int, str, str], list[dict[str, float]]] = defaultdict(list)
@@ -407,7 +417,8 @@ def _table(
     print(
         f"\nfake OpenAI at {args.latency} s/request, no rate limit; concurrency {args.concurrency};"
         f" Prefect server: {args.prefect}"
-        f"{'' if args.prefect == 'local' else ', events through ' + args.prefect_redis};"
+        f"{'' if args.prefect == 'local' else ', events through ' + args.prefect_redis}"
+        f"{', Prefect default batches' if args.prefect_defaults else ''};"
         f" task runner: {args.task_runner};"
         f" {args.rounds} round(s), ranges are min–max\n"
     )

@@ -129,8 +129,22 @@ RETENTION = {
 run, state and log for ever (docs/operations.md#the-prefect-servers-own-database)."""
 
 
+RECORDING = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "500",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "500",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_READ_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TRIGGERS_READ_BATCH_SIZE": "100",
+}
+"""As scripts/stack.sh gives its server: its services read and write events in batches.
+Prefect's task run recorder reads and writes one event at a time by default, a few task runs
+a second on Postgres, so the UI of a run of thousands of files fell minutes behind the run
+(and its in-memory broker drops events past 10,000 waiting); each batch is still written
+within 5 s (the services' flush interval) however few events it holds."""
+
+
 def _launch(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    environment = {**RETENTION}  # unless the user's environment says otherwise
+    environment = {**RETENTION, **RECORDING}  # unless the user's environment says otherwise
     environment |= {k: v for k, v in os.environ.items() if not k.startswith(_SECRETS)}
     environment.pop("PREFECT_API_URL", None)
     environment.update(

@@ -65,3 +65,43 @@ def test_the_retention_chosen_vacuums_run_history_and_events(
     same = {name: _compose()[name] for name in RETENTION}
     assert {name: _stack_sh()[name] for name in RETENTION} == same
     assert same == server_module.RETENTION  # the local server Tidal keeps running
+
+
+def test_every_server_records_events_in_the_same_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.settings import Settings
+
+    recording = server_module.RECORDING
+    assert {name: _compose()[name] for name in recording} == recording
+    assert {name: _stack_sh()[name] for name in recording} == recording
+    for name, value in recording.items():
+        monkeypatch.setenv(name, value)
+    services = Settings().server.services
+    assert services.task_run_recorder.batch_size == 500
+    assert services.task_run_recorder.read_batch_size == 100
+    assert services.event_persister.batch_size == 500
+
+
+def test_the_compose_servers_events_go_through_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-memory broker drops events past 10,000 queued; the compose server's settings
+    name prefect-redis's modules, which exist, and its Redis."""
+    import importlib
+
+    from prefect.settings import Settings
+    from prefect_redis.client import RedisMessagingSettings
+
+    text = (REPO_ROOT / "deployments" / "docker-compose.yml").read_text()
+    given = dict(re.findall(r"^\s+(PREFECT_(?:MESSAGING|REDIS)_\w+):\s*(\S+)", text, re.MULTILINE))
+    for name, value in {**_compose(), **given}.items():
+        monkeypatch.setenv(name, value)
+    server = Settings().server
+    modules = {
+        server.events.messaging_broker,
+        server.events.messaging_cache,
+        server.events.causal_ordering,
+        server.concurrency.lease_storage,
+    }
+    assert {m.split(".")[0] for m in modules} == {"prefect_redis"}
+    for module in modules:
+        importlib.import_module(module)
+    assert RedisMessagingSettings().url == "redis://redis:6379/1"
+    assert server.docket.url == "redis://redis:6379/2"
