@@ -196,6 +196,42 @@ def test_a_bulk_load_writes_without_the_index_and_search_still_answers(
     assert "documents_embedding_idx" in plan
 
 
+def test_an_index_build_past_tidal_index_memory_mb_says_so_and_still_builds(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past its memory pgvector builds the graph on disk, many times slower (at 100,000 files
+    of 1,536 dimensions, tens of minutes): the run says which setting to raise."""
+    from tidal.settings import load_settings
+    from tidal.store import open_store
+    from tidal.store.postgres.vector_index import needed_mb
+
+    rows = 1600
+    assert needed_mb(rows, DIM) > 64  # over the smallest setting, under the default
+
+    def build(memory_mb: int) -> list[str]:
+        monkeypatch.setenv("TIDAL_INDEX_MEMORY_MB", str(memory_mb))
+        store = open_store(load_settings(database_url=database_url), dimension=DIM)
+        try:
+            assert store.index_memory_mb == memory_mb
+            store.suspend_vector_index()
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="tidal.store"):
+                store.build_vector_index()
+            assert _vector_index(database_url) == "hnsw"
+            return [
+                r.getMessage() for r in caplog.records if "TIDAL_INDEX_MEMORY_MB" in r.getMessage()
+            ]
+        finally:
+            store.close()
+
+    setup = PostgresStore(database_url, dimension=DIM)
+    setup.replace_file(_file(), _doc(), _chunks(rows), fingerprint=FP, embedder=EMB)
+    setup.close()
+    [said] = build(64)
+    assert f"over {rows} chunks" in said and "TIDAL_INDEX_MEMORY_MB=64" in said
+    assert build(512) == []
+
+
 def test_a_write_big_against_the_index_drops_it_and_a_small_one_keeps_it(
     database_url: str,
 ) -> None:

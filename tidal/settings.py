@@ -110,6 +110,13 @@ class Settings(BaseSettings):
         description="the most connections one process opens to Postgres (2-256): a pool shared "
         "by the files in flight, plus one that marks the process alive",
     )
+    index_memory_mb: int = Field(
+        default=512,
+        ge=64,
+        le=1_048_576,
+        description="the most memory (MB) Postgres may use to build the vector index in one "
+        "pass (maintenance_work_mem); past it the build goes on on disk, many times slower",
+    )
     redis_url: SecretStr | None = Field(
         default=None,
         description="a redis:// URL for task results and the shared OpenAI budget",

@@ -144,6 +144,7 @@ def open_store(settings: Settings, *, dimension: int, pool_size: int = 2) -> Sto
         pool_size=pool_size,
         outage_seconds=settings.outage_seconds,
         source=settings.source_identity,
+        index_memory_mb=settings.index_memory_mb,
     )
 
 

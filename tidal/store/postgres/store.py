@@ -26,7 +26,7 @@ from tidal.store.postgres import documents, embedding_cache, ledger, vector_inde
 from tidal.store.postgres.claims import PRESENCE_PING_SECONDS, Claims
 from tidal.store.postgres.connection import connection_errors, open_pool, ping, riding_out
 from tidal.store.postgres.schema import ensure_schema
-from tidal.store.postgres.vector_index import BIG_WRITE_ROWS
+from tidal.store.postgres.vector_index import BIG_WRITE_ROWS, INDEX_MEMORY_MB
 
 log = logging.getLogger("tidal.store")
 
@@ -44,6 +44,7 @@ class PostgresStore:
         presence_ping_seconds: float = PRESENCE_PING_SECONDS,
         big_write_rows: int = BIG_WRITE_ROWS,
         source: str = "",
+        index_memory_mb: int = INDEX_MEMORY_MB,
     ) -> None:
         """``source`` is the identity of the source whose files this store reads and writes
         (``supabase://<bucket>``, or a folder): its file operations see that source's files
@@ -51,6 +52,7 @@ class PostgresStore:
         self.dimension = dimension
         self.source = source
         self.big_write_rows = big_write_rows
+        self.index_memory_mb = index_memory_mb
         self.service = Service(
             "Postgres", "TIDAL_DATABASE_URL", lambda: ping(url), outage_seconds=outage_seconds
         )
@@ -273,7 +275,7 @@ class PostgresStore:
     def build_vector_index(self) -> None:
         """Create the HNSW index if it is missing (``vector_index.build``)."""
         with self._conn("build the vector index") as conn:
-            vector_index.build(conn, self.dimension)
+            vector_index.build(conn, self.dimension, memory_mb=self.index_memory_mb)
 
     @riding_out
     def _make_room_for(self, rows: int) -> None:

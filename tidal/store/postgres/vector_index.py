@@ -29,10 +29,10 @@ LIVE_INDEX_COST = 8
 """Rows of a build that one live HNSW insert costs, counted low to leave room for the build's
 own overhead (``bench/inserts.py`` measures the real figure): past ``rows_kept /
 LIVE_INDEX_COST`` new rows, rebuilding the whole index is cheaper than keeping it up."""
-INDEX_MEMORY_CAP_MB = 512
-"""The most ``maintenance_work_mem`` a build asks for. Past it pgvector goes on building on
-disk, slower but safe on a small managed instance, where a larger ask could exhaust the
-server's memory."""
+INDEX_MEMORY_MB = 512
+"""The most ``maintenance_work_mem`` a build asks for unless ``TIDAL_INDEX_MEMORY_MB`` says
+otherwise. Past it pgvector goes on building on disk, many times slower but safe on a small
+managed instance, where a larger ask could exhaust the server's memory."""
 
 
 def worth_dropping(conn: psycopg.Connection[Any], rows: int) -> bool:
@@ -53,7 +53,14 @@ def drop(conn: psycopg.Connection[Any]) -> None:
     conn.execute("drop index if exists documents_embedding_idx")
 
 
-def build(conn: psycopg.Connection[Any], dimension: int) -> None:
+def needed_mb(rows: int, dimension: int) -> int:
+    """About what pgvector needs to build the graph of ``rows`` vectors in memory."""
+    return int(rows * (dimension * 4 + 512) * 1.3 / 2**20) + 64
+
+
+def build(
+    conn: psycopg.Connection[Any], dimension: int, *, memory_mb: int = INDEX_MEMORY_MB
+) -> None:
     """Create the index if it is missing (after a bulk load, or a run that crashed in one),
     with enough ``maintenance_work_mem`` for the graph to be built in memory: past it,
     pgvector goes on building on disk at the row-by-row price.
@@ -70,13 +77,20 @@ def build(conn: psycopg.Connection[Any], dimension: int) -> None:
             return
         rows = conn.execute("select count(*) from documents").fetchone()[0]
         started = time.perf_counter()
-        needed_mb = int(rows * (dimension * 4 + 512) * 1.3 / 2**20) + 64
+        needed = needed_mb(rows, dimension)
         current_mb = conn.execute(
             "select setting::bigint / 1024 from pg_settings where name = 'maintenance_work_mem'"
         ).fetchone()[0]  # the setting is in kB
-        if needed_mb > current_mb:
-            conn.execute(
-                f"set local maintenance_work_mem = '{min(needed_mb, INDEX_MEMORY_CAP_MB)}MB'"
+        if needed > current_mb:
+            conn.execute(f"set local maintenance_work_mem = '{min(needed, memory_mb)}MB'")
+        if needed > max(current_mb, memory_mb):
+            log.warning(
+                "building the vector index over %d chunks needs about %d MB, over "
+                "TIDAL_INDEX_MEMORY_MB=%d: it goes on on disk, many times slower; raise "
+                "TIDAL_INDEX_MEMORY_MB if the database server has the memory",
+                rows,
+                needed,
+                memory_mb,
             )
         conn.execute(VECTOR_INDEX_SQL)
     log.info("built the vector index over %d chunks in %.1f s", rows, time.perf_counter() - started)
