@@ -297,6 +297,12 @@ def main() -> None:
         help="the server's services with Prefect's batch sizes, not Tidal's (flows/server.py)",
     )
     parser.add_argument("--task-runner", choices=("threads", "dask"), default="threads")
+    parser.add_argument(
+        "--modes", default="pipeline,flow", help="which ways to run: pipeline, flow or both"
+    )
+    parser.add_argument(
+        "--dimensions", type=int, help="TIDAL_EMBEDDING_DIMENSIONS (OpenAI's 1,536 by default)"
+    )
     args = parser.parse_args()
     if args.task_runner == "dask" and args.prefect != "postgres":
         parser.error("--task-runner dask needs a real server: --prefect postgres")
@@ -338,6 +344,11 @@ def main() -> None:
                     KEY,
                     work,
                     TIDAL_CONCURRENCY=str(args.concurrency),
+                    **(
+                        {"TIDAL_EMBEDDING_DIMENSIONS": str(args.dimensions)}
+                        if args.dimensions
+                        else {}
+                    ),
                     PREFECT_HOME=str(work / "prefect"),
                     **extra,
                 )
@@ -374,7 +385,8 @@ def main() -> None:
                 corpus = work / f"corpus-{size}"
                 generate(corpus, size)
                 for round_ in range(args.rounds):
-                    modes = ("pipeline", "flow") if round_ % 2 == 0 else ("flow", "pipeline")
+                    ways = args.modes.split(",")
+                    modes = ways if round_ % 2 == 0 else ways[::-1]
                     for mode in modes:
                         db = databases.fresh()
                         for run in runs:
@@ -429,11 +441,12 @@ def _table(
     print("|---|---|---|---|---|---|---|---|---|---|")
     order = {"full": 0, "unchanged": 1, "edit": 2}
     for size, run in sorted({(s, r) for s, r, _ in rows}, key=lambda k: (k[0], order[k[1]])):
-        alone, flow = rows[(size, run, "pipeline")], rows[(size, run, "flow")]
-        ratios = [f["wall"] / a["wall"] for f, a in zip(flow, alone, strict=True)]
+        alone, flow = rows.get((size, run, "pipeline"), []), rows[(size, run, "flow")]
+        ratios = [f["wall"] / a["wall"] for f, a in zip(flow, alone, strict=False)]
         print(
-            f"| {size:,} | {run} | {span([a['wall'] for a in alone], '{:.1f}')} "
-            f"| {span([f['wall'] for f in flow], '{:.1f}')} | {span(ratios, '{:.2f}')} "
+            f"| {size:,} | {run} | {span([a['wall'] for a in alone], '{:.1f}') if alone else '–'} "
+            f"| {span([f['wall'] for f in flow], '{:.1f}')} "
+            f"| {span(ratios, '{:.2f}') if ratios else '–'} "
             f"| {span([f['cpu'] for f in flow])} | {span([f['rss_mb'] for f in flow])} "
             f"| {span([f['task_runs'] for f in flow])} | {span([f['ui_lag'] for f in flow])} "
             f"| {span([f['requests'] for f in flow])} |"

@@ -135,12 +135,15 @@ RECORDING = {
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "500",
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_READ_BATCH_SIZE": "100",
     "PREFECT_SERVER_SERVICES_TRIGGERS_READ_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "0.5",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "1",
 }
 """As scripts/stack.sh gives its server: its services read and write events in batches.
 Prefect's task run recorder reads and writes one event at a time by default, a few task runs
 a second on Postgres, so the UI of a run of thousands of files fell minutes behind the run
-(and its in-memory broker drops events past 10,000 waiting); each batch is still written
-within 5 s (the services' flush interval) however few events it holds."""
+(and its in-memory broker drops events past 10,000 waiting). A batch not yet full is written
+after half a second (Prefect's default, 5 s, kept every small run's end waiting for its last
+task runs to show)."""
 
 
 def _launch(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
