@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,19 +95,10 @@ def start_server(work: Path, db: Path) -> tuple[subprocess.Popen[bytes], str]:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         DO_NOT_TRACK="1",
     )
+    from bench.common import start_prefect_server
+
     log = (work / "server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-         "--port", str(port), "--analytics-off"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    for _ in range(180):
-        try:
-            urllib.request.urlopen(f"{api}/health", timeout=2)
-            return server, api
-        except OSError:
-            time.sleep(1)
-    sys.exit(f"the server did not start; see {work / 'server.log'}")
+    return start_prefect_server(port, env, log=log, wait=180), api
 
 
 def age_everything(db: Path) -> None:

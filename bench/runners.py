@@ -29,11 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import defaultdict
 from pathlib import Path
-
-import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -46,38 +43,9 @@ QUIET_WINDOW = 3.0
 def _server(home: Path, port: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
     env.update(PREFECT_HOME=str(home), DO_NOT_TRACK="1")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
-        + ["--port", str(port), "--analytics-off"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2)
-            return server
-        except OSError:
-            time.sleep(0.5)
-    sys.exit("the Prefect server did not start")
+    from bench.common import start_prefect_server
 
-
-def _tree_cpu(pid: int) -> float:
-    """User and system CPU seconds of a process and its live descendants."""
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for process in processes:
-        try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
+    return start_prefect_server(port, env)
 
 
 def _children_cpu() -> float:
@@ -87,11 +55,13 @@ def _children_cpu() -> float:
 
 def _drain(server: int) -> float:
     """Wait until the server is quiet; the seconds it took."""
+    from bench.common import tree_cpu
+
     started = time.perf_counter()
-    last = _tree_cpu(server)
+    last = tree_cpu(server)
     while time.perf_counter() - started < 300:
         time.sleep(QUIET_WINDOW)
-        now = _tree_cpu(server)
+        now = tree_cpu(server)
         if now - last < QUIET_CPU_SECONDS:
             return time.perf_counter() - started - QUIET_WINDOW
         last = now
@@ -108,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     ways = args.ways.split(",")
 
-    from bench.common import Databases, span
+    from bench.common import Databases, span, tree_cpu
     from bench.corpus import generate
     from tests.services import free_port
 
@@ -142,7 +112,7 @@ def main() -> None:
                 )
                 if args.concurrency:
                     env["TIDAL_CONCURRENCY"] = str(args.concurrency)
-                server_before = _tree_cpu(server.pid)
+                server_before = tree_cpu(server.pid)
                 children_before = _children_cpu()
                 started = time.perf_counter()
                 flow = subprocess.Popen(
@@ -158,7 +128,7 @@ def main() -> None:
                     sys.exit(f"{way} failed:\n{out[-3000:]}\n{err[-3000:]}")
                 run_cpu = _children_cpu() - children_before
                 drains = _drain(server.pid)
-                server_cpu = _tree_cpu(server.pid) - server_before
+                server_cpu = tree_cpu(server.pid) - server_before
                 runs[way].append(
                     {"wall": wall, "cpu": run_cpu, "server": server_cpu, "drains": drains}
                 )

@@ -42,7 +42,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -138,15 +137,11 @@ class PrefectServer:
     the benchmark: the server a team running 100,000 files would have."""
 
     def __init__(self, work: Path, postgres: str, redis: str | None, *, batches: bool) -> None:
-        import psycopg
-
+        from bench.common import fresh_database, start_prefect_server
         from flows.server import RECORDING
         from tests.services import free_port
 
-        name = f"prefect_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(postgres, autocommit=True) as conn:
-            conn.execute(f'create database "{name}"')
-        self.database = urlunsplit(urlsplit(postgres)._replace(path=f"/{name}"))
+        self.database = fresh_database(postgres, "prefect_bench")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/api"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
@@ -162,40 +157,25 @@ class PrefectServer:
         if redis is not None:  # Prefect's events through Redis streams, not in-process queues
             env.update(redis_messaging(redis))
         self.log = (work / "prefect-server.log").open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
-            + ["--port", str(self.port), "--analytics-off"],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        for _ in range(480):
-            try:
-                urllib.request.urlopen(f"{self.url}/health", timeout=2)
-                return
-            except OSError:
-                time.sleep(0.5)
-        sys.exit(f"the Prefect server did not start: see {self.log.name}")
+        self.process = start_prefect_server(self.port, env, log=self.log, wait=240)
 
     def cpu(self) -> float:
-        from bench.runners import _tree_cpu
+        from bench.common import tree_cpu
 
-        return _tree_cpu(self.process.pid)
+        return tree_cpu(self.process.pid)
 
     def peak_rss_mb(self) -> float:
         """The largest peak RSS of the server's processes (VmHWM: since each started)."""
-        peak = 0.0
+        from bench.common import peak_rss_mb
+
         root = psutil.Process(self.process.pid)
+        peaks = [0.0]
         for process in [root, *root.children(recursive=True)]:
             try:
-                status = Path(f"/proc/{process.pid}/status").read_text()
+                peaks.append(peak_rss_mb(process.pid))
             except OSError:
                 continue
-            for line in status.splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]) / 1024)
-        return peak
+        return max(peaks)
 
     def database_mb(self) -> float:
         return database_mb(self.database)
@@ -320,6 +300,7 @@ def main() -> None:
         server = PrefectServer(
             work, args.prefect_postgres, redis, batches=not args.prefect_defaults
         )
+        os.environ["PREFECT_API_URL"] = server.url  # this process reads the runs' artifacts
     runs = ("full", "unchanged", "edit") if args.edit else ("full", "unchanged")
 
     rows: defaultdict[tuple[int, str, str], list[dict[str, float]]] = defaultdict(list)
@@ -377,7 +358,6 @@ def main() -> None:
                     measured["prefect_growth_mb"] = server.database_mb() - prefect_mb
                     measured["dropped"] = server.dropped() - dropped
                     if result["flow_run_id"]:
-                        os.environ["PREFECT_API_URL"] = server.url
                         measured["artifact_kb"] = _artifact_kb(result["flow_run_id"])
                 return measured
 
