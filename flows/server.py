@@ -139,11 +139,10 @@ RECORDING = {
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "1",
 }
 """As scripts/stack.sh gives its server: its services read and write events in batches.
-Prefect's task run recorder reads and writes one event at a time by default, a few task runs
-a second on Postgres, so the UI of a run of thousands of files fell minutes behind the run
-(and its in-memory broker drops events past 10,000 waiting). A batch not yet full is written
-after half a second (Prefect's default, 5 s, kept every small run's end waiting for its last
-task runs to show)."""
+Prefect's task run recorder reads and writes one event at a time by default, so under a run of
+thousands of files it falls behind and the UI lags the run (and the in-memory broker drops
+events once 10,000 wait). A batch not yet full is written within half a second, so a small
+run's last task runs show at once (docs/scaling.md#the-prefect-server-at-scale)."""
 
 
 def _launch(data_dir: Path, port: int) -> subprocess.Popen[bytes]:

@@ -54,7 +54,8 @@ class Progress:
 
 TABLE_ROWS = 1000
 """The most rows of the per-file table artifact. The server stores the table, and the UI
-renders it, as one JSON value: 100,000 rows are 20 MB a run that nobody can page through."""
+renders it, as one JSON value that grows with the corpus and that nobody can page through;
+the run's CSV report keeps every row."""
 
 
 def publish(summary: RunSummary, report: Path) -> None:

@@ -67,8 +67,8 @@ def forget_linked_results() -> None:
 
     Prefect's engine links every task's result, and each field of it, to a copy of the task
     run's final state for the whole flow run, to spot an upstream task when a result is passed
-    to another task. Tidal passes none; at 100,000 files the links held a State per file,
-    hundreds of MB in the flow process. (prefect-dask's workers start each task with none.)
+    to another task. Tidal passes none, and the links would hold a State per file in the flow
+    process until the run ends. (prefect-dask's workers start each task with none.)
     """
     context = FlowRunContext.get()
     if context is not None:
