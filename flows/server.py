@@ -135,14 +135,15 @@ RECORDING = {
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "500",
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_READ_BATCH_SIZE": "100",
     "PREFECT_SERVER_SERVICES_TRIGGERS_READ_BATCH_SIZE": "100",
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "0.5",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "1",
 }
 """As scripts/stack.sh gives its server: its services read and write events in batches.
 Prefect's task run recorder reads and writes one event at a time by default, so under a run of
 thousands of files it falls behind and the UI lags the run (and the in-memory broker drops
-events once 10,000 wait). A batch not yet full is written within half a second, so a small
-run's last task runs show at once (docs/scaling.md#the-prefect-server-at-scale)."""
+events once 10,000 wait). A batch not yet full is written within a second, so a small run's
+last task runs show at once. Whole seconds: the recorder sleeps ``int()`` of its interval, so
+0.5 would make it spin on a core even when idle (docs/scaling.md#the-prefect-server-at-scale)."""
 
 
 def _launch(data_dir: Path, port: int) -> subprocess.Popen[bytes]:

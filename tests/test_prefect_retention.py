@@ -81,6 +81,18 @@ def test_every_server_records_events_in_the_same_batches(monkeypatch: pytest.Mon
     assert services.event_persister.batch_size == 500
 
 
+@pytest.mark.slow  # importing Prefect's server services starts a process
+def test_the_recorders_flush_interval_is_whole_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect's task run recorder sleeps ``int(flush_interval)`` seconds between flushes: a
+    fraction of a second becomes 0 and the idle server spins a core (it did, at 0.5)."""
+    from prefect.server.services.task_run_recorder import TaskRunRecorder
+
+    for name, value in server_module.RECORDING.items():
+        monkeypatch.setenv(name, value)
+    interval = TaskRunRecorder.service_settings().flush_interval
+    assert int(interval) == interval >= 1
+
+
 def test_the_compose_servers_events_go_through_redis(monkeypatch: pytest.MonkeyPatch) -> None:
     """The in-memory broker drops events past 10,000 queued; the compose server's settings
     name prefect-redis's modules, which exist, and its Redis."""
