@@ -40,6 +40,8 @@ def task_runner(settings: Settings) -> TaskRunner:
             "one (scripts/stack.sh, or `prefect server start`) and set PREFECT_API_URL"
         )
     try:
+        import dask.config
+
         from tasks.dask_runner import SharedContextDaskTaskRunner as DaskTaskRunner
     except ImportError:
         raise ConfigError(
@@ -58,8 +60,18 @@ def task_runner(settings: Settings) -> TaskRunner:
             "dashboard_address": None,
             # The worker processes report to this run's server, whichever way it was set.
             "env": {"PREFECT_API_URL": api_url, "DASK_LOGGING__DISTRIBUTED": "warning"},
+            # Merged over this process's own: the nanny replaces whole top-level sections.
+            "config": dask.config.merge(dask.config.config, WORKER_CONFIG),
         }
     )
+
+
+WORKER_CONFIG = {"distributed": {"worker": {"profile": {"enabled": False}}}}
+"""Dask configuration for the workers of a cluster Tidal starts. Dask's statistical profiler
+samples every worker thread each 10 ms and keeps the last 1,000 seconds of call trees, one per
+second, for the dashboard's profile tab: CPU taken from the files, and hundreds of MB per worker
+that grow through a run's first quarter hour. A cluster started apart sets it in its workers'
+environment (``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=false``, docs/scaling.md)."""
 
 
 def forget_linked_results() -> None:

@@ -34,3 +34,24 @@ def test_a_new_context_or_task_pickles_the_shared_part_again() -> None:
     assert cloudpickle.loads(tagged[1])["context"]["tags_context"]["current_tags"] == {"nightly"}
     retrying = ingest_file.with_options(retries=0)
     assert runner._shared_for(retrying)[0] != runner._shared_for(ingest_file)[0]
+
+
+@pytest.mark.slow  # a local Dask cluster of its own
+def test_a_local_clusters_workers_run_without_dasks_profiler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tasks.runners import task_runner
+    from tidal.settings import load_settings
+
+    monkeypatch.setenv("TIDAL_TASK_RUNNER", "dask")
+    monkeypatch.setenv("TIDAL_DASK_WORKERS", "2")
+    api = {PREFECT_API_URL: "http://127.0.0.1:9/api"}  # asked for, never reached here
+    with temporary_settings(updates=api), task_runner(load_settings()) as runner:
+        callbacks = runner.client.run(lambda dask_worker: sorted(dask_worker.periodic_callbacks))
+
+    assert len(callbacks) == 2
+    for running in callbacks.values():
+        assert "heartbeat" in running  # the worker's own upkeep runs
+        assert "profile" not in running and "profile-cycle" not in running
