@@ -69,8 +69,8 @@ def task_runner(settings: Settings) -> TaskRunner:
 WORKER_CONFIG = {"distributed": {"worker": {"profile": {"enabled": False}}}}
 """Dask configuration for the workers of a cluster Tidal starts. Dask's statistical profiler
 samples every worker thread each 10 ms and keeps the last 1,000 seconds of call trees, one per
-second, for the dashboard's profile tab: CPU taken from the files, and hundreds of MB per worker
-that grow through a run's first quarter hour. A cluster started apart sets it in its workers'
+second, for the dashboard's profile tab: hundreds of MB per worker that grow through a run's
+first quarter hour, for a tab a run does not need. A cluster started apart sets it in its workers'
 environment (``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=false``, docs/scaling.md)."""
 
 
