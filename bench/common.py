@@ -23,6 +23,8 @@ def peak_rss_mb(pid: int | str = "self") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
+    if pid != "self":
+        return 0.0  # a zombie or kernel thread has no memory of its own left to report
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -110,7 +112,10 @@ def openai_run_env(
 
 
 def span(values: list[float], fmt: str = "{:.0f}") -> str:
-    """``low–high`` over rounds, or one value when they agree at this precision."""
+    """``low–high`` over rounds, one value when they agree at this precision, ``–`` for none
+    (a way the benchmark was told not to run)."""
+    if not values:
+        return "–"
     low, high = fmt.format(min(values)), fmt.format(max(values))
     return low if low == high else f"{low}–{high}"
 

@@ -421,12 +421,12 @@ def _table(
     print("|---|---|---|---|---|---|---|---|---|---|")
     order = {"full": 0, "unchanged": 1, "edit": 2}
     for size, run in sorted({(s, r) for s, r, _ in rows}, key=lambda k: (k[0], order[k[1]])):
-        alone, flow = rows.get((size, run, "pipeline"), []), rows[(size, run, "flow")]
-        ratios = [f["wall"] / a["wall"] for f, a in zip(flow, alone, strict=False)]
+        alone, flow = rows.get((size, run, "pipeline"), []), rows.get((size, run, "flow"), [])
+        both = alone and flow  # a round of each, when --modes asked for both
+        ratios = [f["wall"] / a["wall"] for f, a in zip(flow, alone, strict=True)] if both else []
         print(
-            f"| {size:,} | {run} | {span([a['wall'] for a in alone], '{:.1f}') if alone else '–'} "
-            f"| {span([f['wall'] for f in flow], '{:.1f}')} "
-            f"| {span(ratios, '{:.2f}') if ratios else '–'} "
+            f"| {size:,} | {run} | {span([a['wall'] for a in alone], '{:.1f}')} "
+            f"| {span([f['wall'] for f in flow], '{:.1f}')} | {span(ratios, '{:.2f}')} "
             f"| {span([f['cpu'] for f in flow])} | {span([f['rss_mb'] for f in flow])} "
             f"| {span([f['task_runs'] for f in flow])} | {span([f['ui_lag'] for f in flow])} "
             f"| {span([f['requests'] for f in flow])} |"
@@ -439,7 +439,7 @@ def _table(
     )
     print("|---|---|---|---|---|---|---|---|")
     for size, run in sorted({(s, r) for s, r, _ in rows}, key=lambda k: (k[0], order[k[1]])):
-        flow = rows[(size, run, "flow")]
+        flow = rows.get((size, run, "flow"), [])
         print(
             f"| {size:,} | {run} | {span([f['server_cpu'] for f in flow])} "
             f"| {span([f['server_rss_mb'] for f in flow])} "
