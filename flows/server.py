@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -81,7 +82,11 @@ def ensure(data_dir: Path) -> LocalServer:
         if server is not None:
             return server
         stop(data_dir)  # a recorded server that is stale, or of another Prefect version
-        return _start(data_dir)
+        # One start at a time for this user: a server still starting does not listen yet,
+        # so another data folder's start would take the same free port, and the one that
+        # loses the bind would find the winner answering there and take it for its own.
+        with _exclusive(Path(tempfile.gettempdir()) / f"tidal-prefect-start-{os.getuid()}.lock"):
+            return _start(data_dir)
 
 
 def stop(data_dir: Path, *, timeout: float = 15.0) -> LocalServer | None:

@@ -3,9 +3,12 @@
 #   bash scripts/test.sh [pytest args...]
 # Needs python3 (3.11+). Creates .venv, makes sure Redis answers on 127.0.0.1:6379 (starting
 # it, or installing it with apt when run as root, if not), lints, then runs the whole suite in
-# two tiers (tests/tiers.py): the fast tier first (no service, about a minute), then the slow
-# one (Postgres, Redis, Prefect, the model, processes), only if the fast one passed. Arguments
-# go to both (`-x`, `-k budget`, a test file); with `-m` the suite runs once, as asked.
+# two tiers (tests/tiers.py): the fast tier first (no service, under a minute), then the slow
+# one (Postgres, Redis, Prefect, the model, processes), only if the fast one passed. Each tier
+# runs on two pytest-xdist workers, a test module to a worker: most slow tests wait (on a
+# server starting, a fake API pacing them, an outage), so two cores run two modules at once.
+# Arguments go to both (`-x`, `-k budget`, a test file, `-n 0` to run in one process); with
+# `-m` the suite runs once, as asked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +37,7 @@ done
 for tier in fast slow; do
     echo "== the $tier tier"
     status=0
-    .venv/bin/python -m pytest -m "$tier" "$@" || status=$?
+    .venv/bin/python -m pytest -m "$tier" -n 2 --dist loadfile "$@" || status=$?
     # 5: nothing to run in this tier (arguments that select only the other one's tests)
     if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then exit "$status"; fi
 done

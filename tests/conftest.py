@@ -23,11 +23,12 @@ from urllib.parse import urlsplit, urlunsplit  # noqa: E402
 import psycopg  # noqa: E402
 import pytest  # noqa: E402
 
+from tests.services import shared_redis_url  # noqa: E402
 from tidal.embedders.local import LocalEmbedder  # noqa: E402
 from tidal.settings import SAMPLE_CORPUS  # noqa: E402
 from tidal.sources.local import LocalSource  # noqa: E402
 
-REDIS_URL = os.environ.get("TIDAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_URL = os.environ.get("TIDAL_TEST_REDIS_URL") or shared_redis_url(0)
 
 pytest_plugins = ("tests.tiers",)  # the fast and slow tiers, and the fast tier's guard
 

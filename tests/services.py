@@ -1,4 +1,5 @@
-"""Services a test owns and may stop, each on a port of its own, never the shared ones.
+"""Services a test owns and may stop, each on a port of its own, never the shared ones; and
+which databases of the shared Redis a test process may use.
 
 A Postgres 16 with pgvector, built from pgserver's binaries (they carry pgvector) but started on
 a TCP port, so a test can stop it mid-run and start it again as an outage would; and a Redis.
@@ -18,6 +19,22 @@ import pgserver
 from pgserver.utils import ensure_prefix_permissions
 
 BIN = Path(pgserver.__file__).parent / "pginstall" / "bin"
+
+
+def shared_redis_url(slot: int) -> str:
+    """A database of the shared Redis on 127.0.0.1:6379 for this test process's ``slot``.
+
+    Under pytest-xdist each worker gets databases of its own (a ``flushdb`` in one worker must
+    not empty another's), counted down from 15 so that database 0 stays the user's.
+    """
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    database = 15 - slot - 2 * worker
+    if database < 1:
+        raise RuntimeError(
+            f"pytest-xdist worker {worker} has no Redis database of its own left; "
+            "run the suite on at most 7 workers (-n 7)"
+        )
+    return f"redis://127.0.0.1:6379/{database}"
 
 
 def free_port() -> int:
@@ -107,4 +124,4 @@ class OwnRedis:
         self._server.wait(10)
 
 
-__all__ = ["OwnPostgres", "OwnRedis", "free_port"]
+__all__ = ["OwnPostgres", "OwnRedis", "free_port", "shared_redis_url"]

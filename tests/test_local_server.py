@@ -45,10 +45,21 @@ def test_concurrent_starts_make_one_server_and_a_killed_one_is_replaced(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", KEY)  # a secret the long-lived server must not hold
-    with ThreadPoolExecutor(2) as pool:
-        first, second = pool.map(lambda _: local_server.ensure(data_dir), range(2))
-    assert first == second  # one server, though two runs asked at once
-    assert local_server.running(data_dir) == first
+    elsewhere = data_dir.parent / "another-data-folder"
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            starts = [pool.submit(local_server.ensure, data_dir) for _ in range(2)]
+            while not (data_dir / local_server.LOG).exists():  # launched, not yet listening
+                time.sleep(0.01)
+            other = pool.submit(local_server.ensure, elsewhere).result()
+            first, second = (start.result() for start in starts)
+        assert first == second  # one server, though two runs asked at once
+        assert local_server.running(data_dir) == first
+        # Another folder's run starting meanwhile gets a server of its own on another port
+        # (not the first one's, found answering on the port it meant to take).
+        assert other.port != first.port and local_server.running(elsewhere) == other
+    finally:
+        local_server.stop(elsewhere)
     with urllib.request.urlopen(f"{first.api_url}/health", timeout=5) as answer:
         assert answer.status == 200
     assert KEY not in Path(f"/proc/{first.pid}/environ").read_bytes().decode(errors="replace")

@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from tests.fakes.openai_server import FakeOpenAI
-from tests.services import OwnRedis, free_port
+from tests.services import OwnRedis, free_port, shared_redis_url
 from tidal.chunking import encoding
 from tidal.embedders import Embedder
 from tidal.embedders.base import QUICK
@@ -36,7 +36,7 @@ from tidal.errors import ConfigError, PermanentError, TransientError
 from tidal.redis import connect_redis
 from tidal.settings import REPO_ROOT
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = shared_redis_url(1)  # not the one conftest's redis_url flushes
 KEY = "sk-test-0123456789abcdef"
 WINDOW = 2  # seconds: the rate tests shrink OpenAI's minute to keep the suite quick
 

@@ -5,9 +5,8 @@ its own, stopped for ``DOWN`` seconds while the real flow (Prefect test harness,
 answering slowly enough that files are in flight) is mid-corpus, then started again. The store's
 outage gate holds the work (tidal.retrying): no file spends its one attempt on the outage.
 
-A 40 s outage with a task retry proved less than it seemed: a call's quick retries alone ride
-out about 30 s (two 15 s waits for a pool connection), so that run passed with the gate taken
-out. This one is shorter and checks the gate itself held the work, and let it go.
+A call's quick retries alone ride out an outage of two or three waits for a pool connection, so
+the test shortens that wait and checks the gate itself held the work, and let it go.
 """
 
 from __future__ import annotations
@@ -24,10 +23,12 @@ import pytest
 from tests.fakes.openai_server import FakeOpenAI
 from tests.flowkit import chunks_by_path, file_rows, run
 from tests.services import OwnPostgres
+from tidal.store.postgres import connection
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-DOWN = 20.0  # longer than a call waits for a pool connection (15 s) before it fails
+POOL_WAIT = 1.0
+DOWN = 10 * POOL_WAIT  # longer than a call's five quick tries (STATEMENTS) ride out
 KEY = "sk-outage-test"
 
 
@@ -43,6 +44,7 @@ def test_a_postgres_outage_mid_run_is_waited_out_and_every_file_lands_once(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    monkeypatch.setattr(connection, "POOL_WAIT_SECONDS", POOL_WAIT)
     gate_log = logging.getLogger("tidal.retrying")  # Prefect's logging keeps it from the root
     monkeypatch.setattr(gate_log, "handlers", [*gate_log.handlers, caplog.handler])
     corpus = tmp_path / "corpus"

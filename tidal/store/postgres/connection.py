@@ -30,6 +30,9 @@ STATEMENTS = Policy(attempts=5, first_delay=0.1, max_delay=2.0, total=20.0)
 FRESH_CONNECTION_SECONDS = 2.0
 """A pooled connection returned this recently is handed out without a check."""
 
+POOL_WAIT_SECONDS = 15.0
+"""How long a call waits for a pool connection before it counts as Postgres not answering."""
+
 
 class Served(Protocol):
     """What ``riding_out`` needs of the object whose method it wraps."""
@@ -113,6 +116,6 @@ def open_pool(url: str, size: int) -> ConnectionPool:
         # atomic says so (``conn.transaction()``).
         kwargs={"prepare_threshold": None, "autocommit": True},
         open=True,
-        timeout=15,
+        timeout=POOL_WAIT_SECONDS,
         name="tidal",
     )
