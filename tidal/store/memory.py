@@ -9,20 +9,17 @@ stores of several sources on one database.
 
 from __future__ import annotations
 
-import math
-import re
 import threading
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
-
 from tidal.records import Document, EmbeddedChunk, RunRecord, SourceFile, Vector
 from tidal.store import RRF_K, FailedFile, IndexStatus, SearchHit, chunk_metadata
+from tidal.store.memory_search import StoredChunk, fuse, kept_by, matching, nearest
 
 Key = tuple[str, str]
 """A file: its source and its path."""
@@ -42,20 +39,11 @@ class _Row:
     updated_at: datetime = datetime.min.replace(tzinfo=UTC)
 
 
-@dataclass(frozen=True)
-class _Stored:
-    """One chunk as stored: its vector, who embedded it, the metadata a search hit carries."""
-
-    embedded: EmbeddedChunk
-    embedder: str
-    metadata: dict[str, Any]
-
-
 class MemoryIndex:
     """The tables every store on this index shares, guarded by one lock."""
 
     def __init__(self) -> None:
-        self.chunks: dict[Key, list[_Stored]] = {}
+        self.chunks: dict[Key, list[StoredChunk]] = {}
         self.files: dict[Key, _Row] = {}
         self.kept: dict[tuple[str, str], tuple[Vector, datetime]] = {}
         """(chunk hash, embedder) -> vector bought but not yet written with its file, and when."""
@@ -111,7 +99,7 @@ class MemoryStore:
     ) -> None:
         key = (self.source, file.path)
         metadata = [chunk_metadata(file, document, c, self.source) for c in chunks]
-        stored = [_Stored(c, embedder, m) for c, m in zip(chunks, metadata, strict=True)]
+        stored = [StoredChunk(c, embedder, m) for c, m in zip(chunks, metadata, strict=True)]
         with self.index.lock:
             self.index.chunks[key] = stored
             for c in chunks:
@@ -141,9 +129,8 @@ class MemoryStore:
         filter: dict[str, Any] | None = None,
         path_prefix: str | None = None,
     ) -> list[SearchHit]:
-        return [
-            _hit(s, score) for s, score in _nearest(embedding, self._kept(filter, path_prefix))
-        ][:limit]
+        kept = kept_by(self._every_chunk(), filter, path_prefix)
+        return [s.hit(score) for s, score in nearest(embedding, kept)][:limit]
 
     def hybrid_search(
         self,
@@ -157,39 +144,22 @@ class MemoryStore:
         semantic_weight: float = 1.0,
         rrf_k: int = RRF_K,
     ) -> list[SearchHit]:
-        """Postgres' ``hybrid_search`` in miniature: the same fusion of the same two rankings,
-        the full-text one over plain lower-case words (stop words aside) rather than Postgres'
-        stemmed lexemes."""
-        kept = self._kept(filter, path_prefix)
-        nearest = _nearest(embedding, kept) if embedding is not None else []
-        rankings: list[tuple[float, list[_Stored]]] = []
+        """Postgres' ``hybrid_search`` in miniature (``tidal.store.memory_search``)."""
+        every = self._every_chunk()
+        kept = kept_by(every, filter, path_prefix)
+        near = nearest(embedding, kept) if embedding is not None else []
+        rankings: list[tuple[float, list[StoredChunk]]] = []
         if full_text_weight > 0:
-            similarity = {id(s): score for s, score in nearest}
-            every = self._kept(None, None)
-            rankings.append((full_text_weight, _matching(query, similarity, kept, every)))
-        if nearest and semantic_weight > 0:
-            rankings.append((semantic_weight, [s for s, _ in nearest]))
-        scores: dict[int, float] = defaultdict(float)
-        ranks: defaultdict[int, list[float]] = defaultdict(lambda: [math.inf, math.inf])
-        chunks: dict[int, _Stored] = {}
-        for which, (weight, ranking) in enumerate(rankings):
-            for rank, s in enumerate(ranking[: 2 * limit], start=1):
-                scores[id(s)] += weight / (rrf_k + rank)
-                ranks[id(s)][which] = rank
-                chunks[id(s)] = s
-        best = sorted(scores, key=lambda key: (-scores[key], *ranks[key]))[:limit]
-        return [_hit(chunks[key], scores[key]) for key in best]
+            similarity = {id(s): score for s, score in near}
+            rankings.append((full_text_weight, matching(query, similarity, kept, every)))
+        if near and semantic_weight > 0:
+            rankings.append((semantic_weight, [s for s, _ in near]))
+        return fuse(rankings, limit=limit, rrf_k=rrf_k)
 
-    def _kept(self, filter: dict[str, Any] | None, path_prefix: str | None) -> list[_Stored]:
-        """Every source's chunks that ``filter`` and ``path_prefix`` keep."""
+    def _every_chunk(self) -> list[StoredChunk]:
+        """Every source's chunks: a search sees them all, as on one database."""
         with self.index.lock:
-            stored = [s for chunks in self.index.chunks.values() for s in chunks]
-        return [
-            s
-            for s in stored
-            if (not filter or _contains(s.metadata, filter))
-            and (path_prefix is None or s.metadata["source_path"].startswith(path_prefix))
-        ]
+            return [s for chunks in self.index.chunks.values() for s in chunks]
 
     # --- the ledger ---------------------------------------------------------------------------
 
@@ -326,74 +296,3 @@ class MemoryStore:
 
     def close(self) -> None:
         """Nothing to release."""
-
-
-_WORD = re.compile(r"\w+")
-# fmt: off
-_STOP_WORDS = frozenset({
-    "a", "an", "and", "are", "as", "at", "be", "by", "do", "does", "for", "from", "has", "have",
-    "how", "i", "in", "is", "it", "its", "of", "on", "or", "that", "the", "their", "there",
-    "these", "this", "to", "was", "we", "what", "when", "where", "which", "who", "why", "will",
-    "with", "you",
-})
-# fmt: on
-"""The commonest of Postgres' English stop words, which a full-text query leaves out."""
-
-
-def _nearest(embedding: Sequence[float], stored: list[_Stored]) -> list[tuple[_Stored, float]]:
-    """``stored`` by cosine similarity to ``embedding``, best first."""
-    query = np.asarray(embedding, dtype=np.float64)
-    scored = []
-    for s in stored:
-        vector = np.asarray(s.embedded.embedding, dtype=np.float64)
-        scored.append((s, float(query @ vector / (np.linalg.norm(query) * np.linalg.norm(vector)))))
-    return sorted(scored, key=lambda pair: -pair[1])
-
-
-MIN_SHARE = 0.6
-"""``hybrid_search``'s ``full_text_min_share``: the share of the question's weight a chunk's
-words must carry to rank by full text."""
-
-
-def _matching(
-    query: str, similarity: dict[int, float], kept: list[_Stored], every: list[_Stored]
-) -> list[_Stored]:
-    """The chunks of ``kept`` whose words of ``query`` carry ``MIN_SHARE`` of its weight, each
-    word weighing its BM25 inverse document frequency over ``every`` chunk; by that weight, a
-    tie by ``similarity`` to the query's vector (by ``id`` of the chunk; none without one),
-    then by how often they hold the words."""
-    words = set(_WORD.findall(query.lower())) - _STOP_WORDS
-    if not words:
-        return []
-    df = Counter(
-        w for s in every for w in set(_WORD.findall(s.embedded.chunk.text.lower())) & words
-    )
-    n = len(every)
-    idf = {w: math.log(1 + (n - df[w] + 0.5) / (df[w] + 0.5)) for w in df}
-    enough = MIN_SHARE * sum(idf.values())
-    scored = []
-    for s in kept:
-        counts = Counter(_WORD.findall(s.embedded.chunk.text.lower()))
-        found = [w for w in words if counts[w]]
-        rarity = sum(idf[w] for w in found)
-        if found and rarity >= enough:
-            near = -similarity.get(id(s), 0.0)
-            scored.append((-rarity, near, -sum(counts[w] for w in found), s))
-    scored.sort(key=lambda entry: entry[:3])
-    return [entry[3] for entry in scored]
-
-
-def _hit(s: _Stored, score: float) -> SearchHit:
-    chunk = s.embedded.chunk
-    return SearchHit(s.metadata["source_path"], chunk.index, chunk.text, score, dict(s.metadata))
-
-
-def _contains(have: Any, want: Any) -> bool:
-    """jsonb's ``@>``, which Postgres' ``match_documents`` filters metadata with."""
-    if isinstance(want, dict):
-        return isinstance(have, dict) and all(
-            key in have and _contains(have[key], value) for key, value in want.items()
-        )
-    if isinstance(want, list):
-        return isinstance(have, list) and all(any(_contains(h, w) for h in have) for w in want)
-    return isinstance(have, bool) == isinstance(want, bool) and have == want
