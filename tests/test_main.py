@@ -85,7 +85,7 @@ def test_search_finds_the_document_written_for_the_question(
 def test_search_ranks_the_matching_document_first(
     workdir: Path, monkeypatch: pytest.MonkeyPatch, query: str, expected: str
 ) -> None:
-    from flows.cli import search
+    from flows.search import search
     from tidal.settings import load_settings
 
     monkeypatch.chdir(workdir)
@@ -99,7 +99,7 @@ def test_search_by_type_on_a_question_prds_answer_returns_k_designs(
     workdir: Path, monkeypatch: pytest.MonkeyPatch, k: int, mode: str
 ) -> None:
     """The PRD chunks crowd the nearest ones; `--type design` returned none before."""
-    from flows.cli import search
+    from flows.search import search
     from tidal.settings import load_settings
 
     monkeypatch.chdir(workdir)
@@ -135,7 +135,7 @@ def test_a_keyword_in_one_chunk_is_found_by_text_and_hybrid_search(
     workdir: Path, monkeypatch: pytest.MonkeyPatch, keyword: str, expected: str, mode: str
 ) -> None:
     """An ID or a hex colour, which means little to the model: full text finds it."""
-    from flows.cli import search
+    from flows.search import search
     from tidal.settings import load_settings
 
     monkeypatch.chdir(workdir)

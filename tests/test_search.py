@@ -349,7 +349,7 @@ def _close_to(index: Index, found: list[str], exact: list[str]) -> None:
 def test_type_and_team_filter_on_metadata_and_path_on_the_prefix(
     kind: str | None, team: str | None, path: str | None, metadata: dict[str, str] | None
 ) -> None:
-    from flows.cli import Filters
+    from flows.search import Filters
 
     filters = Filters(kind, team, path)
 
