@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 
 from prefect.context import FlowRunContext
 from prefect.settings import get_current_settings
@@ -50,8 +51,11 @@ def task_runner(settings: Settings) -> TaskRunner:
 
     if settings.dask_address:
         return DaskTaskRunner(address=settings.dask_address)
-    # A local cluster's scheduler and nannies log every worker's comings and goings at INFO.
+    # A local cluster's scheduler and nannies log every worker's comings and goings at INFO,
+    # and each worker a banner of 20 lines. A worker sets up its logging as it imports
+    # distributed, before the nanny hands it ``env``: only the environment it inherits counts.
     logging.getLogger("distributed").setLevel(logging.WARNING)
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     return DaskTaskRunner(
         cluster_kwargs={
             "n_workers": settings.dask_workers,
@@ -59,7 +63,7 @@ def task_runner(settings: Settings) -> TaskRunner:
             "processes": True,
             "dashboard_address": None,
             # The worker processes report to this run's server, whichever way it was set.
-            "env": {"PREFECT_API_URL": api_url, "DASK_LOGGING__DISTRIBUTED": "warning"},
+            "env": {"PREFECT_API_URL": api_url},
             # Merged over this process's own: the nanny replaces whole top-level sections.
             "config": dask.config.merge(dask.config.config, WORKER_CONFIG),
         }

@@ -155,6 +155,7 @@ def test_ad_hoc_runs_report_to_one_server_that_outlives_them(
         assert (
             "'task runner': 'dask, local cluster of 2 processes'" in spread.stdout + spread.stderr
         )
+        assert "distributed.worker" not in spread.stdout + spread.stderr  # no worker banners
         assert local_server.running(data_dir) == server
         query = {"task_runs": {"name": {"any_": ["prds/a.md"]}}}
         deadline = time.monotonic() + 30
