@@ -83,6 +83,14 @@ def test_design_json_keeps_bools_and_numbers() -> None:
     assert "N: -3" in lines
 
 
+def test_a_number_longer_than_python_converts_is_kept_as_written() -> None:
+    digits = "9" * 5000  # int() refuses over 4,300 digits
+    doc = parse(DESIGN, f'{{"label": "Pay", "serial": {digits}, "n": 12}}'.encode())
+    assert f"Serial: {digits}" in doc.text.splitlines() and "N: 12" in doc.text.splitlines()
+    with pytest.raises(ParseError, match="JSON holds no text"):  # digits are not text
+        parse(DESIGN, f'{{"serial": {digits}}}'.encode())
+
+
 def test_design_json_drops_nulls_and_empty_strings() -> None:
     doc = parse(DESIGN, _json({"label": "Pay", "hint": None, "alt": "", "tooltip": " \n\t"}))
     assert doc.text == "Label: Pay\n"

@@ -75,7 +75,7 @@ def decode(path: str, data: bytes) -> str:
 def json_to_text(path: str, text: str) -> str:
     """A design as headed sections and ``Key: value`` lines, every value kept."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_int=_integer)
         leaves = list(_leaves(value, ""))
         rendered = designs.render(value)
     except json.JSONDecodeError as exc:
@@ -88,9 +88,21 @@ def json_to_text(path: str, text: str) -> str:
         ) from None
     if not leaves:
         raise NothingToIndex("empty JSON (no values): nothing to index", path=path)
-    if not any(isinstance(leaf, str) for _, leaf in leaves):
+    if not any(isinstance(leaf, str) and not isinstance(leaf, _Digits) for _, leaf in leaves):
         raise ParseError("JSON holds no text (no non-empty string values)", path=path)
     return rendered
+
+
+class _Digits(str):
+    """An integer longer than Python converts (``sys.get_int_max_str_digits``), kept as written:
+    valid JSON, and its text is all the index needs of it."""
+
+
+def _integer(digits: str) -> int | str:
+    try:
+        return int(digits)
+    except ValueError:
+        return _Digits(digits)
 
 
 def _leaves(value: Any, key: str) -> Iterator[tuple[str, Any]]:
