@@ -50,6 +50,7 @@ def test_concurrent_starts_make_one_server_and_a_killed_one_is_replaced(
         with ThreadPoolExecutor(3) as pool:
             starts = [pool.submit(local_server.ensure, data_dir) for _ in range(2)]
             while not (data_dir / local_server.LOG).exists():  # launched, not yet listening
+                assert not any(start.done() for start in starts), starts[0].result()
                 time.sleep(0.01)
             other = pool.submit(local_server.ensure, elsewhere).result()
             first, second = (start.result() for start in starts)
