@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.fakes.storage_server import ANON_KEY, SERVICE_KEY, FakeStorage, StoredObject, fake_jwt
-from tidal.errors import ConfigError, PermanentError, SourceError, TransientError
+from tidal.errors import ConfigError, PermanentError, SourceError, TransientError, Unreadable
 from tidal.records import SourceFile
 from tidal.retrying import IDEMPOTENT_READS
 from tidal.sources import Source
@@ -413,6 +413,23 @@ def test_unicode_and_percent_names_round_trip_where_the_server_allows_them() -> 
             for f in listed:
                 assert source.read(f) == names[f.path]
         assert sorted(fake.downloads) == sorted(names)
+
+
+def test_a_name_with_an_empty_folder_fails_alone_and_never_reads_its_neighbour() -> None:
+    """storage3 drops the empty segment of ``prds//x.md`` from the URL, so it would download
+    ``prds/x.md`` and index its bytes under the other name."""
+    names = {"prds//x.md": b"# Double\n", "prds/x.md": b"# Single\n"}
+    with FakeStorage(validate_keys=False) as fake:
+        for name, data in names.items():
+            fake.put(BUCKET, name, data)
+        with SupabaseSource(fake.url, SERVICE_KEY, BUCKET) as source:
+            listed = {f.path: f for f in source.list()}
+            assert sorted(listed) == sorted(names)
+            with pytest.raises(SourceError, match="empty folder") as info:
+                source.read(listed["prds//x.md"])
+            assert info.value.path == "prds//x.md" and not isinstance(info.value, Unreadable)
+            assert source.read(listed["prds/x.md"]) == b"# Single\n"
+        assert fake.downloads == ["prds/x.md"]
 
 
 # --- configuration ---------------------------------------------------------------------------

@@ -156,6 +156,14 @@ class SupabaseSource:
             self._read.etag = response.headers.get("etag")
 
     def _download(self, file: SourceFile) -> bytes:
+        if "" in file.path.split("/"):
+            # storage3 drops empty segments from the URL: it would fetch another object
+            # ('prds/x.md' for 'prds//x.md'), whose bytes would be indexed under this name.
+            raise SourceError(
+                "object name has an empty folder ('//'), which the Storage client cannot ask "
+                "for; rename the object",
+                path=file.path,
+            )
         # storage3 percent-decodes the path before quoting it, so a literal '%' is pre-escaped.
         try:
             return self._storage.from_(self.bucket).download(file.path.replace("%", "%25"))
