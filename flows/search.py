@@ -81,6 +81,8 @@ def search(
 
     if mode not in MODES:
         raise ConfigError(f"--mode {mode!r}: one of {', '.join(MODES)}")
+    if not query.strip():  # its vector would rank every chunk, meaning nothing
+        raise ConfigError('the question is empty: tidal search "what to look for"')
     filters = Filters(kind, team, path)
     embedder = open_query_embedder(settings)  # no torch: the query's vector in numpy
     index = store.open_store(settings, dimension=embedder.dimension, pool_size=1)
@@ -107,8 +109,17 @@ def print_hits(hits: Sequence[SearchHit], settings: Settings, filters: Filters, 
         where = f"chunk {hit.chunk_index}, {file_kind(hit.source_path)}"
         print(f"{rank}. {hit.score:.{digits}f}  {hit.source_path}  ({where})")
         if section := hit.metadata.get("section"):
-            print(f"     § {textwrap.shorten(section, width=100, placeholder=' …')}")
-        print(textwrap.indent(textwrap.shorten(snippet, width=300, placeholder=" …"), "     "))
+            print(f"     § {shorten(section, 100)}")
+        print(textwrap.indent(shorten(snippet, 300), "     "))
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` cut to ``width`` at a word, or inside one that alone is longer (a hash, a URL,
+    a run of characters with no space), so that something of it always shows."""
+    short = textwrap.shorten(text, width=width, placeholder=" …")
+    if len(text) > width and len(short) < width // 2:
+        return text[: width - 2].rstrip() + " …"
+    return short
 
 
 def why_no_hits(settings: Settings, filters: Filters, mode: Mode) -> str:

@@ -25,6 +25,7 @@ from pgvector.psycopg import register_vector
 
 from tidal.chunking import chunk_hash
 from tidal.records import Chunk, Document, EmbeddedChunk, SourceFile
+from tidal.store import SearchHit
 from tidal.store.postgres import PostgresStore
 
 DIM = 16
@@ -372,3 +373,31 @@ def test_filters_that_cannot_meet_are_refused_before_any_search(
 
     assert main(["search", "anything", *argv]) == 2
     assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("query", ["", "  \t"])
+def test_an_empty_question_is_refused_before_any_search(
+    query: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.cli import main
+
+    assert main(["search", query]) == 2
+    assert "the question is empty" in capsys.readouterr().err
+
+
+def test_a_hit_that_is_one_long_word_still_shows_its_text(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from flows.search import Filters, print_hits
+    from tidal.settings import load_settings
+
+    word, prose = "x" * 3000, "Checkout flow notes. " * 40
+    hits = [
+        SearchHit("prds/blob.txt", 0, word, 0.5, {"section": "y" * 500}),
+        SearchHit("prds/notes.md", 1, prose, 0.4, {}),
+    ]
+    print_hits(hits, load_settings(), Filters(), "vector")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == f"     § {'y' * 98} …"  # cut inside the word, not to a bare "…"
+    assert lines[2] == f"     {'x' * 298} …"
+    assert lines[4].endswith("notes. …") and len(lines[4]) <= 5 + 300  # prose cut at a word
