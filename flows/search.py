@@ -83,6 +83,8 @@ def search(
         raise ConfigError(f"--mode {mode!r}: one of {', '.join(MODES)}")
     if not query.strip():  # its vector would rank every chunk, meaning nothing
         raise ConfigError('the question is empty: tidal search "what to look for"')
+    if limit < 1:
+        raise ConfigError(f"-k/--limit {limit}: ask for at least 1 chunk")
     filters = Filters(kind, team, path)
     embedder = open_query_embedder(settings)  # no torch: the query's vector in numpy
     index = store.open_store(settings, dimension=embedder.dimension, pool_size=1)

@@ -54,6 +54,34 @@ def test_db_init_refuses_another_dimension(
     assert "1536-dimension vectors but the embedder makes 384" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("dimension", "says"),
+    [
+        ("3072", "vectors of 3072 dimensions: pgvector's HNSW index takes at most 2000; "
+                 "set TIDAL_EMBEDDING_DIMENSIONS to 2000 or fewer"),
+        ("0", "vectors of 0 dimensions: a vector has at least 1"),
+    ],
+)  # fmt: skip
+def test_a_width_the_index_cannot_hold_is_refused_before_any_sql(
+    dimension: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["db", "sql", "--dimension", dimension]) == 2
+    captured = capsys.readouterr()
+    assert says in captured.err and captured.out == ""
+
+
+def test_a_store_of_vectors_too_wide_to_index_refuses_to_open(database_url: str) -> None:
+    """text-embedding-3-large's 3072 dimensions: refused as the run opens its store, before
+    anything is embedded, not when the index is built at its end."""
+    from tidal.errors import ConfigError
+    from tidal.store.postgres import PostgresStore
+
+    with pytest.raises(ConfigError, match="TIDAL_EMBEDDING_DIMENSIONS"):
+        PostgresStore(database_url, dimension=3072)
+    with psycopg.connect(database_url) as conn:  # and it created nothing
+        assert conn.execute("select to_regclass('documents')").fetchone() == (None,)
+
+
 def test_the_anon_role_reads_nothing_even_when_granted(database_url: str) -> None:
     """Supabase's Data API runs as `anon`: RLS without policies leaves it no rows."""
     with psycopg.connect(database_url, autocommit=True) as conn:

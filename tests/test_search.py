@@ -375,14 +375,22 @@ def test_filters_that_cannot_meet_are_refused_before_any_search(
     assert says in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("query", ["", "  \t"])
-def test_an_empty_question_is_refused_before_any_search(
-    query: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        ([""], "the question is empty"),
+        (["  \t"], "the question is empty"),
+        (["notes", "-k", "0"], "-k/--limit 0: ask for at least 1 chunk"),
+        (["notes", "-k", "-1"], "-k/--limit -1: ask for at least 1 chunk"),
+    ],
+)
+def test_an_empty_question_or_no_chunks_asked_for_is_refused_before_any_search(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from flows.cli import main
 
-    assert main(["search", query]) == 2
-    assert "the question is empty" in capsys.readouterr().err
+    assert main(["search", *argv]) == 2
+    assert says in capsys.readouterr().err
 
 
 def test_a_hit_that_is_one_long_word_still_shows_its_text(

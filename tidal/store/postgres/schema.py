@@ -20,9 +20,14 @@ VECTOR_INDEX_SQL = (
 """The HNSW index, as schema.sql writes it: the one statement a store's set-up leaves out."""
 
 
+MAX_INDEXED_DIMENSIONS = 2000
+"""The widest ``vector`` pgvector's HNSW index takes."""
+
+
 def schema_sql(dimension: int, *, vector_index: bool = True) -> str:
     """schema.sql for ``dimension``-wide vectors; ``vector_index=False`` leaves the HNSW index
     to the run (``build_vector_index``), so opening a store never builds or rebuilds it."""
+    check_dimension(dimension)
     text = resources.files("tidal.store").joinpath("schema.sql").read_text("utf-8")
     if not vector_index:
         assert VECTOR_INDEX_SQL in text, "schema.sql and VECTOR_INDEX_SQL disagree"
@@ -67,3 +72,16 @@ def ensure_schema(conn: psycopg.Connection[Any], dimension: int) -> None:
 def _schema_marker(conn: psycopg.Connection[Any]) -> str | None:
     row = conn.execute("select obj_description(to_regclass('ingest_runs'), 'pg_class')").fetchone()
     return row[0] if row else None
+
+
+def check_dimension(dimension: int) -> None:
+    """A width the index can hold, or ConfigError saying how to get one. Refused up front: an
+    index that cannot be built would fail the run after every file was embedded."""
+    if dimension < 1:
+        raise ConfigError(f"vectors of {dimension} dimensions: a vector has at least 1")
+    if dimension > MAX_INDEXED_DIMENSIONS:
+        raise ConfigError(
+            f"vectors of {dimension} dimensions: pgvector's HNSW index takes at most "
+            f"{MAX_INDEXED_DIMENSIONS}; set TIDAL_EMBEDDING_DIMENSIONS to {MAX_INDEXED_DIMENSIONS}"
+            " or fewer (the text-embedding-3 models shorten their vectors, e.g. to 1536)"
+        )
