@@ -3,7 +3,11 @@ a worker opens its backends once, and a worker that would build another pipeline
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -102,3 +106,40 @@ def test_a_worker_whose_key_leads_to_another_width_refuses_before_the_store(
 
         with pytest.raises(ConfigError, match=f"the run's is {run.fingerprint}: give workers"):
             shared_pipeline(spec)
+
+
+EXIT_ORDER = textwrap.dedent("""
+    import pgserver.postgres_server as server
+    import tidal.runtime as runtime
+
+    stop = server.PostgresServer._cleanup  # what pgserver registers with atexit as it starts
+
+    def spy(self):
+        print("pipelines open as the embedded Postgres stops:", len(runtime._pipelines))
+        stop(self)
+
+    server.PostgresServer._cleanup = spy
+    from tidal.settings import load_settings
+    runtime.shared_pipeline(runtime.PipelineSpec.of(load_settings()))
+""")
+
+
+@pytest.mark.slow  # an embedded Postgres in a process of its own
+def test_at_exit_the_shared_pipelines_close_before_the_embedded_postgres_stops(
+    tmp_path: Path,
+) -> None:
+    """Otherwise the pool or the claims' presence connection can meet the server stopped and
+    log "error connecting in 'tidal': ... server closed the connection" after a run's output."""
+    (tmp_path / "corpus").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "PREFECT_"))}
+    env.update(TIDAL_SOURCE=str(tmp_path / "corpus"), TIDAL_DATA_DIR=str(tmp_path / "data"))
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_ORDER],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "pipelines open as the embedded Postgres stops: 0" in done.stdout, done.stdout

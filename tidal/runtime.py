@@ -9,6 +9,7 @@ travels with the work - each worker reads its own from its environment.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -96,6 +97,7 @@ def shared_pipeline(spec: PipelineSpec) -> Pipeline:
                 # advice to drop the documents table, not that this worker differs from the run.
                 _refuse_another(spec, fingerprint(chunking_options(settings), embedder))
                 pipeline = _pipelines[key] = build_pipeline(settings, embedder=embedder)
+                _close_at_exit()
             _resolved[seen] = pipeline
     _refuse_another(spec, pipeline.fingerprint)
     return pipeline
@@ -140,6 +142,15 @@ def close_shared(*, embedders: bool = False) -> None:
             _embedders.clear()
     for pipeline in pipelines:
         pipeline.close()
+
+
+def _close_at_exit() -> None:
+    """Close the shared pipelines as the process exits, before whatever their stores opened:
+    ``atexit`` runs the newest first, so registered again after each store opened (an embedded
+    Postgres registers its own stop then), the pool and the claims' presence connection close
+    before the server stops, instead of meeting it stopped and logging a connection error."""
+    atexit.unregister(close_shared)
+    atexit.register(close_shared)
 
 
 def _environment() -> tuple[object, ...]:
