@@ -194,6 +194,12 @@ def test_invalid_values_name_the_variable_and_the_fix(
         assert hint in message
 
 
+def test_dimensions_for_the_local_model_are_refused_not_ignored() -> None:
+    message = str(_config_error(embedding_dimensions=256))
+    assert "TIDAL_EMBEDDING_DIMENSIONS (256) shortens the vectors of OpenAI models" in message
+    assert "unset it, or set TIDAL_EMBEDDER=openai" in message
+
+
 def test_missing_source_folder(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-folder"
     message = str(_config_error(source=str(missing)))

@@ -332,6 +332,16 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _dimensions_only_for_a_model_that_takes_them(self) -> Settings:
+        if self.embedder == "local" and self.embedding_dimensions is not None:
+            raise ValueError(
+                f"TIDAL_EMBEDDING_DIMENSIONS ({self.embedding_dimensions}) shortens the vectors "
+                "of OpenAI models that take `dimensions`; the local model's width is its own: "
+                "unset it, or set TIDAL_EMBEDDER=openai"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _overlap_below_half_a_chunk(self) -> Settings:
         if self.effective_chunk_overlap * 2 >= self.effective_chunk_tokens:
             raise ValueError(
