@@ -48,6 +48,8 @@ EXIT = {
     "deletion refused": (3, "deletion refused"),
 }
 """The exit status for each way a run ends (``outcome_of``), and what it adds on stderr."""
+INTERRUPTED = 130
+"""The exit status after Ctrl-C, as shells report a process that SIGINT ended."""
 _FINAL = ["COMPLETED", "FAILED", "CANCELLED", "CRASHED"]
 
 Outcome = RunSummary | Plan | BaseException | None
@@ -123,7 +125,7 @@ def ingest(
 
     0 all done, 1 some files failed, 2 the run itself could not go on (a bad setting, or a
     fatal error that stopped it early), 3 every file was processed but files gone from the
-    source were kept by the deletion guard.
+    source were kept by the deletion guard, 130 interrupted (Ctrl-C).
     """
     # Python's last garbage collection, at exit, walks every object Prefect, pydantic and the
     # clients made only to free memory the process is giving back anyway; frozen, they are
@@ -143,6 +145,14 @@ def ingest(
         if settings is not None and not dry_run:
             record_stopped_start(settings, str(exc), started_at=started_at)
         return 2
+    except KeyboardInterrupt:
+        # Each file lands in one transaction: what finished is stored whole, the rest not at all.
+        print(
+            "tidal: interrupted; the files that finished are kept, and the next run carries "
+            "on with the rest",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
     return report(outcome, verbose=verbose)
 
 

@@ -146,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ingest",
             help="run the tidal flow once (python flows/ingest.py)",
             description="Run once: exit 0 all done, 1 some files failed, 2 the run could not "
-            "go on, 3 files gone from the source were kept by the deletion guard.",
+            "go on, 3 files gone from the source were kept by the deletion guard, 130 "
+            "interrupted.",
         )
     )
     commands.add_parser(

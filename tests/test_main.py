@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,10 +16,12 @@ import psycopg
 import pytest
 
 from flows import server as local_server
+from tests.fakes.openai_server import FakeOpenAI
 from tests.flowkit import chunks_by_path
 from tidal.settings import REPO_ROOT, SAMPLE_CORPUS
 
 INGEST = [sys.executable, str(REPO_ROOT / "flows" / "ingest.py")]
+KEY = "sk-main-job-test"
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -242,3 +246,51 @@ def test_a_failed_file_reads_as_the_table_the_summary_and_one_message(tmp_path: 
     assert "ingested 1, skipped 0 (unchanged), failed 1" in out  # the summary
     assert "Finished in state Failed('1 of 2 files failed: designs/x/bad.json" in out
     assert "Traceback" not in out
+
+
+def test_ctrl_c_mid_run_exits_130_in_one_line_and_the_next_run_carries_on(
+    tmp_path: Path, prefect_api: dict[str, str], database_url: str
+) -> None:
+    """Each file lands whole or not at all, so an interrupted run keeps what finished."""
+    corpus = tmp_path / "corpus"
+    (corpus / "prds").mkdir(parents=True)
+    texts = {f"prds/n-{i:02d}.md": f"# Note {i}\n\nNote {i} body text.\n" for i in range(30)}
+    for rel, text in texts.items():
+        (corpus / rel).write_text(text)
+    with FakeOpenAI(api_key=KEY) as api:
+        api.delay_next(0.5, times=10**6)  # slow answers: files are in flight at the interrupt
+        env = {
+            **prefect_api,
+            "TIDAL_SOURCE": str(corpus),
+            "TIDAL_DATABASE_URL": database_url,
+            "TIDAL_EMBEDDER": "openai",
+            "OPENAI_API_KEY": KEY,
+            "OPENAI_BASE_URL": api.base_url,
+            "TIDAL_CONCURRENCY": "2",
+        }
+        run = subprocess.Popen(
+            INGEST, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while len(api.requests) < 4:  # the model checked, and files under way
+                assert run.poll() is None and time.monotonic() < deadline, run.stdout.read()
+                time.sleep(0.05)
+            run.send_signal(signal.SIGINT)
+            out, _ = run.communicate(timeout=120)
+        finally:
+            if run.poll() is None:
+                run.kill()
+        assert run.returncode == 130, out[-3000:]
+        assert "tidal: interrupted; the files that finished are kept" in out
+        assert "Traceback" not in out
+        landed = chunks_by_path(database_url)
+        assert len(landed) < len(texts) and set(landed.values()) <= {1}  # whole files only
+
+        again = subprocess.run(
+            INGEST, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"skipped {len(landed)} (unchanged)" in again.stdout + again.stderr
+    assert chunks_by_path(database_url) == dict.fromkeys(texts, 1)
