@@ -142,6 +142,14 @@ class SupabaseSource:
             )
 
     def read(self, file: SourceFile) -> bytes:
+        if "" in file.path.split("/"):
+            # storage3 drops empty segments from the URL: it would fetch another object
+            # ('prds/x.md' for 'prds//x.md'), whose bytes would be indexed under this name.
+            raise SourceError(
+                "object name has an empty folder ('//'), which the Storage client cannot ask "
+                "for; rename the object",
+                path=file.path,
+            )
         return self.service.call(lambda: self._download(file), what=f"download {file.path!r}")
 
     def version_of(self, file: SourceFile, data: bytes) -> str:
@@ -156,14 +164,6 @@ class SupabaseSource:
             self._read.etag = response.headers.get("etag")
 
     def _download(self, file: SourceFile) -> bytes:
-        if "" in file.path.split("/"):
-            # storage3 drops empty segments from the URL: it would fetch another object
-            # ('prds/x.md' for 'prds//x.md'), whose bytes would be indexed under this name.
-            raise SourceError(
-                "object name has an empty folder ('//'), which the Storage client cannot ask "
-                "for; rename the object",
-                path=file.path,
-            )
         # storage3 percent-decodes the path before quoting it, so a literal '%' is pre-escaped.
         try:
             return self._storage.from_(self.bucket).download(file.path.replace("%", "%25"))
